@@ -1,0 +1,87 @@
+"""The ``roadprn`` command line: a thin layer over the library.
+
+Each command lives in a module of its own in this package and is registered on :data:`main`.
+Commands parse and check options, call the library, and print; they hold no logic of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from roadprn import __version__
+from roadprn.errors import Interrupted, RoadprnError
+
+log = logging.getLogger("roadprn")
+
+
+class RoadprnGroup(click.Group):
+    """Turns user-facing errors into one line on stderr and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RoadprnError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; partial outputs were removed", Interrupted.exit_code)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except OSError as exc:
+            # Disk full, permission denied and the like: one line, not a traceback.
+            if log.isEnabledFor(logging.DEBUG):
+                log.exception("I/O error")
+            _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"roadprn: error: {message}", err=True)
+    sys.exit(code)
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Logs go to stderr so that stdout stays clean for machine-readable output."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else
+                                           logging.INFO if verbose == 1 else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("roadprn")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@click.group(cls=RoadprnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="roadprn")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Extract road networks from satellite imagery (tiled segmentation + PatchRefineNet).
+
+    Exit codes: 0 ok, 1 I/O error, 2 bad option or config, 3 bad input, 4 output problem,
+    5 model/checkpoint problem, 6 some batch scenes failed, 130 interrupted.
+    """
+    configure_logging(verbose, quiet)
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
+    ctx.obj["verbose"] = verbose
+
+
+def _register() -> None:
+    from roadprn.cli import info
+
+    main.add_command(info.info)
+    try:
+        from roadprn.cli import synth
+    except ImportError:  # pragma: no cover - module added by a later commit
+        return
+    main.add_command(synth.synth)
+
+
+_register()

@@ -1,0 +1,198 @@
+"""The typed pipeline config: defaults, YAML loading, CLI overrides, one-line errors.
+
+One :class:`Config` object drives every command, so ``extract``, ``batch`` and notebooks behave the
+same for the same YAML. ``configs/default.yaml`` documents every key and must equal the defaults
+below (a test checks it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from roadprn.errors import ConfigError
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class _Section(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NormalizationConfig(_Section):
+    """How raw band values become model inputs in [0, 1]."""
+
+    mode: Literal["auto", "fixed", "percentile", "dtype"] = "auto"
+    scale: list[float] | None = None
+    offset: list[float] | None = None
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    sample_size: int = Field(1024, ge=16, le=16384)
+
+    @model_validator(mode="after")
+    def _check(self) -> NormalizationConfig:
+        low, high = self.percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
+        if self.mode == "fixed" and self.scale is None:
+            raise ValueError("mode 'fixed' needs 'scale' (and optionally 'offset') per band")
+        if self.scale is not None and self.offset is not None and len(self.scale) != len(self.offset):
+            raise ValueError("'scale' and 'offset' must list one value per band")
+        return self
+
+
+class InputConfig(_Section):
+    bands: list[int] | None = None
+    allow_ungeoreferenced: bool = False
+    normalization: NormalizationConfig = NormalizationConfig()
+
+    @field_validator("bands")
+    @classmethod
+    def _positive(cls, bands: list[int] | None) -> list[int] | None:
+        if bands is not None and (not bands or min(bands) < 1):
+            raise ValueError("bands are 1-based band numbers, e.g. [1, 2, 3]")
+        return bands
+
+
+class TilingConfig(_Section):
+    tile_size: int | None = Field(None, ge=32, le=8192)
+    halo: int | None = Field(None, ge=0, le=2048)
+    batch_size: int | None = Field(None, ge=1, le=1024)
+    blend: Literal["hann", "crop"] = "hann"
+    pad_mode: Literal["reflect", "constant"] = "reflect"
+
+
+class InferenceConfig(_Section):
+    device: str = "auto"
+    amp: bool = True
+    compile: bool = False
+    tta: bool = False
+    torch_threads: int | None = Field(None, ge=1, le=1024)
+    reader_threads: int = Field(2, ge=1, le=64)
+    prefetch_batches: int = Field(2, ge=1, le=64)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not DEVICE_PATTERN.match(device):
+            raise ValueError("allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+        return device
+
+
+class ResolutionConfig(_Section):
+    resample: bool = True
+    tolerance: float = Field(0.25, ge=0.0, le=10.0)
+
+
+class OutputConfig(_Section):
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    overwrite: bool = False
+    write_probability: bool = True
+    compress: Literal["deflate", "zstd", "lzw"] = "deflate"
+
+
+class Config(_Section):
+    """Everything a run needs besides its input and output paths."""
+
+    model: str = "default"
+    input: InputConfig = InputConfig()
+    tiling: TilingConfig = TilingConfig()
+    inference: InferenceConfig = InferenceConfig()
+    resolution: ResolutionConfig = ResolutionConfig()
+    output: OutputConfig = OutputConfig()
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file, then dotted-key overrides (``{"tiling.halo": 64}``)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_yaml_mapping(Path(path))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        _set_dotted(data, key, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=str(path) if path else None)) from None
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def parse_set_option(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``--set tiling.halo=64`` values, parsed as YAML scalars (so ``true``, ``0.3``, ``[1,2]`` work)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. tiling.halo=64), got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{part}' is a value, not a section (setting '{dotted}')")
+        node = child
+    node[parts[-1]] = value
+
+
+def format_validation_error(exc: ValidationError, source: str | None = None) -> str:
+    """The first problem as one line naming the key and what is allowed."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    key = ".".join(loc) or "<root>"
+    prefix = f"{source}: " if source else ""
+    extra = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        allowed = sorted(_section_fields(loc[:-1]))
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{prefix}unknown config key '{key}'{hint} allowed keys: {', '.join(allowed)}{extra}"
+    given = err.get("input")
+    got = f"got {given!r}; " if not isinstance(given, dict) else ""
+    if err["type"] == "literal_error":
+        return f"{prefix}bad value for config key '{key}': {got}allowed: {err['ctx']['expected']}{extra}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{prefix}bad value for config key '{key}': {got}{message}{extra}"
+
+
+def _section_fields(path: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

@@ -1,0 +1,68 @@
+"""Crash-safe output files: write to a temporary sibling, rename when complete.
+
+A crash, Ctrl-C or full disk therefore never leaves a file under the final name that looks
+finished. Every output of roadprn goes through :func:`atomic_output`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from roadprn.errors import OutputError
+
+TMP_MARKER = ".roadprn-tmp-"
+
+
+def temporary_sibling(final: Path) -> Path:
+    """A unique temporary name in the same folder (so the final rename is atomic)."""
+    return final.with_name(f"{final.stem}{TMP_MARKER}{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+def check_writable(final: Path, overwrite: bool) -> None:
+    """Fail before any work starts if ``final`` exists or its folder cannot be written."""
+    if final.exists() and not overwrite:
+        raise OutputError(f"{final} exists; pass --overwrite to replace it")
+    folder = final.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from exc
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
+
+
+@contextlib.contextmanager
+def atomic_output(final: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it to ``final``, on any failure delete it.
+
+    Works for files and folders (e.g. a GeoPackage or a shapefile set written as a folder).
+    """
+    final = Path(final)
+    check_writable(final, overwrite)
+    tmp = temporary_sibling(final)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise OutputError(f"nothing was written for {final}")
+        if final.is_dir() and not tmp.is_dir():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        # GDAL sidecars (.aux.xml, .ovr, -journal) share the temporary stem
+        for sidecar in tmp.parent.glob(tmp.name + "*"):
+            _remove(sidecar)
+        raise
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

@@ -1,0 +1,413 @@
+"""Opening, validating and reading scenes window by window.
+
+Every reader in roadprn goes through here so that all stages agree on what a valid pixel is
+(nodata, internal masks, alpha, NaN/Inf), how windows beyond the scene edge are padded, and how
+raw band values of any bit depth become model inputs. Nothing here reads a whole scene.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from pyproj import Geod
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.io import DatasetReader
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from roadprn.config import NormalizationConfig
+from roadprn.errors import InputError
+
+_GEOD = Geod(ellps="WGS84")
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What roadprn needs to know about a scene before reading any pixels."""
+
+    path: str
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    block_shape: tuple[int, int]
+    overviews: tuple[int, ...]
+    colorinterp: tuple[str, ...]
+    mask_flags: tuple[tuple[str, ...], ...]
+    resolution_m: tuple[float, float] | None
+    footprint_wgs84: tuple[float, float, float, float] | None
+    data_bands: tuple[int, ...] = field(default=())
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def crs_name(self) -> str:
+        if self.crs is None:
+            return "none (pixel coordinates)"
+        epsg = self.crs.to_epsg()
+        if epsg is not None:
+            return f"EPSG:{epsg}"
+        name = self.crs.to_dict().get("proj") or "custom"
+        return f"custom ({name}, no EPSG code)"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain types only: for JSON output and raster tags."""
+        return {
+            "path": self.path,
+            "driver": self.driver,
+            "width": self.width,
+            "height": self.height,
+            "bands": self.count,
+            "data_bands": list(self.data_bands),
+            "dtypes": list(self.dtypes),
+            "crs": self.crs_name,
+            "crs_wkt": self.crs.to_wkt() if self.crs else None,
+            "transform": list(self.transform)[:6],
+            "resolution": list(self.res),
+            "resolution_m": list(self.resolution_m) if self.resolution_m else None,
+            "nodata": self.nodata,
+            "block_shape": list(self.block_shape),
+            "overviews": list(self.overviews),
+            "colorinterp": list(self.colorinterp),
+            "mask_flags": [list(f) for f in self.mask_flags],
+            "footprint_wgs84": list(self.footprint_wgs84) if self.footprint_wgs84 else None,
+        }
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def _check_path(path: str | Path) -> str:
+    text = str(path)
+    if text.startswith("/vsi") or "://" in text:
+        return text  # GDAL virtual / remote path: let GDAL decide
+    p = Path(text)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected a raster file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: file is empty (0 bytes)")
+    return text
+
+
+@contextlib.contextmanager
+def open_raster(path: str | Path) -> Iterator[DatasetReader]:
+    """rasterio.open with a clear one-line error instead of a GDAL traceback."""
+    text = _check_path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(text)
+    except RasterioIOError as exc:
+        raise InputError(f"{text}: not a readable raster ({_gdal_reason(exc)})") from None
+    except RasterioError as exc:
+        raise InputError(f"{text}: cannot open raster ({_gdal_reason(exc)})") from None
+    with ds:
+        yield ds
+
+
+def _gdal_reason(exc: BaseException) -> str:
+    """GDAL's own words, following rasterio's "see previous exception" chain to the cause."""
+    seen = exc
+    while "previous exception" in str(seen) and (seen.__cause__ or seen.__context__):
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    text = str(seen).strip()
+    return (text.splitlines()[0] if text else type(seen).__name__)[:200]
+
+
+def scene_info(ds: DatasetReader) -> SceneInfo:
+    crs = ds.crs if _has_georeferencing(ds) else None
+    return SceneInfo(
+        path=ds.name,
+        driver=ds.driver,
+        width=ds.width,
+        height=ds.height,
+        count=ds.count,
+        dtypes=tuple(ds.dtypes),
+        crs=crs,
+        transform=ds.transform,
+        nodata=ds.nodata,
+        block_shape=tuple(ds.block_shapes[0]) if ds.count else (0, 0),
+        overviews=tuple(ds.overviews(1)) if ds.count else (),
+        colorinterp=tuple(ci.name for ci in ds.colorinterp),
+        mask_flags=tuple(tuple(f.name for f in flags) for flags in ds.mask_flag_enums),
+        resolution_m=pixel_size_m(crs, ds.transform, ds.width, ds.height) if crs else None,
+        footprint_wgs84=footprint_wgs84(crs, ds.bounds) if crs else None,
+        data_bands=data_bands(ds),
+    )
+
+
+def _has_georeferencing(ds: DatasetReader) -> bool:
+    return ds.crs is not None and ds.transform != Affine.identity()
+
+
+def data_bands(ds: DatasetReader) -> tuple[int, ...]:
+    """1-based indexes of bands carrying data (alpha bands are masks, not model input)."""
+    return tuple(i for i, ci in enumerate(ds.colorinterp, start=1) if ci != ColorInterp.alpha)
+
+
+def open_scene(
+    path: str | Path,
+    *,
+    allow_ungeoreferenced: bool = False,
+    check_readable: bool = True,
+) -> SceneInfo:
+    """Open and validate a scene; the dataset is closed again (readers reopen per thread)."""
+    with open_raster(path) as ds:
+        info = scene_info(ds)
+        validate_scene(ds, info, allow_ungeoreferenced=allow_ungeoreferenced)
+        if check_readable:
+            check_blocks_readable(ds)
+    return info
+
+
+def validate_scene(ds: DatasetReader, info: SceneInfo, *, allow_ungeoreferenced: bool) -> None:
+    if info.width < 1 or info.height < 1 or info.count < 1:
+        raise InputError(f"{info.path}: raster is empty ({info.width}x{info.height}, {info.count} bands)")
+    if not info.data_bands:
+        raise InputError(f"{info.path}: raster has only alpha bands, no data bands")
+    if info.crs is None and not allow_ungeoreferenced:
+        raise InputError(
+            f"{info.path}: raster has no CRS/georeferencing; pass --allow-ungeoreferenced "
+            "to work in pixel coordinates"
+        )
+    for dtype in info.dtypes:
+        if np.dtype(dtype).kind == "c":
+            raise InputError(f"{info.path}: complex-valued bands ({dtype}) are not imagery")
+
+
+def check_blocks_readable(ds: DatasetReader) -> None:
+    """Read the first and last block: catches truncated files without reading the scene."""
+    bh, bw = ds.block_shapes[0]
+    bh, bw = min(bh, ds.height), min(bw, ds.width)
+    last = Window(ds.width - bw, ds.height - bh, bw, bh)
+    try:
+        for window in (Window(0, 0, bw, bh), last):
+            ds.read(1, window=window)
+    except RasterioError as exc:
+        raise InputError(f"{ds.name}: raster data is unreadable, file truncated or corrupt "
+                         f"({_gdal_reason(exc)})") from None
+
+
+def check_band_count(info: SceneInfo, bands: Sequence[int] | None, expected: int | None) -> tuple[int, ...]:
+    """The 1-based bands to read, checked against the scene and what the model expects."""
+    if bands:
+        bad = [b for b in bands if b < 1 or b > info.count]
+        if bad:
+            raise InputError(f"{info.path}: band(s) {bad} do not exist; the scene has {info.count} band(s)")
+        chosen = tuple(bands)
+    else:
+        chosen = info.data_bands
+        if expected is not None and len(chosen) > expected:
+            raise InputError(
+                f"{info.path}: scene has {len(chosen)} bands but the model expects {expected}; "
+                f"choose them with --bands (e.g. --bands {','.join(map(str, range(1, expected + 1)))})"
+            )
+    if expected is not None and len(chosen) != expected:
+        raise InputError(
+            f"{info.path}: {len(chosen)} band(s) selected but the model expects {expected}"
+        )
+    return chosen
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def pixel_size_m(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:
+    """True pixel size (x, y) in metres at the scene centre.
+
+    For geographic CRSs a degree of longitude shrinks with latitude, so pixels are not square in
+    metres; for projected CRSs the CRS's linear unit is honoured (e.g. US survey feet).
+    """
+    if crs.is_geographic:
+        cx, cy = transform @ (width / 2.0, height / 2.0)
+        dx, dy = abs(transform.a), abs(transform.e)
+        _, _, x_m = _GEOD.inv(cx - dx / 2, cy, cx + dx / 2, cy)
+        _, _, y_m = _GEOD.inv(cx, cy - dy / 2, cx, cy + dy / 2)
+        return float(x_m), float(y_m)
+    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return abs(transform.a) * factor, abs(transform.e) * factor
+
+
+def footprint_wgs84(crs: CRS, bounds: Any) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) in degrees, densified so curved edges are covered."""
+    from rasterio.warp import transform_bounds
+
+    try:
+        west, south, east, north = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
+    except Exception:  # noqa: BLE001 - a CRS PROJ cannot invert: the footprint is optional
+        return None
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        return None
+    return float(west), float(south), float(east), float(north)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_window(
+    ds: DatasetReader,
+    window: Window,
+    *,
+    bands: Sequence[int],
+    halo: int = 0,
+    pad_mode: str = "reflect",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` grown by ``halo`` on each side, padded beyond the scene edge.
+
+    Returns ``(data, valid)``: data float32 (bands, h + 2·halo, w + 2·halo) with raw values,
+    valid bool (h + 2·halo, w + 2·halo): False for padding, nodata, masked/alpha and non-finite
+    pixels. Invalid pixels in data are filled (0, or reflected neighbours for padding) so that a
+    model never sees NaN.
+    """
+    col0 = int(window.col_off) - halo
+    row0 = int(window.row_off) - halo
+    out_w = int(window.width) + 2 * halo
+    out_h = int(window.height) + 2 * halo
+    c0, r0 = max(col0, 0), max(row0, 0)
+    c1, r1 = min(col0 + out_w, ds.width), min(row0 + out_h, ds.height)
+    if c1 <= c0 or r1 <= r0:
+        return (np.zeros((len(bands), out_h, out_w), np.float32), np.zeros((out_h, out_w), bool))
+    inner = Window(c0, r0, c1 - c0, r1 - r0)
+    try:
+        raw = ds.read(list(bands), window=inner)
+        masks = ds.read_masks(list(bands), window=inner)
+    except RasterioError as exc:
+        raise InputError(f"{ds.name}: cannot read window {_window_text(inner)} ({_gdal_reason(exc)})") from None
+    data = raw.astype(np.float32, copy=False)
+    valid = np.all(masks > 0, axis=0)
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        valid &= np.all(finite, axis=0)
+        if not finite.all():
+            data = np.where(finite, data, 0.0).astype(np.float32)
+    pad = ((r0 - row0, row0 + out_h - r1), (c0 - col0, col0 + out_w - c1))
+    if any(p for pair in pad for p in pair):
+        mode = "symmetric" if pad_mode == "reflect" else "constant"
+        data = np.pad(data, ((0, 0), *pad), mode=mode)
+        valid = np.pad(valid, pad, mode="constant", constant_values=False)
+    return data, valid
+
+
+def _window_text(window: Window) -> str:
+    return f"col {int(window.col_off)} row {int(window.row_off)} size {int(window.width)}x{int(window.height)}"
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+@dataclass(frozen=True)
+class BandNormalizer:
+    """``x * scale + offset`` per band, then clipped to [0, 1]: cheap to apply per tile."""
+
+    scale: tuple[float, ...]
+    offset: tuple[float, ...]
+    clip: bool = True
+
+    def __call__(self, data: np.ndarray) -> np.ndarray:
+        scale = np.asarray(self.scale, np.float32).reshape(-1, 1, 1)
+        offset = np.asarray(self.offset, np.float32).reshape(-1, 1, 1)
+        out = data * scale + offset
+        if self.clip:
+            np.clip(out, 0.0, 1.0, out=out)
+        return out.astype(np.float32, copy=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scale": list(self.scale), "offset": list(self.offset), "clip": self.clip}
+
+
+def dtype_range(dtype: str) -> tuple[float, float]:
+    kind = np.dtype(dtype)
+    if kind.kind in "ui":
+        info = np.iinfo(kind)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0
+
+
+def make_normalizer(
+    ds: DatasetReader, bands: Sequence[int], spec: NormalizationConfig
+) -> BandNormalizer:
+    """Build the per-band transform from a spec; percentiles come from a small sample read."""
+    n = len(bands)
+    mode = "percentile" if spec.mode == "auto" else spec.mode
+    if mode == "fixed":
+        assert spec.scale is not None
+        scale = _per_band(spec.scale, n, "scale")
+        offset = _per_band(spec.offset or [0.0], n, "offset")
+        return BandNormalizer(tuple(scale), tuple(offset))
+    if mode == "dtype":
+        lows, highs = zip(*(dtype_range(ds.dtypes[b - 1]) for b in bands), strict=True)
+    else:
+        lows, highs = estimate_percentiles(ds, bands, spec.percentiles, spec.sample_size)
+    scale = tuple(1.0 / (h - lo) if h > lo else 1.0 for lo, h in zip(lows, highs, strict=True))
+    offset = tuple(-lo * s for lo, s in zip(lows, scale, strict=True))
+    return BandNormalizer(scale, offset)
+
+
+def _per_band(values: Sequence[float], n: int, name: str) -> list[float]:
+    if len(values) == 1:
+        return [float(values[0])] * n
+    if len(values) != n:
+        raise InputError(f"normalization.{name} lists {len(values)} values for {n} selected band(s)")
+    return [float(v) for v in values]
+
+
+def estimate_percentiles(
+    ds: DatasetReader,
+    bands: Sequence[int],
+    percentiles: tuple[float, float],
+    sample_size: int = 1024,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band low/high percentiles of valid pixels from a decimated read.
+
+    The read is at most ``sample_size`` pixels on its long side; GDAL serves it from overviews
+    when the file has them, so cost and memory do not grow with the scene.
+    """
+    factor = max(1.0, max(ds.width, ds.height) / sample_size)
+    out_h = max(1, round(ds.height / factor))
+    out_w = max(1, round(ds.width / factor))
+    try:
+        sample = ds.read(list(bands), out_shape=(len(bands), out_h, out_w), resampling=Resampling.nearest)
+        masks = ds.read_masks(list(bands), out_shape=(len(bands), out_h, out_w),
+                              resampling=Resampling.nearest)
+    except RasterioError as exc:
+        raise InputError(f"{ds.name}: cannot read a sample for normalisation ({_gdal_reason(exc)})") from None
+    sample = sample.astype(np.float64, copy=False)
+    valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(sample), axis=0)
+    if not valid.any():
+        raise InputError(f"{ds.name}: no valid pixels (all nodata, masked or non-finite)")
+    lows, highs = [], []
+    for band in sample:
+        lo, hi = np.percentile(band[valid], percentiles)
+        lows.append(float(lo))
+        highs.append(float(hi))
+    return tuple(lows), tuple(highs)
+
+
+def mask_flags_text(flags: Sequence[MaskFlags]) -> str:
+    return "+".join(f.name for f in flags)

@@ -1,0 +1,105 @@
+"""`roadprn info` end to end, on every GeoTIFF of the real data and on bad inputs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from roadprn.cli import main
+
+# path: (width, height, bands, dtype, crs, resolution_m (x, y), nodata)
+REAL_GEOTIFFS = {
+    "spacenet_vegas_pan/road_mask_input.tif": (1300, 1300, 1, "uint16", "EPSG:4326", (0.243, 0.300), None),
+    "spacenet_vegas_pan/sample_road_raster_mask.tif": (1300, 1300, 1, "uint8", "EPSG:4326", (0.243, 0.300), None),
+    "robustness/pan1.tif": (600, 600, 1, "uint16", "EPSG:32631", (0.5, 0.5), None),
+    "robustness/pan2.tif": (600, 600, 1, "uint16", "EPSG:32631", (0.5, 0.5), None),
+    "robustness/pan3.tif": (600, 600, 1, "uint16", "EPSG:32631", (0.5, 0.5), None),
+    "robustness/ms1.tif": (300, 300, 4, "float64", "EPSG:32631", (1.0, 1.0), None),
+    "robustness/ms2.tif": (300, 300, 4, "float64", "EPSG:32631", (1.0, 1.0), None),
+    "robustness/ms3.tif": (300, 300, 4, "float64", "EPSG:32631", (1.0, 1.0), None),
+    "robustness/rgb_unmasked.tif": (200, 200, 3, "uint8", "EPSG:32631", (4.5, 4.5), None),
+    "robustness/sample_geotiff.tif": (900, 900, 1, "uint16", "EPSG:32616", (0.5, 0.5), 0.0),
+    "robustness/sample_geotiff_custom_proj.tif": (512, 512, 3, "int16", "custom (aea, no EPSG code)", (30.0, 30.0), -9999.0),
+}
+
+
+def run_info(*args):
+    return CliRunner().invoke(main, ["info", *args])
+
+
+def test_every_real_geotiff_is_listed(realdata):
+    found = {p.relative_to(realdata).as_posix() for p in realdata.rglob("*.tif")}
+    assert found == set(REAL_GEOTIFFS), "update REAL_GEOTIFFS when the real data changes"
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("rel", sorted(REAL_GEOTIFFS))
+def test_info_json_on_real_geotiffs(realdata, rel):
+    width, height, bands, dtype, crs, (xm, ym), nodata = REAL_GEOTIFFS[rel]
+    result = run_info(str(realdata / rel), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert (info["width"], info["height"], info["bands"]) == (width, height, bands)
+    assert set(info["dtypes"]) == {dtype}
+    assert info["crs"] == crs
+    assert info["resolution_m"][0] == pytest.approx(xm, abs=2e-3)
+    assert info["resolution_m"][1] == pytest.approx(ym, abs=2e-3)
+    assert info["nodata"] == nodata
+    west, south, east, north = info["footprint_wgs84"]
+    assert -180 <= west < east <= 180 and -90 <= south < north <= 90
+
+
+@pytest.mark.realdata
+def test_info_text_output(realdata):
+    result = run_info(str(realdata / "spacenet_vegas_pan/road_mask_input.tif"))
+    assert result.exit_code == 0
+    assert "0.243 m x 0.300 m" in result.output and "EPSG:4326" in result.output
+    assert "1300 x 1300 px" in result.output
+
+
+@pytest.mark.realdata
+def test_png_without_georeferencing(realdata):
+    png = realdata / "spacenet_vegas_img33/AOI_2_Vegas_img33.png"
+    refused = run_info(str(png))
+    assert refused.exit_code == 3
+    assert "no CRS" in refused.output and "--allow-ungeoreferenced" in refused.output
+    allowed = run_info(str(png), "--allow-ungeoreferenced", "--json")
+    assert allowed.exit_code == 0 and json.loads(allowed.output)["crs"].startswith("none")
+
+
+def _bad_inputs(tmp_path, realdata):
+    (tmp_path / "zero.tif").write_bytes(b"")
+    (tmp_path / "text.tif").write_text("this is not a raster\n")
+    pan = (realdata / "robustness/pan1.tif").read_bytes()
+    (tmp_path / "truncated.tif").write_bytes(pan[: len(pan) // 2])
+    return {
+        "missing": (tmp_path / "missing.tif", "no such file"),
+        "directory": (tmp_path, "is a directory"),
+        "zero": (tmp_path / "zero.tif", "empty (0 bytes)"),
+        "text": (tmp_path / "text.tif", "not a readable raster"),
+        "truncated": (tmp_path / "truncated.tif", "not a readable raster"),
+        "png": (realdata / "spacenet_vegas_img33/AOI_2_Vegas_img33.png", "no CRS"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "zero", "text", "truncated", "png"])
+def test_bad_inputs_give_one_clear_line(tmp_path, realdata, case):
+    """Through a real process: exactly one line on stderr, no traceback, exit code 3."""
+    path, fragment = _bad_inputs(tmp_path, realdata)[case]
+    proc = subprocess.run([sys.executable, "-m", "roadprn", "info", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("roadprn: error: ") and fragment in lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_version_and_help():
+    runner = CliRunner()
+    version = runner.invoke(main, ["--version"])
+    assert version.exit_code == 0 and "roadprn" in version.output
+    helptext = runner.invoke(main, ["--help"])
+    assert helptext.exit_code == 0 and "info" in helptext.output

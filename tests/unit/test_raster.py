@@ -1,0 +1,200 @@
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+from roadprn.config import NormalizationConfig
+from roadprn.errors import InputError
+from roadprn.raster import (
+    check_band_count,
+    estimate_percentiles,
+    make_normalizer,
+    open_raster,
+    open_scene,
+    pixel_size_m,
+    read_window,
+)
+
+
+def ramp(h, w, bands=1, dtype="uint16"):
+    arr = np.arange(h * w, dtype=np.float64).reshape(h, w)
+    return np.stack([arr + 1000 * b for b in range(bands)]).astype(dtype)
+
+
+def test_read_window_inside_matches_direct_read(make_raster):
+    path = make_raster(ramp(40, 50, 2))
+    with open_raster(path) as ds:
+        data, valid = read_window(ds, Window(10, 5, 8, 6), bands=[1, 2], halo=3)
+        direct = ds.read([1, 2], window=Window(7, 2, 14, 12)).astype(np.float32)
+    assert data.shape == (2, 12, 14) and data.dtype == np.float32
+    np.testing.assert_array_equal(data, direct)
+    assert valid.all()
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+def test_read_window_pads_beyond_edge_and_marks_invalid(make_raster, pad_mode):
+    path = make_raster(ramp(20, 30))
+    with open_raster(path) as ds:
+        data, valid = read_window(ds, Window(0, 0, 10, 10), bands=[1], halo=4, pad_mode=pad_mode)
+    assert data.shape == (1, 18, 18)
+    assert not valid[:4].any() and not valid[:, :4].any()
+    assert valid[4:, 4:].all()
+    np.testing.assert_array_equal(data[0, 4:, 4:], ramp(20, 30)[0, :14, :14])
+    if pad_mode == "constant":
+        assert (data[0, :4] == 0).all()
+    else:  # mirrored: row 3 of the padded window equals scene row 0
+        np.testing.assert_array_equal(data[0, 3, 4:], data[0, 4, 4:])
+
+
+def test_read_window_entirely_outside_is_all_invalid(make_raster):
+    path = make_raster(ramp(8, 8))
+    with open_raster(path) as ds:
+        data, valid = read_window(ds, Window(20, 20, 4, 4), bands=[1], halo=1)
+    assert data.shape == (1, 6, 6) and not valid.any() and (data == 0).all()
+
+
+def test_one_by_one_scene_window_with_halo(make_raster):
+    path = make_raster(np.array([[[7]]], dtype="uint8"))
+    with open_raster(path) as ds:
+        data, valid = read_window(ds, Window(0, 0, 1, 1), bands=[1], halo=5)
+    assert data.shape == (1, 11, 11) and valid.sum() == 1 and valid[5, 5]
+    assert (data == 7).all()  # reflect padding of a single pixel repeats it
+
+
+def test_validity_from_nodata_nan_and_internal_mask(make_raster, tmp_path):
+    arr = np.ones((2, 6, 6), np.float32)
+    arr[0, 1, 1] = -9999
+    arr[1, 2, 2] = np.nan
+    arr[0, 3, 3] = np.inf
+    path = make_raster(arr, nodata=-9999)
+    with open_raster(path) as ds:
+        data, valid = read_window(ds, Window(0, 0, 6, 6), bands=[1, 2])
+    assert not valid[1, 1] and not valid[2, 2] and not valid[3, 3]
+    assert valid.sum() == 36 - 3
+    assert np.isfinite(data).all()
+
+    # internal (per-dataset) mask, as written by GDAL_TIFF_INTERNAL_MASK
+    masked = tmp_path / "masked.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(masked, "w", driver="GTiff", width=6, height=6, count=1, dtype="uint8",
+                           crs="EPSG:32631", transform=from_origin(0, 0, 1, 1)) as ds:
+            ds.write(np.full((1, 6, 6), 5, np.uint8))
+            m = np.full((6, 6), 255, np.uint8)
+            m[:, :2] = 0
+            ds.write_mask(m)
+    with open_raster(masked) as ds:
+        _, valid = read_window(ds, Window(0, 0, 6, 6), bands=[1])
+    assert not valid[:, :2].any() and valid[:, 2:].all()
+
+
+def test_alpha_band_is_mask_not_data(make_raster):
+    arr = np.full((4, 5, 5), 100, np.uint8)
+    arr[3] = 255
+    arr[3, 0, 0] = 0
+    path = make_raster(arr, photometric="RGB", alpha="YES")
+    info = open_scene(path)
+    assert info.data_bands == (1, 2, 3)
+    with open_raster(path) as ds:
+        _, valid = read_window(ds, Window(0, 0, 5, 5), bands=info.data_bands)
+    assert not valid[0, 0] and valid.sum() == 24
+
+
+def test_open_scene_errors(tmp_path, make_raster):
+    with pytest.raises(InputError, match="no such file"):
+        open_scene(tmp_path / "missing.tif")
+    with pytest.raises(InputError, match="is a directory"):
+        open_scene(tmp_path)
+    (tmp_path / "empty.tif").write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        open_scene(tmp_path / "empty.tif")
+    (tmp_path / "text.tif").write_text("not a raster\n")
+    with pytest.raises(InputError, match="not a readable raster"):
+        open_scene(tmp_path / "text.tif")
+    nocrs = make_raster(ramp(4, 4), crs=None, transform=from_origin(0, 0, 1, 1))
+    with pytest.raises(InputError, match="--allow-ungeoreferenced"):
+        open_scene(nocrs)
+
+
+def test_truncated_tiled_geotiff_is_detected(tmp_path):
+    full = tmp_path / "full.tif"
+    rng = np.random.default_rng(0)
+    with rasterio.open(full, "w", driver="GTiff", width=1024, height=1024, count=1, dtype="uint8",
+                       tiled=True, blockxsize=256, blockysize=256, crs="EPSG:32631",
+                       transform=from_origin(0, 0, 1, 1)) as ds:
+        ds.write(rng.integers(0, 255, (1, 1024, 1024), dtype=np.uint8))
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        open_scene(cut)
+
+
+def test_pixel_size_geographic_is_not_square():
+    from rasterio.crs import CRS
+
+    # 2.7e-6 degrees at 36.14 N (the SpaceNet Vegas chip): ~0.243 m by ~0.300 m
+    transform = from_origin(-115.2338, 36.1423, 2.7e-6, 2.7e-6)
+    xm, ym = pixel_size_m(CRS.from_epsg(4326), transform, 1300, 1300)
+    assert xm == pytest.approx(0.2430, abs=2e-3) and ym == pytest.approx(0.2997, abs=2e-3)
+
+
+def test_pixel_size_honours_foot_units():
+    from rasterio.crs import CRS
+
+    crs = CRS.from_epsg(2263)  # NY Long Island, US survey feet
+    xm, ym = pixel_size_m(crs, from_origin(1e6, 2e5, 1.0, 1.0), 10, 10)
+    assert xm == pytest.approx(0.3048006, rel=1e-5)
+
+
+def test_check_band_count(make_raster):
+    info = open_scene(make_raster(ramp(4, 4, 4)))
+    assert check_band_count(info, None, 4) == (1, 2, 3, 4)
+    assert check_band_count(info, [3, 2, 1], 3) == (3, 2, 1)
+    with pytest.raises(InputError, match="model expects 3"):
+        check_band_count(info, None, 3)
+    with pytest.raises(InputError, match="do not exist"):
+        check_band_count(info, [5], None)
+    one = open_scene(make_raster(ramp(4, 4, 1)))
+    with pytest.raises(InputError, match="1 band\\(s\\) selected but the model expects 3"):
+        check_band_count(one, None, 3)
+
+
+def test_percentile_normalizer_uses_valid_pixels_only(make_raster):
+    arr = np.full((1, 64, 64), 500, np.uint16)
+    arr[0, :, :32] = 1500
+    arr[0, 0, 0] = 0  # nodata
+    path = make_raster(arr, nodata=0)
+    spec = NormalizationConfig(mode="percentile", percentiles=(0.0, 100.0))
+    with open_raster(path) as ds:
+        lows, highs = estimate_percentiles(ds, [1], (0.0, 100.0), 64)
+        norm = make_normalizer(ds, [1], spec)
+    assert lows == (500.0,) and highs == (1500.0,)
+    out = norm(np.array([[[500.0, 1000.0, 1500.0, 3000.0]]], np.float32))
+    np.testing.assert_allclose(out[0, 0], [0.0, 0.5, 1.0, 1.0])
+
+
+def test_percentile_sample_is_decimated(make_raster):
+    path = make_raster(ramp(300, 200))
+    with open_raster(path) as ds:
+        lows, highs = estimate_percentiles(ds, [1], (0.0, 100.0), sample_size=50)
+    # nearest-neighbour decimation: within the value range, not necessarily its extremes
+    assert 0 <= lows[0] < 2000 and 58000 < highs[0] <= 59999
+
+
+def test_fixed_and_dtype_normalizers(make_raster):
+    path = make_raster(ramp(4, 4, 2, dtype="uint8"))
+    with open_raster(path) as ds:
+        fixed = make_normalizer(ds, [1, 2], NormalizationConfig(mode="fixed", scale=[0.5, 0.25],
+                                                                 offset=[0.0, 0.1]))
+        dtype = make_normalizer(ds, [1, 2], NormalizationConfig(mode="dtype"))
+        with pytest.raises(InputError, match="3 values for 2"):
+            make_normalizer(ds, [1, 2], NormalizationConfig(mode="fixed", scale=[1, 1, 1]))
+    x = np.full((2, 1, 1), 1.0, np.float32)
+    np.testing.assert_allclose(fixed(x)[:, 0, 0], [0.5, 0.35])
+    np.testing.assert_allclose(dtype(np.full((2, 1, 1), 255.0, np.float32))[:, 0, 0], [1.0, 1.0])
+
+
+def test_all_nodata_scene_is_clear_error(make_raster):
+    path = make_raster(np.zeros((1, 8, 8), np.uint16), nodata=0)
+    with open_raster(path) as ds, pytest.raises(InputError, match="no valid pixels"):
+        estimate_percentiles(ds, [1], (2, 98))
