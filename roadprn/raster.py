@@ -115,19 +115,23 @@ def _check_path(path: str | Path) -> str:
     return text
 
 
-@contextlib.contextmanager
-def open_raster(path: str | Path) -> Iterator[DatasetReader]:
-    """rasterio.open with a clear one-line error instead of a GDAL traceback."""
+def open_dataset(path: str | Path) -> DatasetReader:
+    """rasterio.open with a clear one-line error instead of a GDAL traceback; caller closes it."""
     text = _check_path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(text)
+            return rasterio.open(text)
     except RasterioIOError as exc:
         raise InputError(f"{text}: not a readable raster ({_gdal_reason(exc)})") from None
     except RasterioError as exc:
         raise InputError(f"{text}: cannot open raster ({_gdal_reason(exc)})") from None
-    with ds:
+
+
+@contextlib.contextmanager
+def open_raster(path: str | Path) -> Iterator[DatasetReader]:
+    """:func:`open_dataset` as a context manager."""
+    with open_dataset(path) as ds:
         yield ds
 
 

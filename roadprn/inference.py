@@ -1,0 +1,115 @@
+"""Batched model inference on one device: device choice, threads, AMP, TTA.
+
+The pipeline feeds numpy batches in and gets probabilities out; everything torch-specific about
+running a segmentation model fast and safely lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from roadprn.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentationModel:
+    """A base model and what it expects: the pipeline checks scenes against these facts."""
+
+    module: nn.Module  # maps (B, in_channels, H, W) inputs in [0, 1] to (B, 1, H, W) logits
+    in_channels: int
+    name: str = "custom"
+    sha256: str | None = None
+    tile_size: int = 512
+    halo: int = 64
+    batch_size: int | None = None
+    gsd_m: float | None = None
+    normalization: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; an unavailable explicit device is an error."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{spec}' requested but CUDA is not available on this machine")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device '{spec}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' requested but Apple MPS is not available on this machine")
+    return torch.device(spec)
+
+
+def configure_torch_threads(torch_threads: int | None, reader_threads: int) -> int:
+    """Leave cores to the reader threads so torch and readers do not oversubscribe the CPU."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = torch_threads or max(1, cores - max(0, reader_threads - 1))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+class Predictor:
+    """Runs ``module`` on numpy batches and returns road probabilities (B, H, W) float32."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        device: torch.device,
+        *,
+        amp: bool = True,
+        tta: bool = False,
+        compile: bool = False,
+    ) -> None:
+        self.device = device
+        self.tta = tta
+        self.channels_last = device.type in ("cuda", "cpu")
+        module = module.to(device).eval()
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        if compile:
+            try:
+                module = torch.compile(module)
+            except Exception as exc:  # noqa: BLE001 - compilation is an optional speed-up
+                log.warning("torch.compile failed (%s); running uncompiled", exc)
+        self.module = module
+        self.autocast_dtype = None
+        if amp and device.type == "cuda":
+            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.tta:
+            prob = sum(self._forward(x.flip(dims)).flip(dims) for dims in ((), (-1,), (-2,), (-2, -1)))
+            prob = prob / 4.0
+        else:
+            prob = self._forward(x)
+        return prob[:, 0].float().cpu().numpy()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
+                logits = self.module(x)
+        else:
+            logits = self.module(x)
+        return torch.sigmoid(logits.float())

@@ -1,0 +1,440 @@
+"""The extract pipeline for one scene: windows in, probability and mask COGs out.
+
+Reading + normalising windows runs on a pool of reader threads (each with its own GDAL handle),
+the model runs batches on one device in the calling thread, and finished row strips are written
+by a writer thread, so I/O overlaps inference. Bounded queues between the stages keep memory set
+by tile size × batch × prefetch, never by scene size. Outputs go to temporary names and are
+renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from roadprn import __version__
+from roadprn.config import Config, NormalizationConfig
+from roadprn.errors import ModelError
+from roadprn.inference import (
+    Predictor,
+    SegmentationModel,
+    configure_torch_threads,
+    resolve_device,
+)
+from roadprn.io import TMP_MARKER, atomic_output, check_writable
+from roadprn.raster import (
+    BandNormalizer,
+    SceneInfo,
+    check_band_count,
+    make_normalizer,
+    open_dataset,
+    open_raster,
+    open_scene,
+    read_window,
+)
+from roadprn.stitch import Strip, StripStitcher
+from roadprn.tiling import Tile, TilePlan
+
+log = logging.getLogger(__name__)
+
+MASK_NODATA = 255
+WRITE_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class ExtractPaths:
+    folder: Path
+    probability: Path
+    mask: Path
+
+    @classmethod
+    def for_scene(cls, scene: str | Path, out_dir: str | Path | None = None) -> ExtractPaths:
+        """Default folder: ``<scene folder>/<scene stem>_roadprn/``; files named after the scene."""
+        scene = Path(str(scene))
+        stem = scene.stem or "scene"
+        folder = Path(out_dir) if out_dir is not None else scene.parent / f"{stem}_roadprn"
+        return cls(folder, folder / f"{stem}_probability.tif", folder / f"{stem}_mask.tif")
+
+
+@dataclass
+class ExtractResult:
+    scene: str
+    paths: ExtractPaths
+    width: int
+    height: int
+    tiles: int
+    tile_size: int
+    halo: int
+    batch_size: int
+    halo_fraction: float
+    seconds: float
+    model_seconds: float
+    device: str
+    road_fraction: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mpix_per_s(self) -> float:
+        return self.width * self.height / 1e6 / max(self.seconds, 1e-9)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scene": self.scene,
+            "probability": str(self.paths.probability) if self.paths.probability.exists() else None,
+            "mask": str(self.paths.mask),
+            "width": self.width,
+            "height": self.height,
+            "tiles": self.tiles,
+            "tile_size": self.tile_size,
+            "halo": self.halo,
+            "batch_size": self.batch_size,
+            "halo_fraction": round(self.halo_fraction, 4),
+            "seconds": round(self.seconds, 3),
+            "model_seconds": round(self.model_seconds, 3),
+            "mpix_per_s": round(self.mpix_per_s, 3),
+            "device": self.device,
+            "road_fraction": round(self.road_fraction, 5),
+        }
+
+
+@dataclass(frozen=True)
+class TilingChoice:
+    tile_size: int
+    halo: int
+    batch_size: int
+    blend_radius: int
+
+
+def choose_tiling(config: Config, model: SegmentationModel, device_type: str) -> TilingChoice:
+    """Config wins, then the checkpoint's suggestion, then defaults."""
+    tile = config.tiling.tile_size or model.tile_size or 512
+    halo = config.tiling.halo if config.tiling.halo is not None else model.halo
+    batch = config.tiling.batch_size or model.batch_size or (16 if device_type == "cuda" else 4)
+    if tile <= 2 * halo:
+        from roadprn.errors import ConfigError
+
+        raise ConfigError(f"tiling.tile_size ({tile}) must be larger than 2 x tiling.halo ({halo})")
+    blend = halo // 2 if config.tiling.blend == "hann" else 0
+    return TilingChoice(tile, halo, batch, blend)
+
+
+class _ThreadLocalReader:
+    """GDAL handles are not thread-safe: each reader thread opens its own."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._handles: list[DatasetReader] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> DatasetReader:
+        ds = getattr(self._local, "ds", None)
+        if ds is None:
+            ds = open_dataset(self.path)
+            self._local.ds = ds
+            with self._lock:
+                self._handles.append(ds)
+        return ds
+
+    def close(self) -> None:
+        with self._lock:
+            for ds in self._handles:
+                ds.close()
+            self._handles.clear()
+
+
+class _Prefetcher:
+    """Keeps ``depth`` reads in flight ahead of the consumer, yielding results in order."""
+
+    def __init__(self, items: Iterator[Tile], submit: Callable[[Tile], Future], depth: int) -> None:
+        self._items = items
+        self._submit = submit
+        self._depth = depth
+        self._window: deque[tuple[Tile, Future]] = deque()
+
+    def __iter__(self) -> Iterator[tuple[Tile, Future]]:
+        for item in self._items:
+            self._window.append((item, self._submit(item)))
+            if len(self._window) >= self._depth:
+                yield self._window.popleft()
+        while self._window:
+            yield self._window.popleft()
+
+    def cancel(self) -> None:
+        """On early exit (error, Ctrl-C): drop queued reads so shutdown waits only for running ones."""
+        for _, future in self._window:
+            future.cancel()
+        self._window.clear()
+
+
+def extract_probability(
+    scene: str | Path,
+    model: SegmentationModel,
+    config: Config,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = False,
+) -> ExtractResult:
+    """Run the base model over a whole scene; write probability (optional) and mask COGs."""
+    t_start = time.perf_counter()
+    info = open_scene(scene, allow_ungeoreferenced=config.input.allow_ungeoreferenced)
+    bands = check_band_count(info, config.input.bands, model.in_channels)
+    paths = ExtractPaths.for_scene(scene, out_dir)
+    overwrite = config.output.overwrite
+    check_writable(paths.mask, overwrite)
+    if config.output.write_probability:
+        check_writable(paths.probability, overwrite)
+
+    device = resolve_device(config.inference.device)
+    choice = choose_tiling(config, model, device.type)
+    plan = TilePlan(info.width, info.height, choice.tile_size, choice.halo, choice.blend_radius)
+    torch_threads = configure_torch_threads(config.inference.torch_threads, config.inference.reader_threads)
+    predictor = Predictor(model.module, device, amp=config.inference.amp, tta=config.inference.tta,
+                          compile=config.inference.compile)
+    log.info("%s: %dx%d px, %d tiles of %d px (halo %d, batch %d) on %s with %d torch threads",
+             info.path, info.width, info.height, len(plan), plan.tile_size, plan.halo,
+             choice.batch_size, device, torch_threads)
+
+    spec = _normalization_spec(config, model)
+    with open_raster(info.path) as ds:
+        normalizer = make_normalizer(ds, bands, spec)
+    tags = _output_tags(info, model, config, normalizer, choice)
+
+    tmp_files: list[Path] = []
+    stats: dict[str, float] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            mask_final = stack.enter_context(atomic_output(paths.mask, overwrite))
+            prob_final = (stack.enter_context(atomic_output(paths.probability, overwrite))
+                          if config.output.write_probability else None)
+            raw_mask = paths.folder / f"{paths.mask.stem}{TMP_MARKER}raw.tif"
+            raw_prob = paths.folder / f"{paths.probability.stem}{TMP_MARKER}raw.tif"
+            tmp_files += [raw_mask, raw_prob]
+            strips = predict_strips(
+                info.path, bands, plan, choice.batch_size, normalizer, predictor,
+                reader_threads=config.inference.reader_threads,
+                prefetch_batches=config.inference.prefetch_batches,
+                pad_mode=config.tiling.pad_mode, stats=stats, progress=progress,
+            )
+            _write_outputs(strips, info, config, raw_prob if prob_final else None, raw_mask, tags, stats)
+            t_cog = time.perf_counter()
+            _to_cog(raw_mask, mask_final, config.output.compress, resampling="NEAREST")
+            if prob_final is not None:
+                _to_cog(raw_prob, prob_final, config.output.compress, resampling="AVERAGE")
+            stats["cog_seconds"] = time.perf_counter() - t_cog
+    finally:
+        for tmp in tmp_files:
+            for leftover in tmp.parent.glob(tmp.name + "*"):
+                leftover.unlink(missing_ok=True)
+
+    seconds = time.perf_counter() - t_start
+    return ExtractResult(
+        scene=info.path, paths=paths, width=info.width, height=info.height, tiles=len(plan),
+        tile_size=plan.tile_size, halo=plan.halo, batch_size=choice.batch_size,
+        halo_fraction=plan.halo_fraction, seconds=seconds, model_seconds=stats["model_seconds"],
+        device=str(device), road_fraction=stats["road_pixels"] / max(1, stats["valid_pixels"]),
+        timings={k: v for k, v in stats.items() if k.endswith("seconds")},
+    )
+
+
+def _normalization_spec(config: Config, model: SegmentationModel) -> NormalizationConfig:
+    spec = config.input.normalization
+    if spec.mode == "auto" and model.normalization:
+        try:
+            return NormalizationConfig.model_validate(model.normalization)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"model {model.name}: invalid normalisation in checkpoint ({exc})") from None
+    return spec
+
+
+def predict_strips(
+    path: str,
+    bands: tuple[int, ...],
+    plan: TilePlan,
+    batch_size: int,
+    normalizer: BandNormalizer,
+    predictor: Predictor,
+    *,
+    reader_threads: int = 2,
+    prefetch_batches: int = 2,
+    pad_mode: str = "reflect",
+    stats: dict[str, float] | None = None,
+    progress: bool = False,
+) -> Iterator[Strip]:
+    """Stitched float probabilities of the whole scene, as finished full-width row strips.
+
+    Reads run ``prefetch_batches`` batches ahead on ``reader_threads`` threads while the model
+    works on the current batch.
+    """
+    stats = stats if stats is not None else {}
+    stats.setdefault("model_seconds", 0.0)
+    reader = _ThreadLocalReader(path)
+
+    def read(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+        # the nominal core (stride²) even where the scene ends inside it, so every tile has the
+        # same shape; read_window pads beyond the edge and marks it invalid
+        nominal = Window(tile.core.col_off, tile.core.row_off, plan.stride, plan.stride)
+        data, valid = read_window(reader.get(), nominal, bands=bands, halo=plan.halo, pad_mode=pad_mode)
+        return normalizer(data), valid
+
+    stitcher = StripStitcher(plan, align=WRITE_BLOCK)
+    bar = _progress_bar(len(plan), path, plan, progress)
+    depth = batch_size * (prefetch_batches + 1)
+    try:
+        with ThreadPoolExecutor(reader_threads, "roadprn-read") as readers:
+            batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
+            tiles = _Prefetcher(iter(plan), lambda t: readers.submit(read, t), depth)
+            try:
+                for tile, future in tiles:
+                    data, valid = future.result()
+                    batch.append((tile, data, valid))
+                    if len(batch) == batch_size:
+                        yield from _predict_batch(batch, predictor, stitcher, stats, bar)
+                        batch = []
+                if batch:
+                    yield from _predict_batch(batch, predictor, stitcher, stats, bar)
+            finally:
+                tiles.cancel()
+    finally:
+        bar.close()
+        reader.close()
+
+
+def _predict_batch(batch, predictor: Predictor, stitcher: StripStitcher, stats, bar) -> Iterator[Strip]:
+    t0 = time.perf_counter()
+    prob = predictor(np.stack([data for _, data, _ in batch]))
+    stats["model_seconds"] += time.perf_counter() - t0
+    bar.update(len(batch))
+    for (tile, _, valid), tile_prob in zip(batch, prob, strict=True):
+        yield from stitcher.add(tile, tile_prob, valid)
+
+
+def _write_outputs(
+    strips: Iterator[Strip],
+    info: SceneInfo,
+    config: Config,
+    raw_prob: Path | None,
+    raw_mask: Path,
+    tags: dict[str, str],
+    stats: dict[str, float],
+) -> None:
+    """Write strips on a writer thread (so compression overlaps inference), at most two queued."""
+    threshold = config.output.threshold
+    profile = _raw_profile(info, config.output.compress)
+    stats.update(road_pixels=0.0, valid_pixels=0.0, write_wait_seconds=0.0)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=256), \
+            ThreadPoolExecutor(1, "roadprn-write") as writer_pool, \
+            _open_raw(raw_mask, profile, nodata=MASK_NODATA, tags=tags) as mask_ds, \
+            _open_raw(raw_prob, profile, nodata=None, tags=tags) as prob_ds:
+
+        def write(strip: Strip) -> None:
+            prob = np.where(strip.valid, strip.prob, 0.0)
+            window = Window(0, strip.row_off, info.width, prob.shape[0])
+            mask = np.where(strip.valid, prob > threshold, MASK_NODATA).astype(np.uint8)
+            mask_ds.write(mask[None], window=window)
+            if prob_ds is not None:
+                prob_ds.write(np.rint(prob * 255.0).astype(np.uint8)[None], window=window)
+                prob_ds.write_mask((strip.valid * 255).astype(np.uint8), window=window)
+            stats["road_pixels"] += float((mask == 1).sum())
+            stats["valid_pixels"] += float(strip.valid.sum())
+
+        pending: deque[Future] = deque()
+        try:
+            for strip in strips:
+                while len(pending) >= 2:
+                    t0 = time.perf_counter()
+                    pending.popleft().result()
+                    stats["write_wait_seconds"] += time.perf_counter() - t0
+                pending.append(writer_pool.submit(write, strip))
+            while pending:
+                pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _raw_profile(info: SceneInfo, compress: str) -> dict[str, Any]:
+    return {
+        "driver": "GTiff",
+        "width": info.width,
+        "height": info.height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": info.crs,
+        "transform": info.transform,
+        "tiled": True,
+        "blockxsize": WRITE_BLOCK,
+        "blockysize": WRITE_BLOCK,
+        "compress": "zstd" if compress == "zstd" else "deflate",
+        "zlevel": 1,
+        "bigtiff": "IF_SAFER",
+    }
+
+
+@contextlib.contextmanager
+def _open_raw(path: Path | None, profile: dict[str, Any], *, nodata: float | None,
+              tags: dict[str, str]) -> Iterator[Any]:
+    if path is None:
+        yield None
+        return
+    with rasterio.open(path, "w", nodata=nodata, **profile) as ds:
+        ds.update_tags(**tags)
+        yield ds
+
+
+def _to_cog(src: Path, dst: Path, compress: str, resampling: str) -> None:
+    """Rewrite a finished raster as a Cloud-Optimised GeoTIFF with overviews (GDAL streams it)."""
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        rasterio.shutil.copy(
+            src, dst, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=512, OVERVIEWS="AUTO",
+            RESAMPLING=resampling, BIGTIFF="IF_SAFER", PREDICTOR="YES" if compress != "zstd" else "NO",
+        )
+
+
+def _output_tags(info: SceneInfo, model: SegmentationModel, config: Config,
+                 normalizer: BandNormalizer, choice: TilingChoice) -> dict[str, str]:
+    return {
+        "ROADPRN_VERSION": __version__,
+        "ROADPRN_SOURCE": info.path,
+        "ROADPRN_GRID": "scene",
+        "ROADPRN_MODEL": model.name,
+        "ROADPRN_MODEL_SHA256": model.sha256 or "unknown",
+        "ROADPRN_THRESHOLD": str(config.output.threshold),
+        "ROADPRN_TILING": json.dumps(choice.__dict__),
+        "ROADPRN_NORMALIZATION": json.dumps(normalizer.as_dict()),
+        "ROADPRN_CONFIG": json.dumps(config.to_yaml_dict(), sort_keys=True),
+    }
+
+
+def _progress_bar(total: int, path: str, plan: TilePlan, enabled: bool):
+    from tqdm import tqdm
+
+    name = Path(path).name
+    mpix_per_tile = plan.width * plan.height / 1e6 / max(total, 1)
+    bar = tqdm(total=total, unit="tile", desc=name, disable=not enabled, dynamic_ncols=True,
+               leave=False)
+    original = bar.update
+
+    def update(n: int = 1) -> None:
+        original(n)
+        rate = bar.format_dict.get("rate")
+        if rate:
+            bar.set_postfix_str(f"{rate * mpix_per_tile:.2f} MPix/s", refresh=False)
+
+    bar.update = update  # type: ignore[method-assign]
+    return bar
