@@ -27,6 +27,8 @@ class SegmentationModel:
     module: nn.Module  # maps (B, in_channels, H, W) inputs in [0, 1] to (B, 1, H, W) logits
     in_channels: int
     name: str = "custom"
+    bands: tuple[int, ...] | None = None  # scene bands the model reads by default (1-based)
+    outputs_logits: bool = True  # False: the module already returns probabilities
     sha256: str | None = None
     tile_size: int = 512
     halo: int = 64
@@ -76,9 +78,11 @@ class Predictor:
         amp: bool = True,
         tta: bool = False,
         compile: bool = False,
+        outputs_logits: bool = True,
     ) -> None:
         self.device = device
         self.tta = tta
+        self.outputs_logits = outputs_logits
         self.channels_last = device.type in ("cuda", "cpu")
         module = module.to(device).eval()
         if self.channels_last:
@@ -112,4 +116,5 @@ class Predictor:
                 logits = self.module(x)
         else:
             logits = self.module(x)
-        return torch.sigmoid(logits.float())
+        out = logits.float()
+        return torch.sigmoid(out) if self.outputs_logits else out.clamp(0.0, 1.0)

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from roadprn import __version__
 from roadprn.config import Config, NormalizationConfig
-from roadprn.errors import ModelError
+from roadprn.errors import InputError, ModelError
 from roadprn.inference import (
     Predictor,
     SegmentationModel,
@@ -193,7 +193,12 @@ def extract_probability(
     """Run the base model over a whole scene; write probability (optional) and mask COGs."""
     t_start = time.perf_counter()
     info = open_scene(scene, allow_ungeoreferenced=config.input.allow_ungeoreferenced)
-    bands = check_band_count(info, config.input.bands, model.in_channels)
+    if not config.input.bands and model.bands and max(model.bands) > info.count:
+        raise InputError(
+            f"{info.path}: the model reads band(s) {list(model.bands)} ({model.in_channels}-band input) "
+            f"but the scene has {info.count} band(s); pick bands with --bands or use a model for "
+            f"{info.count}-band imagery")
+    bands = check_band_count(info, config.input.bands or model.bands, model.in_channels)
     paths = ExtractPaths.for_scene(scene, out_dir)
     overwrite = config.output.overwrite
     check_writable(paths.mask, overwrite)
@@ -205,7 +210,7 @@ def extract_probability(
     plan = TilePlan(info.width, info.height, choice.tile_size, choice.halo, choice.blend_radius)
     torch_threads = configure_torch_threads(config.inference.torch_threads, config.inference.reader_threads)
     predictor = Predictor(model.module, device, amp=config.inference.amp, tta=config.inference.tta,
-                          compile=config.inference.compile)
+                          compile=config.inference.compile, outputs_logits=model.outputs_logits)
     log.info("%s: %dx%d px, %d tiles of %d px (halo %d, batch %d) on %s with %d torch threads",
              info.path, info.width, info.height, len(plan), plan.tile_size, plan.halo,
              choice.batch_size, device, torch_threads)

@@ -74,14 +74,10 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from roadprn.cli import info
+    from roadprn.cli import extract, info
 
     main.add_command(info.info)
-    try:
-        from roadprn.cli import synth
-    except ImportError:  # pragma: no cover - module added by a later commit
-        return
-    main.add_command(synth.synth)
+    main.add_command(extract.extract)
 
 
 _register()

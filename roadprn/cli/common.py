@@ -1,0 +1,48 @@
+"""Options and helpers shared by commands: config loading, progress policy."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from roadprn.config import Config, load_config, parse_set_option
+from roadprn.errors import ConfigError
+
+
+def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE``."""
+    func = click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
+                        help="Override one config key, e.g. --set tiling.halo=64 (repeatable).")(func)
+    func = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        help="YAML config (see configs/default.yaml); only changed keys needed.")(func)
+    return func
+
+
+def build_config(config_path: str | None, set_items: tuple[str, ...], **options: Any) -> Config:
+    """File, then ``--set``, then explicit command options (``None`` = not given)."""
+    overrides = parse_set_option(set_items)
+    overrides.update({k: v for k, v in options.items() if v is not None})
+    return load_config(config_path, overrides)
+
+
+def parse_bands(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        bands = [int(b) for b in text.replace(" ", "").split(",") if b]
+    except ValueError:
+        raise ConfigError(f"--bands expects 1-based band numbers like 1,2,3, got {text!r}") from None
+    return bands
+
+
+def show_progress(ctx: click.Context) -> bool:
+    """Bars only for a person at a terminal: not with --quiet, not in CI, not when piped."""
+    if ctx.find_root().obj.get("quiet"):
+        return False
+    if os.environ.get("CI"):
+        return False
+    return sys.stderr.isatty()

@@ -1,0 +1,50 @@
+"""Turning a model reference from the config (``default`` or a file) into a runnable model."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from roadprn.errors import ModelError
+from roadprn.inference import SegmentationModel
+
+DEFAULT_BASE_MODEL = "default_base.pt"
+
+
+def default_model_path(name: str = DEFAULT_BASE_MODEL) -> Path:
+    """The model shipped inside the package (``roadprn/data/models/``)."""
+    return Path(str(resources.files("roadprn") / "data" / "models" / name))
+
+
+def resolve_model_path(spec: str) -> Path:
+    if spec == "default":
+        path = default_model_path()
+        if not path.is_file():
+            raise ModelError(
+                "no default model is installed with this copy of roadprn; "
+                "pass a checkpoint with --model PATH")
+        return path
+    return Path(spec)
+
+
+def load_segmentation_model(spec: str) -> SegmentationModel:
+    """``default`` or a path to a roadprn checkpoint / TorchScript file with a YAML sidecar."""
+    from roadprn.models.checkpoint import load_model_file
+
+    path = resolve_model_path(spec)
+    loaded = load_model_file(path)
+    inp = loaded.input
+    name = loaded.meta.arch if loaded.meta is not None else path.stem
+    return SegmentationModel(
+        module=loaded.module,
+        in_channels=len(inp.bands),
+        name=f"{name} ({path.name})",
+        bands=tuple(inp.bands),
+        outputs_logits=loaded.outputs_logits,
+        sha256=loaded.sha256,
+        tile_size=inp.tile_size,
+        halo=inp.halo,
+        gsd_m=inp.gsd_m,
+        normalization=inp.normalization.model_dump(mode="json"),
+        meta=loaded.meta.model_dump(mode="json") if loaded.meta is not None else {},
+    )

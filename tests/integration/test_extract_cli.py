@@ -1,0 +1,101 @@
+"""`roadprn extract` end to end through the CLI, on real GeoTIFFs and edge-case scenes."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+
+from roadprn.cli import main
+from roadprn.models.base import build_model
+from roadprn.models.checkpoint import save_checkpoint
+
+from .test_info_cli import REAL_GEOTIFFS
+
+
+def make_checkpoint(path, bands: int, tile: int = 128, halo: int = 16):
+    torch.manual_seed(0)
+    model = build_model("tiny_unet", in_channels=bands)
+    meta = {
+        "kind": "base",
+        "arch": "tiny_unet",
+        "arch_kwargs": {"in_channels": bands},
+        "input": {
+            "bands": list(range(1, bands + 1)),
+            "normalization": {"mode": "percentile", "percentiles": [2.0, 98.0]},
+            "gsd_m": 0.5,
+            "tile_size": tile,
+            "halo": halo,
+        },
+    }
+    save_checkpoint(path, model, meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    return {n: make_checkpoint(folder / f"tiny{n}.pt", n) for n in (1, 3, 4)}
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["extract", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("rel", sorted(REAL_GEOTIFFS))
+def test_extract_on_every_real_geotiff(realdata, tmp_path, checkpoints, rel):
+    scene = realdata / rel
+    with rasterio.open(scene) as src:
+        crs, transform, shape, count = src.crs, src.transform, src.shape, src.count
+        valid_in = src.dataset_mask() > 0
+    result = run(scene, "--model", checkpoints[count], "--out", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    for key in ("probability", "mask"):
+        with rasterio.open(summary[key]) as ds:
+            assert ds.crs == crs and ds.transform == transform and ds.shape == shape
+            assert ds.tags()["ROADPRN_GRID"] == "scene"
+            out_valid = ds.dataset_mask() > 0
+        # nodata areas stay nodata, valid pixels stay valid
+        np.testing.assert_array_equal(out_valid, valid_in)
+
+
+def test_band_mismatch_is_clear(realdata, tmp_path, checkpoints):
+    result = CliRunner().invoke(main, ["extract", str(realdata / "robustness/pan1.tif"),
+                                       "--model", str(checkpoints[3]), "--out", str(tmp_path)])
+    assert result.exit_code == 3
+    assert "the scene has 1 band(s)" in result.output and "--bands" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_band_selection_on_four_band_scene(realdata, tmp_path, checkpoints):
+    result = run(realdata / "robustness/ms1.tif", "--model", checkpoints[3], "--bands", "3,2,1",
+                 "--out", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 700), (130, 129)])
+def test_tiny_and_odd_scenes(make_raster, tmp_path, checkpoints, shape):
+    rng = np.random.default_rng(0)
+    path = make_raster(rng.integers(0, 255, (3, *shape)).astype(np.uint8))
+    result = run(path, "--model", checkpoints[3], "--out", tmp_path / "o", "--json")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(json.loads(result.output)["mask"]) as ds:
+        assert ds.shape == shape
+        assert set(np.unique(ds.read(1))) <= {0, 1}
+
+
+def test_missing_default_model_or_bad_model_path(make_raster, tmp_path):
+    path = make_raster(np.ones((3, 8, 8), np.uint8))
+    result = CliRunner().invoke(main, ["extract", str(path), "--model", str(tmp_path / "nope.pt")])
+    assert result.exit_code == 5 and "nope.pt" in result.output
+
+
+def test_bad_config_value_names_key(make_raster):
+    path = make_raster(np.ones((3, 8, 8), np.uint8))
+    result = CliRunner().invoke(main, ["extract", str(path), "--set", "tiling.blend=gauss"])
+    assert result.exit_code == 2 and "tiling.blend" in result.output
