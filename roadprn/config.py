@@ -88,6 +88,7 @@ class InferenceConfig(_Section):
 class ResolutionConfig(_Section):
     resample: bool = True
     tolerance: float = Field(0.25, ge=0.0, le=10.0)
+    max_factor: float = Field(4.0, ge=1.0, le=100.0)
 
 
 class OutputConfig(_Section):

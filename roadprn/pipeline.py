@@ -24,12 +24,15 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from roadprn import __version__
 from roadprn.config import Config, NormalizationConfig
 from roadprn.errors import InputError, ModelError
+from roadprn.grid import Grid, inference_grid, scene_grid, warped
 from roadprn.inference import (
     Predictor,
     SegmentationModel,
@@ -86,6 +89,7 @@ class ExtractResult:
     model_seconds: float
     device: str
     road_fraction: float
+    grid: str = "scene"
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -109,6 +113,7 @@ class ExtractResult:
             "mpix_per_s": round(self.mpix_per_s, 3),
             "device": self.device,
             "road_fraction": round(self.road_fraction, 5),
+            "inference_grid": self.grid,
         }
 
 
@@ -134,26 +139,31 @@ def choose_tiling(config: Config, model: SegmentationModel, device_type: str) ->
 
 
 class _ThreadLocalReader:
-    """GDAL handles are not thread-safe: each reader thread opens its own."""
+    """GDAL handles are not thread-safe: each reader thread opens its own (warped if resampling)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, grid: Grid | None = None) -> None:
         self.path = path
+        self.grid = grid if grid is not None and grid.resampled else None
         self._local = threading.local()
-        self._handles: list[DatasetReader] = []
+        self._handles: list[Any] = []
         self._lock = threading.Lock()
 
     def get(self) -> DatasetReader:
         ds = getattr(self._local, "ds", None)
         if ds is None:
             ds = open_dataset(self.path)
-            self._local.ds = ds
             with self._lock:
                 self._handles.append(ds)
+            if self.grid is not None:
+                ds = warped(ds, self.grid)
+                with self._lock:
+                    self._handles.append(ds)
+            self._local.ds = ds
         return ds
 
     def close(self) -> None:
         with self._lock:
-            for ds in self._handles:
+            for ds in reversed(self._handles):
                 ds.close()
             self._handles.clear()
 
@@ -207,7 +217,12 @@ def extract_probability(
 
     device = resolve_device(config.inference.device)
     choice = choose_tiling(config, model, device.type)
-    plan = TilePlan(info.width, info.height, choice.tile_size, choice.halo, choice.blend_radius)
+    grid = inference_grid(info, model.gsd_m, resample=config.resolution.resample,
+                          tolerance=config.resolution.tolerance,
+                          max_factor=config.resolution.max_factor)
+    if grid.resampled:
+        log.info("%s: resampling on the fly to the %s", info.path, grid.description)
+    plan = TilePlan(grid.width, grid.height, choice.tile_size, choice.halo, choice.blend_radius)
     torch_threads = configure_torch_threads(config.inference.torch_threads, config.inference.reader_threads)
     predictor = Predictor(model.module, device, amp=config.inference.amp, tta=config.inference.tta,
                           compile=config.inference.compile, outputs_logits=model.outputs_logits)
@@ -218,7 +233,7 @@ def extract_probability(
     spec = _normalization_spec(config, model)
     with open_raster(info.path) as ds:
         normalizer = make_normalizer(ds, bands, spec)
-    tags = _output_tags(info, model, config, normalizer, choice)
+    tags = _output_tags(info, model, config, normalizer, choice, grid)
 
     tmp_files: list[Path] = []
     stats: dict[str, float] = {}
@@ -234,13 +249,27 @@ def extract_probability(
                 info.path, bands, plan, choice.batch_size, normalizer, predictor,
                 reader_threads=config.inference.reader_threads,
                 prefetch_batches=config.inference.prefetch_batches,
-                pad_mode=config.tiling.pad_mode, stats=stats, progress=progress,
+                pad_mode=config.tiling.pad_mode, stats=stats, progress=progress, grid=grid,
             )
-            _write_outputs(strips, info, config, raw_prob if prob_final else None, raw_mask, tags, stats)
+            _write_outputs(strips, info, grid, config, raw_prob if prob_final else None, raw_mask,
+                           tags, stats)
             t_cog = time.perf_counter()
-            _to_cog(raw_mask, mask_final, config.output.compress, resampling="NEAREST")
-            if prob_final is not None:
-                _to_cog(raw_prob, prob_final, config.output.compress, resampling="AVERAGE")
+            if grid.resampled:  # back to the scene grid, still window by window
+                back = paths.folder / f"{paths.mask.stem}{TMP_MARKER}back.tif"
+                tmp_files.append(back)
+                if prob_final is not None:
+                    _resample_to_scene(raw_prob, back, info, config, tags, kind="probability")
+                    _to_cog(back, prob_final, config.output.compress, resampling="AVERAGE")
+                    # the mask thresholds the resampled probability: smooth edges, not blocks
+                    _resample_to_scene(raw_prob, back, info, config, tags, kind="mask",
+                                       threshold=config.output.threshold)
+                else:
+                    _resample_to_scene(raw_mask, back, info, config, tags, kind="mask")
+                _to_cog(back, mask_final, config.output.compress, resampling="NEAREST")
+            else:
+                _to_cog(raw_mask, mask_final, config.output.compress, resampling="NEAREST")
+                if prob_final is not None:
+                    _to_cog(raw_prob, prob_final, config.output.compress, resampling="AVERAGE")
             stats["cog_seconds"] = time.perf_counter() - t_cog
     finally:
         for tmp in tmp_files:
@@ -250,6 +279,7 @@ def extract_probability(
     seconds = time.perf_counter() - t_start
     return ExtractResult(
         scene=info.path, paths=paths, width=info.width, height=info.height, tiles=len(plan),
+        grid=grid.description,
         tile_size=plan.tile_size, halo=plan.halo, batch_size=choice.batch_size,
         halo_fraction=plan.halo_fraction, seconds=seconds, model_seconds=stats["model_seconds"],
         device=str(device), road_fraction=stats["road_pixels"] / max(1, stats["valid_pixels"]),
@@ -280,6 +310,7 @@ def predict_strips(
     pad_mode: str = "reflect",
     stats: dict[str, float] | None = None,
     progress: bool = False,
+    grid: Grid | None = None,
 ) -> Iterator[Strip]:
     """Stitched float probabilities of the whole scene, as finished full-width row strips.
 
@@ -288,7 +319,7 @@ def predict_strips(
     """
     stats = stats if stats is not None else {}
     stats.setdefault("model_seconds", 0.0)
-    reader = _ThreadLocalReader(path)
+    reader = _ThreadLocalReader(path, grid)
 
     def read(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
         # the nominal core (stride²) even where the scene ends inside it, so every tile has the
@@ -332,6 +363,7 @@ def _predict_batch(batch, predictor: Predictor, stitcher: StripStitcher, stats, 
 def _write_outputs(
     strips: Iterator[Strip],
     info: SceneInfo,
+    grid: Grid,
     config: Config,
     raw_prob: Path | None,
     raw_mask: Path,
@@ -340,7 +372,7 @@ def _write_outputs(
 ) -> None:
     """Write strips on a writer thread (so compression overlaps inference), at most two queued."""
     threshold = config.output.threshold
-    profile = _raw_profile(info, config.output.compress)
+    profile = _raw_profile(info, grid, config.output.compress)
     stats.update(road_pixels=0.0, valid_pixels=0.0, write_wait_seconds=0.0)
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=256), \
             ThreadPoolExecutor(1, "roadprn-write") as writer_pool, \
@@ -349,7 +381,7 @@ def _write_outputs(
 
         def write(strip: Strip) -> None:
             prob = np.where(strip.valid, strip.prob, 0.0)
-            window = Window(0, strip.row_off, info.width, prob.shape[0])
+            window = Window(0, strip.row_off, grid.width, prob.shape[0])
             mask = np.where(strip.valid, prob > threshold, MASK_NODATA).astype(np.uint8)
             mask_ds.write(mask[None], window=window)
             if prob_ds is not None:
@@ -373,15 +405,15 @@ def _write_outputs(
                 fut.cancel()
 
 
-def _raw_profile(info: SceneInfo, compress: str) -> dict[str, Any]:
+def _raw_profile(info: SceneInfo, grid: Grid, compress: str) -> dict[str, Any]:
     return {
         "driver": "GTiff",
-        "width": info.width,
-        "height": info.height,
+        "width": grid.width,
+        "height": grid.height,
         "count": 1,
         "dtype": "uint8",
         "crs": info.crs,
-        "transform": info.transform,
+        "transform": grid.transform,
         "tiled": True,
         "blockxsize": WRITE_BLOCK,
         "blockysize": WRITE_BLOCK,
@@ -402,6 +434,36 @@ def _open_raw(path: Path | None, profile: dict[str, Any], *, nodata: float | Non
         yield ds
 
 
+def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
+                       tags: dict[str, str], *, kind: str, threshold: float | None = None) -> None:
+    """Warp a model-grid output back onto the scene grid in row strips (bounded memory).
+
+    ``kind="mask"`` with a ``threshold`` makes the mask from a probability source (bilinear, then
+    thresholded); without one the source is a mask and is resampled nearest-neighbour.
+    """
+    target = scene_grid(info)
+    profile = _raw_profile(info, target, config.output.compress)
+    out.unlink(missing_ok=True)
+    nearest = kind == "mask" and threshold is None
+    rows = WRITE_BLOCK * 4
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), open_dataset(source) as src, \
+            WarpedVRT(src, crs=src.crs, transform=target.transform, width=target.width,
+                      height=target.height, add_alpha=True,
+                      resampling=Resampling.nearest if nearest else Resampling.bilinear) as vrt, \
+            _open_raw(out, profile, nodata=MASK_NODATA if kind == "mask" else None, tags=tags) as dst:
+        for row in range(0, target.height, rows):
+            window = Window(0, row, target.width, min(rows, target.height - row))
+            values = vrt.read(1, window=window)
+            valid = vrt.read(2, window=window) > 0
+            if kind == "mask":
+                if threshold is not None:
+                    values = values.astype(np.float32) / 255.0 > threshold
+                dst.write(np.where(valid, values, MASK_NODATA).astype(np.uint8)[None], window=window)
+            else:
+                dst.write(np.where(valid, values, 0).astype(np.uint8)[None], window=window)
+                dst.write_mask((valid * 255).astype(np.uint8), window=window)
+
+
 def _to_cog(src: Path, dst: Path, compress: str, resampling: str) -> None:
     """Rewrite a finished raster as a Cloud-Optimised GeoTIFF with overviews (GDAL streams it)."""
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
@@ -412,11 +474,12 @@ def _to_cog(src: Path, dst: Path, compress: str, resampling: str) -> None:
 
 
 def _output_tags(info: SceneInfo, model: SegmentationModel, config: Config,
-                 normalizer: BandNormalizer, choice: TilingChoice) -> dict[str, str]:
+                 normalizer: BandNormalizer, choice: TilingChoice, grid: Grid) -> dict[str, str]:
     return {
         "ROADPRN_VERSION": __version__,
         "ROADPRN_SOURCE": info.path,
         "ROADPRN_GRID": "scene",
+        "ROADPRN_INFERENCE_GRID": grid.description,
         "ROADPRN_MODEL": model.name,
         "ROADPRN_MODEL_SHA256": model.sha256 or "unknown",
         "ROADPRN_THRESHOLD": str(config.output.threshold),

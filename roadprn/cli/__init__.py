@@ -74,10 +74,13 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from roadprn.cli import extract, info
+    from roadprn.cli import evaluate, extract, info, synth, vectorize
 
     main.add_command(info.info)
+    main.add_command(synth.synth)
     main.add_command(extract.extract)
+    main.add_command(vectorize.vectorize)
+    main.add_command(evaluate.evaluate)
 
 
 _register()

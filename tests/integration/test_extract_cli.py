@@ -54,7 +54,7 @@ def test_extract_on_every_real_geotiff(realdata, tmp_path, checkpoints, rel):
         valid_in = src.dataset_mask() > 0
     result = run(scene, "--model", checkpoints[count], "--out", tmp_path, "--json")
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     for key in ("probability", "mask"):
         with rasterio.open(summary[key]) as ds:
             assert ds.crs == crs and ds.transform == transform and ds.shape == shape
@@ -84,7 +84,7 @@ def test_tiny_and_odd_scenes(make_raster, tmp_path, checkpoints, shape):
     path = make_raster(rng.integers(0, 255, (3, *shape)).astype(np.uint8))
     result = run(path, "--model", checkpoints[3], "--out", tmp_path / "o", "--json")
     assert result.exit_code == 0, result.output
-    with rasterio.open(json.loads(result.output)["mask"]) as ds:
+    with rasterio.open(json.loads(result.stdout)["mask"]) as ds:
         assert ds.shape == shape
         assert set(np.unique(ds.read(1))) <= {0, 1}
 

@@ -104,3 +104,27 @@ def test_default_output_folder_is_next_to_scene(tmp_path):
     paths = ExtractPaths.for_scene(tmp_path / "city" / "scene_01.tif")
     assert paths.folder == tmp_path / "city" / "scene_01_roadprn"
     assert paths.mask.name == "scene_01_mask.tif"
+
+
+def test_resampling_to_model_gsd_and_back(make_raster, tmp_path):
+    rng = np.random.default_rng(0)
+    transform = from_origin(500000.0, 4000000.0, 0.25, 0.25)
+    path = make_raster(rng.integers(1, 255, (3, 150, 210)).astype(np.uint8), transform=transform,
+                       crs="EPSG:32633")
+    cfg = load_config(overrides={"input.normalization.mode": "dtype"})
+    result = extract_probability(path, small_model(gsd_m=0.5), cfg, tmp_path / "r")
+    assert "model grid 0.5 m" in result.grid and "210x150 -> 105x75" in result.grid
+    for out in (result.paths.probability, result.paths.mask):
+        with rasterio.open(out) as ds:
+            assert ds.transform == transform and ds.shape == (150, 210)
+            assert "model grid" in ds.tags()["ROADPRN_INFERENCE_GRID"]
+            assert ds.dataset_mask().all()
+    with rasterio.open(result.paths.mask) as ds:
+        assert set(np.unique(ds.read(1))) <= {0, 1}
+    # turned off, or within tolerance: the scene grid is used
+    off = load_config(overrides={"input.normalization.mode": "dtype", "resolution.resample": False})
+    assert extract_probability(path, small_model(gsd_m=0.5), off, tmp_path / "s").grid == "scene"
+    close = extract_probability(path, small_model(gsd_m=0.27), cfg, tmp_path / "t")
+    assert close.grid == "scene"
+    far = extract_probability(path, small_model(gsd_m=30.0), cfg, tmp_path / "u")
+    assert far.grid == "scene"  # 120x away: refused with a warning, scene grid kept

@@ -1,0 +1,1 @@
+"""Neural network models: base segmentation models, PatchRefineNet, checkpoints."""

@@ -1,0 +1,411 @@
+"""roadprn checkpoints: one ``.pt`` file with weights and what the model expects as input.
+
+The file is ``torch.save`` of a dict holding only tensors and plain values (str, int, float,
+bool, None, lists, dicts), so it loads with ``torch.load(weights_only=True)``: a checkpoint from
+someone else can never run code on your machine. Layout::
+
+    {"format": "roadprn-checkpoint", "format_version": 1,
+     "meta": {...CheckpointMeta, JSON-like...}, "state_dict": {name: tensor},
+     "weights_sha256": "<digest of the tensors, checked on load>"}
+
+Base models and PatchRefineNet share the format (``meta["kind"]`` says which). A TorchScript
+file with a YAML sidecar is the other accepted model file (:func:`load_model_file`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from torch import nn
+
+import roadprn
+from roadprn.config import NormalizationConfig
+from roadprn.errors import ModelError
+from roadprn.io import atomic_output
+from roadprn.models.base import archive_kind, build_model, load_torchscript
+
+FORMAT_NAME = "roadprn-checkpoint"
+FORMAT_VERSION = 1
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """What a model expects: which bands, how to scale them, at which resolution and tile size."""
+
+    bands: list[int] = Field(min_length=1, description="1-based scene bands, in model order")
+    normalization: NormalizationConfig
+    gsd_m: float = Field(gt=0, description="ground sample distance the model was trained at (m)")
+    tile_size: int = Field(512, ge=32, le=8192)
+    halo: int = Field(32, ge=0, le=2048)
+
+    @model_validator(mode="after")
+    def _check(self) -> InputSpec:
+        if min(self.bands) < 1:
+            raise ValueError("bands are 1-based band numbers, e.g. [1, 2, 3]")
+        norm = self.normalization
+        if norm.mode == "auto":
+            raise ValueError("normalization.mode must be stated: fixed, percentile or dtype")
+        for name in ("scale", "offset"):
+            values = getattr(norm, name)
+            if values is not None and len(values) not in (1, len(self.bands)):
+                raise ValueError(f"normalization.{name} needs 1 or {len(self.bands)} values")
+        if 2 * self.halo >= self.tile_size:
+            raise ValueError("halo must be less than half the tile size")
+        return self
+
+
+class TrainingFile(_Strict):
+    path: str
+    sha256: str
+    role: Literal["scene", "labels", "other"] = "scene"
+
+
+class TrainingData(_Strict):
+    """Enough to tell later which data a model saw, and how rare roads were in it."""
+
+    files: list[TrainingFile] = []
+    road_fraction: float | None = Field(None, ge=0, le=1, description="road pixels / labelled")
+    labelled_pixels: int | None = Field(None, ge=0)
+    notes: str = ""
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+class CheckpointMeta(_Strict):
+    kind: Literal["base", "prn"]
+    arch: str
+    arch_kwargs: dict[str, JsonValue] = {}
+    input: InputSpec | None = None
+    training_data: TrainingData = TrainingData()
+    metrics: dict[str, JsonValue] = {}
+    base_model_sha256: str | None = None
+    roadprn_version: str = Field(default_factory=lambda: roadprn.__version__)
+    created: str = Field(default_factory=_utc_now)
+
+    @model_validator(mode="after")
+    def _check(self) -> CheckpointMeta:
+        if self.kind == "base" and self.input is None:
+            raise ValueError("a base model checkpoint needs 'input' (bands, normalization, gsd_m)")
+        if self.kind == "prn" and self.base_model_sha256 is None:
+            raise ValueError("a PRN checkpoint needs 'base_model_sha256'")
+        sha = self.base_model_sha256
+        if sha is not None and not SHA256_PATTERN.match(sha):
+            raise ValueError("base_model_sha256 must be 64 lower-case hex digits")
+        return self
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    sha256: str
+    meta: CheckpointMeta
+    state_dict: dict[str, torch.Tensor]
+
+    def build_model(self) -> nn.Module:
+        """The architecture with these weights, on the CPU, in eval mode."""
+        model = build_model(self.meta.arch, **self.meta.arch_kwargs)
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(
+                f"{self.path}: weights do not fit architecture {self.meta.arch!r} "
+                f"{self.meta.arch_kwargs}: {_one_line(exc)}"
+            ) from exc
+        return model.eval()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready-to-run model from either kind of model file."""
+
+    module: nn.Module
+    input: InputSpec
+    sha256: str
+    source: Literal["checkpoint", "torchscript"]
+    outputs_logits: bool = True
+    meta: CheckpointMeta | None = None
+
+
+class SidecarSpec(InputSpec):
+    """The YAML beside a TorchScript model: its input spec and what it outputs."""
+
+    output: Literal["logits", "probability"] = "logits"
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    meta: CheckpointMeta | dict[str, Any],
+    overwrite: bool = False,
+) -> str:
+    """Write ``model``'s weights with ``meta`` atomically; returns the file's sha256.
+
+    The weights are checked against ``meta.arch`` first, so a file that loads is a file that
+    builds.
+    """
+    path = Path(path)
+    meta = _validate_meta(meta, path)
+    state_dict = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    Checkpoint(path, "", meta, state_dict).build_model()  # fail now, not at load time
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "meta": meta.model_dump(mode="json"),
+        "state_dict": state_dict,
+        "weights_sha256": weights_sha256(state_dict),
+    }
+    with atomic_output(path, overwrite) as tmp:
+        torch.save(payload, tmp)
+        digest = file_sha256(tmp)
+    return digest
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a roadprn checkpoint; ModelError (one line) for anything wrong."""
+    path = Path(path)
+    _check_file(path)
+    kind = archive_kind(path)
+    if kind == "torchscript":
+        raise ModelError(
+            f"{path} is a TorchScript model, not a roadprn checkpoint; "
+            "load it with a YAML sidecar (see load_model_file)"
+        )
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # the pickle stream itself is damaged
+            raise ModelError(f"{path} is corrupt: {_one_line(exc, 120)}") from exc
+        raise ModelError(
+            f"{path} is not a roadprn checkpoint: it holds pickled Python objects, "
+            "which roadprn refuses to load (torch.load weights_only=True)"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - zip/EOF/runtime errors of a damaged file
+        raise ModelError(f"{path} is corrupt or truncated: {_one_line(exc, 120)}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise ModelError(f"{path} is not a roadprn checkpoint (no {FORMAT_NAME!r} marker)")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelError(
+            f"{path} has checkpoint format version {version!r}; this roadprn reads up to "
+            f"{FORMAT_VERSION}: upgrade roadprn"
+        )
+    state_dict = payload.get("state_dict")
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
+        raise ModelError(f"{path}: 'state_dict' must map parameter names to tensors")
+    if payload.get("weights_sha256") != weights_sha256(state_dict):
+        raise ModelError(f"{path} is corrupt: its weights do not match their stored checksum")
+    meta = _validate_meta(payload.get("meta"), path)
+    return Checkpoint(path, file_sha256(path), meta, state_dict)
+
+
+def load_model_file(path: str | Path) -> LoadedModel:
+    """A roadprn checkpoint, or a TorchScript file with its YAML sidecar, ready to run."""
+    path = Path(path)
+    _check_file(path)
+    if archive_kind(path) == "torchscript":
+        spec = read_sidecar(path)
+        return LoadedModel(
+            module=load_torchscript(path),
+            input=InputSpec(**spec.model_dump(exclude={"output"})),
+            sha256=file_sha256(path),
+            source="torchscript",
+            outputs_logits=spec.output == "logits",
+        )
+    checkpoint = load_checkpoint(path)
+    if checkpoint.meta.kind != "base" or checkpoint.meta.input is None:
+        raise ModelError(f"{path} is a {checkpoint.meta.kind} checkpoint, not a base model")
+    return LoadedModel(
+        module=checkpoint.build_model(),
+        input=checkpoint.meta.input,
+        sha256=checkpoint.sha256,
+        source="checkpoint",
+        meta=checkpoint.meta,
+    )
+
+
+def sidecar_path(model_path: Path) -> Path | None:
+    """``model.yaml`` (or ``model.pt.yaml``) beside ``model.pt``, if present."""
+    for candidate in (
+        model_path.with_suffix(".yaml"),
+        model_path.with_suffix(".yml"),
+        model_path.with_name(model_path.name + ".yaml"),
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_sidecar(model_path: Path) -> SidecarSpec:
+    """The input spec a TorchScript model's author stated in YAML (bands, normalization, gsd)."""
+    sidecar = sidecar_path(model_path)
+    if sidecar is None:
+        raise ModelError(
+            f"TorchScript model {model_path} needs a YAML sidecar {model_path.with_suffix('.yaml')}"
+            " stating bands, normalization and gsd_m"
+        )
+    try:
+        data = yaml.safe_load(sidecar.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelError(f"cannot read model sidecar {sidecar}: {_one_line(exc)}") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"model sidecar {sidecar} must be a mapping of keys to values")
+    try:
+        return SidecarSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ModelError(f"model sidecar {sidecar}: {_validation_text(exc)}") from exc
+
+
+# --------------------------------------------------------------------------- checks and info
+
+
+def check_scene_bands(
+    spec: InputSpec | CheckpointMeta, band_count: int, scene: str = "scene"
+) -> None:
+    """ModelError unless the scene has every band the model reads."""
+    if isinstance(spec, CheckpointMeta):
+        if spec.input is None:
+            return
+        spec = spec.input
+    missing = [b for b in spec.bands if b > band_count]
+    if missing:
+        raise ModelError(
+            f"{scene} has {band_count} band(s) but the model reads bands {spec.bands} "
+            f"({len(spec.bands)}-band input); use a model made for {band_count}-band imagery"
+        )
+
+
+def describe_checkpoint(source: str | Path | Checkpoint) -> dict[str, str]:
+    """Human-readable lines for ``roadprn info model.pt``, keyed by label."""
+    checkpoint = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    meta = checkpoint.meta
+    n_params = sum(t.numel() for t in checkpoint.state_dict.values() if t.is_floating_point())
+    lines = {
+        "file": str(checkpoint.path),
+        "sha256": checkpoint.sha256,
+        "format": f"{FORMAT_NAME} v{FORMAT_VERSION}",
+        "kind": "base model" if meta.kind == "base" else "PatchRefineNet (refines a base model)",
+        "architecture": f"{meta.arch} {_kwargs_text(meta.arch_kwargs)}".strip(),
+        "weights": f"{n_params:,} values ({_size_text(checkpoint.path)} on disk)",
+    }
+    if meta.input is not None:
+        spec = meta.input
+        lines["bands"] = ", ".join(str(b) for b in spec.bands)
+        lines["normalization"] = _normalization_text(spec.normalization)
+        lines["resolution"] = f"{spec.gsd_m:g} m per pixel"
+        lines["tiles"] = f"{spec.tile_size} px with {spec.halo} px halo"
+    if meta.base_model_sha256:
+        lines["base model sha256"] = meta.base_model_sha256
+    data = meta.training_data
+    lines["training data"] = (
+        f"{len(data.files)} file(s)"
+        + (f": {', '.join(Path(f.path).name for f in data.files[:5])}" if data.files else "")
+        + (" ..." if len(data.files) > 5 else "")
+    )
+    if data.road_fraction is not None:
+        lines["class balance"] = f"{100 * data.road_fraction:.2f} % road pixels"
+    if data.notes:
+        lines["training notes"] = data.notes
+    if meta.metrics:
+        lines["metrics"] = ", ".join(f"{k}={_value_text(v)}" for k, v in meta.metrics.items())
+    lines["roadprn version"] = meta.roadprn_version
+    lines["created"] = meta.created
+    return lines
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """Digest of names, dtypes, shapes and bytes of all tensors.
+
+    torch.load does not verify the zip's CRCs, so flipped bytes in tensor data would otherwise
+    load silently as wrong weights.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelError(f"model path is not a file: {path}")
+
+
+def _validate_meta(meta: Any, path: Path) -> CheckpointMeta:
+    if isinstance(meta, CheckpointMeta):
+        return meta
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: checkpoint metadata must be a mapping")
+    try:
+        return CheckpointMeta.model_validate(meta)
+    except ValidationError as exc:
+        raise ModelError(f"{path}: invalid checkpoint metadata: {_validation_text(exc)}") from exc
+
+
+def _validation_text(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kwargs_text(kwargs: dict[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")" if kwargs else ""
+
+
+def _normalization_text(norm: NormalizationConfig) -> str:
+    if norm.mode == "fixed":
+        scale = ", ".join(f"{v:.6g}" for v in norm.scale or [])
+        offset = ", ".join(f"{v:.6g}" for v in norm.offset or [0.0])
+        return f"fixed: value * [{scale}] + [{offset}], clipped to [0, 1]"
+    if norm.mode == "percentile":
+        low, high = norm.percentiles
+        return f"per-scene percentile stretch {low:g}-{high:g} % to [0, 1]"
+    return "data type range to [0, 1]"
+
+
+def _value_text(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _size_text(path: Path) -> str:
+    size = path.stat().st_size
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"

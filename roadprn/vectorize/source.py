@@ -1,0 +1,151 @@
+"""Where the tiled vectoriser reads road pixels from: a raster file (by windows) or an array.
+
+A file source is small and picklable so Dask workers open the raster and read their own window;
+the scene never travels between processes and is never held whole in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from roadprn.errors import InputError
+
+RasterKind = Literal["mask", "prob"]
+SCAN_ROWS = 512
+
+
+@dataclass(frozen=True)
+class TilePixels:
+    """One window: road pixels (bool) and, for probability rasters, p in [0, 1] (else None)."""
+
+    road: np.ndarray
+    prob: np.ndarray | None
+
+
+class RoadSource(Protocol):
+    """Anything that can hand out windows of road pixels with their georeferencing."""
+
+    shape: tuple[int, int]
+    transform: Affine
+    crs: CRS | None
+    name: str
+
+    def read(self, row: int, col: int, height: int, width: int) -> TilePixels: ...
+
+
+@dataclass(frozen=True)
+class ArraySource:
+    """An in-memory road mask (and optional probability) — for tests, notebooks and baselines."""
+
+    road: np.ndarray
+    transform: Affine
+    crs: CRS | None
+    prob: np.ndarray | None = None
+    name: str = "array"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.road.shape[0]), int(self.road.shape[1]))
+
+    def read(self, row: int, col: int, height: int, width: int) -> TilePixels:
+        sl = (slice(row, row + height), slice(col, col + width))
+        prob = None if self.prob is None else np.asarray(self.prob[sl], dtype=np.float32)
+        return TilePixels(road=np.asarray(self.road[sl], dtype=bool), prob=prob)
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A mask or probability GeoTIFF read by windows; nodata (and internal masks) are not road."""
+
+    path: str
+    kind: RasterKind
+    scale: float  # divide raw values by this to get probability in [0, 1]
+    threshold: float
+    shape: tuple[int, int]
+    transform: Affine
+    crs: CRS | None
+    name: str
+
+    def read(self, row: int, col: int, height: int, width: int) -> TilePixels:
+        window = Window(col, row, width, height)
+        with rasterio.open(self.path) as ds:
+            raw = ds.read(1, window=window)
+            valid = ds.read_masks(1, window=window) > 0
+        if self.kind == "mask":
+            return TilePixels(road=(raw > 0) & valid, prob=None)
+        prob = raw.astype(np.float32) / np.float32(self.scale)
+        prob[~valid] = np.nan
+        return TilePixels(road=valid & (prob >= self.threshold), prob=prob)
+
+
+def open_source(path: str | Path, threshold: float) -> FileSource:
+    """Open a mask or probability raster and decide which it is from its values.
+
+    uint8 {0,1} or {0,255} is a mask; other uint8 is probability v/255; float in [0, 1] is
+    probability (or a mask when only 0 and 1 occur). Anything else is refused.
+    """
+    path = Path(path)
+    try:
+        ds = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputError(f"cannot open raster {path}: {exc}") from exc
+    with ds:
+        if ds.crs is None:
+            raise InputError(f"{path} has no CRS; vectorising needs georeferenced pixels")
+        if ds.count < 1:
+            raise InputError(f"{path} has no bands")
+        dtype = np.dtype(ds.dtypes[0])
+        seen, lo, hi, n_valid = _scan_values(ds)
+    if n_valid == 0:
+        raise InputError(f"{path} is all nodata; nothing to vectorise")
+    only = set(seen) if seen is not None else None
+    if only is not None and (only <= {0, 1} or only <= {0, 255}):
+        kind: RasterKind = "mask"
+        scale = 1.0
+    elif dtype == np.uint8:
+        kind, scale = "prob", 255.0
+    elif dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        kind, scale = "prob", 1.0
+    else:
+        raise InputError(
+            f"{path}: values {lo:g}..{hi:g} ({dtype}) are neither a road mask ({{0,1}} or "
+            "{0,255}) nor a probability (uint8 0-255 or float 0-1)")
+    return FileSource(path=str(path), kind=kind, scale=scale, threshold=threshold,
+                      shape=(ds.height, ds.width), transform=ds.transform, crs=ds.crs,
+                      name=path.stem)
+
+
+def _scan_values(ds: rasterio.DatasetReader) -> tuple[list[float] | None, float, float, int]:
+    """Distinct values (when few), min, max and count of valid pixels, read in row blocks."""
+    distinct: set[float] | None = set()
+    lo, hi, n_valid = np.inf, -np.inf, 0
+    for row in range(0, ds.height, SCAN_ROWS):
+        window = Window(0, row, ds.width, min(SCAN_ROWS, ds.height - row))
+        raw = ds.read(1, window=window)
+        values = raw[ds.read_masks(1, window=window) > 0]
+        if values.size == 0:
+            continue
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                continue
+        n_valid += int(values.size)
+        lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+        if distinct is not None:
+            if values.dtype == np.uint8:
+                counts = np.bincount(values.ravel(), minlength=256)
+                distinct.update(float(v) for v in np.flatnonzero(counts))
+            else:
+                distinct.update(float(v) for v in np.unique(values)[:3])
+            if len(distinct) > 2:
+                distinct = None
+    return (sorted(distinct) if distinct is not None else None), lo, hi, n_valid
