@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from roadprn.errors import ConfigError
+from roadprn.vectorize.params import VectorizeParams
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -96,6 +97,30 @@ class OutputConfig(_Section):
     overwrite: bool = False
     write_probability: bool = True
     compress: Literal["deflate", "zstd", "lzw"] = "deflate"
+    vector_format: Literal["gpkg", "geojson", "fgb", "parquet"] = "gpkg"
+    dst_crs: str | None = None
+
+    @field_validator("dst_crs")
+    @classmethod
+    def _crs(cls, crs: str | None) -> str | None:
+        if crs is not None:
+            from pyproj import CRS
+            from pyproj.exceptions import CRSError
+
+            try:
+                CRS.from_user_input(crs)
+            except CRSError:
+                raise ValueError("not a CRS PROJ understands (e.g. EPSG:4326)") from None
+        return crs
+
+
+class VectorizeConfig(VectorizeParams):
+    """The vectoriser's thresholds (all in metres / m²) plus how ``extract`` runs it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    workers: int = Field(1, ge=1, le=256)
 
 
 class Config(_Section):
@@ -107,6 +132,7 @@ class Config(_Section):
     inference: InferenceConfig = InferenceConfig()
     resolution: ResolutionConfig = ResolutionConfig()
     output: OutputConfig = OutputConfig()
+    vectorize: VectorizeConfig = VectorizeConfig()
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

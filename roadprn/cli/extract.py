@@ -25,6 +25,10 @@ from roadprn.cli.common import build_config, config_options, parse_bands, show_p
 @click.option("--tta/--no-tta", default=None, help="Average predictions over flips (slower).")
 @click.option("--compile/--no-compile", "compile_model", default=None, help="torch.compile the model.")
 @click.option("--no-probability", is_flag=True, help="Write only the mask, not the probability raster.")
+@click.option("--format", "vector_format", type=click.Choice(["gpkg", "geojson", "fgb", "parquet"]),
+              help="Road network format (default gpkg, with an embedded QGIS style).")
+@click.option("--dst-crs", help="CRS of the road network, e.g. EPSG:4326 (default: the scene's).")
+@click.option("--no-vectorize", is_flag=True, help="Stop after the rasters; no road network.")
 @click.option("--allow-ungeoreferenced", is_flag=True, default=None,
               help="Accept rasters without CRS (outputs in pixel coordinates).")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace existing outputs.")
@@ -34,11 +38,16 @@ def extract(ctx: click.Context, scene: str, out_dir: str | None, model: str | No
             config_path: str | None, set_items: tuple[str, ...], device: str | None,
             tile_size: int | None, halo: int | None, batch_size: int | None, blend: str | None,
             threshold: float | None, bands: str | None, tta: bool | None,
-            compile_model: bool | None, no_probability: bool, allow_ungeoreferenced: bool | None,
+            compile_model: bool | None, no_probability: bool, vector_format: str | None,
+            dst_crs: str | None, no_vectorize: bool, allow_ungeoreferenced: bool | None,
             overwrite: bool | None, as_json: bool) -> None:
-    """Segment roads in SCENE: probability and mask Cloud-Optimised GeoTIFFs in --out."""
-    from roadprn.models.loading import load_segmentation_model
-    from roadprn.pipeline import extract_probability
+    """Extract roads from SCENE into --out.
+
+    Writes SCENE_probability.tif (uint8 0-255) and SCENE_mask.tif (0/1, nodata 255) as
+    Cloud-Optimised GeoTIFFs on the scene's grid, and SCENE_roads.gpkg (layers roads, junctions,
+    runs, with an embedded QGIS style).
+    """
+    from roadprn.extract import run_extract
 
     config = build_config(
         config_path, set_items,
@@ -56,17 +65,21 @@ def extract(ctx: click.Context, scene: str, out_dir: str | None, model: str | No
             "output.write_probability": False if no_probability else None,
             "input.allow_ungeoreferenced": allow_ungeoreferenced,
             "output.overwrite": overwrite,
+            "output.vector_format": vector_format,
+            "output.dst_crs": dst_crs,
+            "vectorize.enabled": False if no_vectorize else None,
         },
     )
-    seg_model = load_segmentation_model(config.model)
-    result = extract_probability(scene, seg_model, config, out_dir, progress=show_progress(ctx))
-    summary = result.as_dict()
+    run = run_extract(scene, config, out_dir, progress=show_progress(ctx))
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(run.as_dict(), indent=2))
         return
-    for key in ("probability", "mask"):
-        if summary[key]:
-            click.echo(f"{key:<12} {summary[key]}")
-    click.echo(f"{'scene':<12} {result.width} x {result.height} px, {result.tiles} tiles, "
-               f"{summary['mpix_per_s']:.2f} MPix/s on {result.device}, "
-               f"road {100 * result.road_fraction:.2f} % of valid pixels")
+    for key, path in run.files.items():
+        click.echo(f"{key:<12} {path}")
+    base = run.base
+    click.echo(f"{'scene':<12} {base.width} x {base.height} px, {base.tiles} tiles, "
+               f"{base.mpix_per_s:.2f} MPix/s on {base.device}, "
+               f"road {100 * base.road_fraction:.2f} % of valid pixels")
+    if run.road_length_m is not None:
+        click.echo(f"{'network':<12} {run.roads} roads, {run.junctions} junctions, "
+                   f"{run.road_length_m / 1000:.3f} km")

@@ -7,16 +7,22 @@ simplification → GeoDataFrames with attributes.
 
 from __future__ import annotations
 
-from roadprn.vectorize.attributes import network_frames
-from roadprn.vectorize.graph import RoadNetwork
-from roadprn.vectorize.params import VectorizeParams
-from roadprn.vectorize.run import VectorizeResult, vectorize_file
-from roadprn.vectorize.scale import PixelScale, pixel_scale
-from roadprn.vectorize.source import ArraySource, FileSource, open_source
-from roadprn.vectorize.tiled import vectorize_source, vectorize_whole
+import importlib
+from typing import Any
 
-__all__ = [
-    "ArraySource", "FileSource", "PixelScale", "RoadNetwork", "VectorizeParams",
-    "VectorizeResult", "network_frames", "open_source", "pixel_scale", "vectorize_file",
-    "vectorize_source", "vectorize_whole",
-]
+# Public names and the submodule each lives in. Imported lazily so that ``roadprn.config``
+# (which needs only VectorizeParams) does not pull in skan, geopandas and numba at start-up.
+_EXPORTS = {
+    "ArraySource": "source", "FileSource": "source", "MaskProbabilitySource": "source",
+    "open_source": "source", "PixelScale": "scale", "pixel_scale": "scale",
+    "RoadNetwork": "graph", "VectorizeParams": "params", "VectorizeResult": "run",
+    "vectorize_file": "run", "vectorize_to_files": "run", "network_frames": "attributes",
+    "vectorize_source": "tiled", "vectorize_whole": "tiled",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"roadprn.vectorize.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'roadprn.vectorize' has no attribute {name!r}")

@@ -87,6 +87,42 @@ class FileSource:
         return TilePixels(road=valid & (prob >= self.threshold), prob=prob)
 
 
+@dataclass(frozen=True)
+class MaskProbabilitySource:
+    """``extract``'s outputs: geometry from the (refined) mask, attributes from the probability.
+
+    Both rasters share one grid; the mask's nodata and the probability's mask are not road.
+    """
+
+    mask_path: str
+    prob_path: str | None
+    shape: tuple[int, int]
+    transform: Affine
+    crs: CRS | None
+    name: str
+
+    @classmethod
+    def from_paths(cls, mask_path: str | Path, prob_path: str | Path | None,
+                   name: str) -> MaskProbabilitySource:
+        with rasterio.open(mask_path) as ds:
+            shape, transform, crs = (ds.height, ds.width), ds.transform, ds.crs
+        if crs is None:
+            raise InputError(f"{mask_path} has no CRS; vectorising needs georeferenced pixels")
+        return cls(str(mask_path), str(prob_path) if prob_path else None, shape, transform, crs,
+                   name)
+
+    def read(self, row: int, col: int, height: int, width: int) -> TilePixels:
+        window = Window(col, row, width, height)
+        with rasterio.open(self.mask_path) as ds:
+            road = (ds.read(1, window=window) == 1) & (ds.read_masks(1, window=window) > 0)
+        prob = None
+        if self.prob_path is not None:
+            with rasterio.open(self.prob_path) as ds:
+                prob = ds.read(1, window=window).astype(np.float32) / np.float32(255.0)
+                prob[ds.read_masks(1, window=window) == 0] = np.nan
+        return TilePixels(road=road, prob=prob)
+
+
 def open_source(path: str | Path, threshold: float) -> FileSource:
     """Open a mask or probability raster and decide which it is from its values.
 

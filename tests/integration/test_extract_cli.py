@@ -55,8 +55,9 @@ def test_extract_on_every_real_geotiff(realdata, tmp_path, checkpoints, rel):
     result = run(scene, "--model", checkpoints[count], "--out", tmp_path, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert set(summary["files"]) == {"probability", "mask", "roads"}
     for key in ("probability", "mask"):
-        with rasterio.open(summary[key]) as ds:
+        with rasterio.open(summary["files"][key]) as ds:
             assert ds.crs == crs and ds.transform == transform and ds.shape == shape
             assert ds.tags()["ROADPRN_GRID"] == "scene"
             out_valid = ds.dataset_mask() > 0
@@ -84,7 +85,7 @@ def test_tiny_and_odd_scenes(make_raster, tmp_path, checkpoints, shape):
     path = make_raster(rng.integers(0, 255, (3, *shape)).astype(np.uint8))
     result = run(path, "--model", checkpoints[3], "--out", tmp_path / "o", "--json")
     assert result.exit_code == 0, result.output
-    with rasterio.open(json.loads(result.stdout)["mask"]) as ds:
+    with rasterio.open(json.loads(result.stdout)["files"]["mask"]) as ds:
         assert ds.shape == shape
         assert set(np.unique(ds.read(1))) <= {0, 1}
 
@@ -99,3 +100,31 @@ def test_bad_config_value_names_key(make_raster):
     path = make_raster(np.ones((3, 8, 8), np.uint8))
     result = CliRunner().invoke(main, ["extract", str(path), "--set", "tiling.blend=gauss"])
     assert result.exit_code == 2 and "tiling.blend" in result.output
+
+
+def test_extract_writes_network_next_to_rasters(tmp_path, checkpoints):
+    """A synthetic scene through the whole job: rasters + GeoPackage in one folder, same CRS."""
+    import geopandas as gpd
+    import pyogrio
+
+    from roadprn.synth import generate_scene
+
+    synth = generate_scene(tmp_path / "scene.tif", width=300, height=260, seed=2)
+    out = tmp_path / "out"
+    result = run(synth.image_path, "--model", checkpoints[3], "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    gpkg = out / "scene_roads.gpkg"
+    assert summary["files"]["roads"] == str(gpkg)
+    layers = {name for name, _ in pyogrio.list_layers(gpkg)}
+    assert {"roads", "junctions", "runs", "layer_styles"} <= layers
+    roads = gpd.read_file(gpkg, layer="roads")
+    with rasterio.open(synth.image_path) as ds:
+        assert roads.crs == ds.crs
+    assert set(roads.geom_type) <= {"LineString"}
+    runs = gpd.read_file(gpkg, layer="runs")
+    assert runs["command"].iloc[0] == "extract"
+    # a rerun without --overwrite refuses before doing any work
+    again = CliRunner().invoke(main, ["extract", str(synth.image_path), "--model", str(checkpoints[3]),
+                                      "--out", str(out)])
+    assert again.exit_code == 4 and "--overwrite" in again.output

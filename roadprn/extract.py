@@ -1,0 +1,110 @@
+"""The whole ``extract`` job for one scene: base model → (PRN refinement) → road network.
+
+``roadprn extract`` and every ``batch`` task call :func:`run_extract`, so a scene gives the same
+outputs whichever way it is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roadprn.config import Config
+from roadprn.gpkg import output_paths
+from roadprn.inference import SegmentationModel
+from roadprn.io import check_writable
+from roadprn.pipeline import ExtractPaths, ExtractResult, extract_probability
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractRun:
+    scene: str
+    folder: Path
+    files: dict[str, Path]
+    base: ExtractResult
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    roads: int | None = None
+    junctions: int | None = None
+    road_length_m: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scene": self.scene,
+            "folder": str(self.folder),
+            "files": {k: str(v) for k, v in self.files.items()},
+            "roads": self.roads,
+            "junctions": self.junctions,
+            "road_length_m": None if self.road_length_m is None else round(self.road_length_m, 2),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "base": self.base.as_dict(),
+        }
+
+
+def vector_outputs(paths: ExtractPaths, config: Config) -> list[Path]:
+    scene_name = paths.mask.name.removesuffix("_mask.tif")
+    return output_paths(paths.folder, scene_name, config.output.vector_format)
+
+
+def run_extract(
+    scene: str | Path,
+    config: Config,
+    out_dir: str | Path | None = None,
+    *,
+    base_model: SegmentationModel | None = None,
+    progress: bool = False,
+) -> ExtractRun:
+    """Rasters (probability, mask) and the road network of one scene in one output folder."""
+    from roadprn.models.loading import load_segmentation_model
+
+    paths = ExtractPaths.for_scene(scene, out_dir)
+    if config.vectorize.enabled:  # refuse before any work if an output is in the way
+        for final in vector_outputs(paths, config):
+            check_writable(final, config.output.overwrite)
+    if base_model is None:
+        base_model = load_segmentation_model(config.model)
+
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
+    base = extract_probability(scene, base_model, config, out_dir, progress=progress)
+    stages["base"] = time.perf_counter() - t0
+    files = {"mask": paths.mask}
+    if paths.probability.exists() and config.output.write_probability:
+        files["probability"] = paths.probability
+    run = ExtractRun(str(scene), paths.folder, files, base, stages)
+
+    if not config.vectorize.enabled:
+        return run
+    from roadprn.raster import open_scene
+
+    if not open_scene(scene, allow_ungeoreferenced=True, check_readable=False).georeferenced:
+        log.warning("%s: not georeferenced; skipping vectorisation (road lengths need metres)", scene)
+        return run
+    t0 = time.perf_counter()
+    _vectorize(run, paths, config, base_model)
+    stages["vectorize"] = time.perf_counter() - t0
+    return run
+
+
+def _vectorize(run: ExtractRun, paths: ExtractPaths, config: Config,
+               base_model: SegmentationModel) -> None:
+    from roadprn.vectorize.run import vectorize_to_files
+    from roadprn.vectorize.source import MaskProbabilitySource
+
+    scene_name = paths.mask.name.removesuffix("_mask.tif")
+    source = MaskProbabilitySource.from_paths(paths.mask, run.files.get("probability"), scene_name)
+    result = vectorize_to_files(
+        source, run.scene, paths.folder, config.vectorize,
+        fmt=config.output.vector_format, dst_crs=config.output.dst_crs,
+        overwrite=config.output.overwrite, workers=config.vectorize.workers,
+        config=config.to_yaml_dict(), model_hashes={"base": base_model.sha256 or "unknown"},
+        command="extract",
+    )
+    run.files["roads"] = result.files[0]
+    if len(result.files) > 1:
+        run.files["junctions"] = result.files[1]
+    run.roads, run.junctions, run.road_length_m = result.roads, result.junctions, result.length_m
