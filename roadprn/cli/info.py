@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -15,7 +16,14 @@ from roadprn.raster import SceneInfo, open_scene
 @click.option("--allow-ungeoreferenced", is_flag=True,
               help="Describe rasters without a CRS (pixel coordinates) instead of failing.")
 def info(path: str, as_json: bool, allow_ungeoreferenced: bool) -> None:
-    """Describe a scene: size, bands, dtype, CRS, resolution in metres, nodata, footprint."""
+    """Describe a scene (size, bands, dtype, CRS, resolution in metres, nodata, footprint) or a
+    model checkpoint (architecture, expected input, training data, metrics, sha256).
+
+    PATH may also be 'default' for the model shipped with roadprn.
+    """
+    if is_model_file(path):
+        describe_model(path, as_json)
+        return
     scene = open_scene(path, allow_ungeoreferenced=allow_ungeoreferenced)
     if as_json:
         click.echo(json.dumps(scene.as_dict(), indent=2))
@@ -46,3 +54,22 @@ def format_scene(scene: SceneInfo) -> str:
         rows.append(("footprint", f"lon {w:.6f} .. {e:.6f}, lat {s:.6f} .. {n:.6f} (WGS84)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def is_model_file(path: str) -> bool:
+    return path == "default" or Path(path).suffix.lower() in MODEL_SUFFIXES
+
+
+def describe_model(path: str, as_json: bool) -> None:
+    from roadprn.models.checkpoint import describe_checkpoint
+    from roadprn.models.loading import resolve_model_path
+
+    lines = describe_checkpoint(resolve_model_path(path))
+    if as_json:
+        click.echo(json.dumps(lines, indent=2))
+        return
+    width = max(len(k) for k in lines)
+    click.echo("\n".join(f"{k:<{width}}  {v}" for k, v in lines.items()))

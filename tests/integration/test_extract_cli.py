@@ -128,3 +128,19 @@ def test_extract_writes_network_next_to_rasters(tmp_path, checkpoints):
     again = CliRunner().invoke(main, ["extract", str(synth.image_path), "--model", str(checkpoints[3]),
                                       "--out", str(out)])
     assert again.exit_code == 4 and "--overwrite" in again.output
+
+
+def test_info_describes_a_checkpoint(checkpoints):
+    result = CliRunner().invoke(main, ["info", str(checkpoints[3])])
+    assert result.exit_code == 0, result.output
+    assert "tiny_unet" in result.output and "sha256" in result.output
+    assert "0.5 m per pixel" in result.output
+    as_json = CliRunner().invoke(main, ["info", str(checkpoints[1]), "--json"])
+    assert json.loads(as_json.stdout)["bands"] == "1"
+
+
+def test_info_on_corrupt_checkpoint(tmp_path, checkpoints):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(checkpoints[3].read_bytes()[:2000])
+    result = CliRunner().invoke(main, ["info", str(broken)])
+    assert result.exit_code == 5 and "broken.pt" in result.output
