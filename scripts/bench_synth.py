@@ -20,13 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-CHILD = ("from roadprn.cli import main; from roadprn.cli.synth import synth; "
-         "'synth' in main.commands or main.add_command(synth); main()")
-
-
 def run_one(size: int, seed: int, bands: int, folder: Path) -> dict:
     out = folder / f"synth_{size}.tif"
-    cmd = [sys.executable, "-c", CHILD, "--quiet", "synth", str(out), "--size", str(size),
+    cmd = [sys.executable, "-m", "roadprn", "--quiet", "synth", str(out), "--size", str(size),
            "--seed", str(seed), "--bands", str(bands), "--overwrite"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
