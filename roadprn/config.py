@@ -114,6 +114,16 @@ class OutputConfig(_Section):
         return crs
 
 
+class RefineConfig(_Section):
+    """PatchRefineNet refinement of the base probability map."""
+
+    method: Literal["auto", "prn", "none"] = "auto"
+    model: str = "default"
+    fusion: Literal["paper", "global", "local", "mean"] = "paper"
+    halo: int | None = Field(None, ge=0, le=1024)
+    batch_size: int = Field(4, ge=1, le=256)
+
+
 class VectorizeConfig(VectorizeParams):
     """The vectoriser's thresholds (all in metres / m²) plus how ``extract`` runs it."""
 
@@ -132,6 +142,7 @@ class Config(_Section):
     inference: InferenceConfig = InferenceConfig()
     resolution: ResolutionConfig = ResolutionConfig()
     output: OutputConfig = OutputConfig()
+    refine: RefineConfig = RefineConfig()
     vectorize: VectorizeConfig = VectorizeConfig()
 
     def to_yaml_dict(self) -> dict[str, Any]:

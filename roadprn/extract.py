@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from roadprn.config import Config
+from roadprn.errors import ConfigError
 from roadprn.gpkg import output_paths
 from roadprn.inference import SegmentationModel
 from roadprn.io import check_writable
@@ -31,6 +32,7 @@ class ExtractRun:
     roads: int | None = None
     junctions: int | None = None
     road_length_m: float | None = None
+    prn_sha256: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -42,7 +44,37 @@ class ExtractRun:
             "road_length_m": None if self.road_length_m is None else round(self.road_length_m, 2),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "base": self.base.as_dict(),
+            "prn_sha256": self.prn_sha256,
         }
+
+
+def refined_mask_path(paths: ExtractPaths) -> Path:
+    return paths.mask.with_name(paths.mask.name.replace("_mask.tif", "_refined_mask.tif"))
+
+
+def resolve_refine_model(config: Config, base_model: SegmentationModel):
+    """The PRN to use, or None; ``auto`` refines only when a PRN exists for this base model."""
+    from roadprn.errors import ModelError
+    from roadprn.models.loading import DEFAULT_PRN_MODEL, default_model_path
+    from roadprn.refine_scene import check_pairing, load_refine_model
+
+    method = config.refine.method
+    if method == "none":
+        return None
+    if config.refine.model == "default":
+        path = default_model_path(DEFAULT_PRN_MODEL)
+        if not path.is_file():
+            if method == "prn":
+                raise ModelError("no default PRN is installed; pass a PRN checkpoint with --prn PATH")
+            return None
+    else:
+        path = Path(config.refine.model)
+    prn = load_refine_model(path)
+    paired = check_pairing(prn, base_model.sha256)
+    if method == "auto" and config.refine.model == "default" and not paired:
+        log.warning("not refining: the default PRN belongs to the default base model")
+        return None
+    return prn
 
 
 def vector_outputs(paths: ExtractPaths, config: Config) -> list[Path]:
@@ -67,6 +99,9 @@ def run_extract(
             check_writable(final, config.output.overwrite)
     if base_model is None:
         base_model = load_segmentation_model(config.model)
+    prn = resolve_refine_model(config, base_model)
+    if prn is not None:
+        check_writable(refined_mask_path(paths), config.output.overwrite)
 
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -76,6 +111,18 @@ def run_extract(
     if paths.probability.exists() and config.output.write_probability:
         files["probability"] = paths.probability
     run = ExtractRun(str(scene), paths.folder, files, base, stages)
+    if prn is not None:
+        from roadprn.refine_scene import refine_scene
+
+        t0 = time.perf_counter()
+        source = files.get("probability")
+        if source is None:
+            raise ConfigError("PRN refinement needs the probability raster; do not combine "
+                              "refinement with --no-probability (or pass --refine none)")
+        refine_scene(source, refined_mask_path(paths), prn, config, progress=progress)
+        files["refined_mask"] = refined_mask_path(paths)
+        run.prn_sha256 = prn.sha256
+        stages["refine"] = time.perf_counter() - t0
 
     if not config.vectorize.enabled:
         return run
@@ -96,13 +143,16 @@ def _vectorize(run: ExtractRun, paths: ExtractPaths, config: Config,
     from roadprn.vectorize.source import MaskProbabilitySource
 
     scene_name = paths.mask.name.removesuffix("_mask.tif")
-    source = MaskProbabilitySource.from_paths(paths.mask, run.files.get("probability"), scene_name)
+    mask = run.files.get("refined_mask", paths.mask)
+    source = MaskProbabilitySource.from_paths(mask, run.files.get("probability"), scene_name)
+    hashes = {"base": base_model.sha256 or "unknown"}
+    if run.prn_sha256:
+        hashes["prn"] = run.prn_sha256
     result = vectorize_to_files(
         source, run.scene, paths.folder, config.vectorize,
         fmt=config.output.vector_format, dst_crs=config.output.dst_crs,
         overwrite=config.output.overwrite, workers=config.vectorize.workers,
-        config=config.to_yaml_dict(), model_hashes={"base": base_model.sha256 or "unknown"},
-        command="extract",
+        config=config.to_yaml_dict(), model_hashes=hashes, command="extract",
     )
     run.files["roads"] = result.files[0]
     if len(result.files) > 1:

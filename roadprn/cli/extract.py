@@ -15,6 +15,11 @@ from roadprn.cli.common import build_config, config_options, parse_bands, show_p
               help="Output folder (default: <scene folder>/<scene name>_roadprn).")
 @click.option("-m", "--model", help="Base model checkpoint (.pt), or 'default'.")
 @config_options
+@click.option("--refine", "refine_method", type=click.Choice(["auto", "prn", "none"]),
+              help="PatchRefineNet refinement (auto: when a PRN exists for the base model).")
+@click.option("--prn", "prn_model", help="PRN checkpoint (.pt), or 'default'.")
+@click.option("--fusion", type=click.Choice(["paper", "global", "local", "mean"]),
+              help="How PRN's global and local maps become the refined mask.")
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--tile-size", type=int, help="Tile side in pixels (default: from the model).")
 @click.option("--halo", type=int, help="Tile overlap on each side in pixels (default: from the model).")
@@ -35,7 +40,8 @@ from roadprn.cli.common import build_config, config_options, parse_bands, show_p
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_context
 def extract(ctx: click.Context, scene: str, out_dir: str | None, model: str | None,
-            config_path: str | None, set_items: tuple[str, ...], device: str | None,
+            config_path: str | None, set_items: tuple[str, ...], refine_method: str | None,
+            prn_model: str | None, fusion: str | None, device: str | None,
             tile_size: int | None, halo: int | None, batch_size: int | None, blend: str | None,
             threshold: float | None, bands: str | None, tta: bool | None,
             compile_model: bool | None, no_probability: bool, vector_format: str | None,
@@ -43,9 +49,10 @@ def extract(ctx: click.Context, scene: str, out_dir: str | None, model: str | No
             overwrite: bool | None, as_json: bool) -> None:
     """Extract roads from SCENE into --out.
 
-    Writes SCENE_probability.tif (uint8 0-255) and SCENE_mask.tif (0/1, nodata 255) as
-    Cloud-Optimised GeoTIFFs on the scene's grid, and SCENE_roads.gpkg (layers roads, junctions,
-    runs, with an embedded QGIS style).
+    Writes SCENE_probability.tif (uint8 0-255), SCENE_mask.tif (0/1, nodata 255) and, with a
+    PatchRefineNet, SCENE_refined_mask.tif as Cloud-Optimised GeoTIFFs on the scene's grid, and
+    SCENE_roads.gpkg (layers roads, junctions, runs, with an embedded QGIS style) from the
+    refined mask when there is one.
     """
     from roadprn.extract import run_extract
 
@@ -53,6 +60,9 @@ def extract(ctx: click.Context, scene: str, out_dir: str | None, model: str | No
         config_path, set_items,
         **{
             "model": model,
+            "refine.method": refine_method,
+            "refine.model": prn_model,
+            "refine.fusion": fusion,
             "inference.device": device,
             "tiling.tile_size": tile_size,
             "tiling.halo": halo,

@@ -9,6 +9,7 @@ from roadprn.errors import ModelError
 from roadprn.inference import SegmentationModel
 
 DEFAULT_BASE_MODEL = "default_base.pt"
+DEFAULT_PRN_MODEL = "default_prn.pt"  # trained on DEFAULT_BASE_MODEL's probability maps
 
 
 def default_model_path(name: str = DEFAULT_BASE_MODEL) -> Path:

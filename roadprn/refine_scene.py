@@ -1,0 +1,128 @@
+"""PatchRefineNet over a whole scene's base probability raster, window by window.
+
+PRN sees only the base model's probability map. Windows of PRN's ``map_size`` with a halo are
+read from the probability COG (zero beyond the scene edge, as PRN was trained), the patch grid is
+aligned to each window, both PRN branches are fused per window (the paper's
+``G ∪ dilate(G ∩ L)`` by default) and only each window's core is kept: the same tile / strip
+machinery as the base model, so memory stays bounded and windows never show seams beyond what
+the core cropping guarantees.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from roadprn.config import Config
+from roadprn.errors import ModelError
+from roadprn.grid import scene_grid
+from roadprn.inference import configure_torch_threads, resolve_device
+from roadprn.io import TMP_MARKER, atomic_output, check_writable
+from roadprn.pipeline import MASK_NODATA, _to_cog, _write_outputs, predict_strips
+from roadprn.raster import BandNormalizer, open_scene
+from roadprn.refine import FUSION_RULES, default_halo, fuse
+from roadprn.tiling import TilePlan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RefineModel:
+    """A PRN checkpoint ready to run, with the base model it was trained on."""
+
+    module: nn.Module  # PatchRefineNet
+    sha256: str
+    base_model_sha256: str | None
+    name: str = "prn"
+
+    @property
+    def map_size(self) -> int:
+        return int(self.module.arch.map_size)
+
+
+class PRNPredictor:
+    """(B, 1, T, T) base probabilities -> (B, T, T) fused refined masks as 0/1 floats."""
+
+    def __init__(self, model: RefineModel, device: torch.device, fusion: str) -> None:
+        if fusion not in FUSION_RULES:
+            raise ModelError(f"unknown PRN fusion rule {fusion!r}; allowed: {FUSION_RULES}")
+        self.module = model.module.to(device).eval()
+        self.device = device
+        self.fusion = fusion
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        out = self.module(x)
+        global_map = out.global_map[:, 0].float().cpu().numpy()
+        local_map = None if out.local_map is None else out.local_map[:, 0].float().cpu().numpy()
+        return fuse(global_map, local_map, rule=self.fusion).astype(np.float32)
+
+
+def load_refine_model(path: str | Path) -> RefineModel:
+    from roadprn.models.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    if checkpoint.meta.kind != "prn":
+        raise ModelError(f"{path} is a {checkpoint.meta.kind} model, not a PatchRefineNet checkpoint")
+    return RefineModel(checkpoint.build_model(), checkpoint.sha256, checkpoint.meta.base_model_sha256,
+                       name=f"{checkpoint.meta.arch} ({Path(path).name})")
+
+
+def check_pairing(prn: RefineModel, base_sha256: str | None) -> bool:
+    """Warn (loudly, once) when a PRN refines a base model it was not trained on."""
+    if prn.base_model_sha256 and base_sha256 and prn.base_model_sha256 != base_sha256:
+        log.warning(
+            "PRN %s was trained on base model %s… but refines %s…: its corrections are learnt "
+            "for another model's bias and may hurt; retrain it with `roadprn train prn`",
+            prn.name, prn.base_model_sha256[:12], base_sha256[:12])
+        return False
+    return True
+
+
+def refine_scene(
+    probability: str | Path,
+    out_mask: str | Path,
+    prn: RefineModel,
+    config: Config,
+    *,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Write the refined mask COG (0/1, nodata 255) for a base probability raster."""
+    t0 = time.perf_counter()
+    out_mask = Path(out_mask)
+    check_writable(out_mask, config.output.overwrite)
+    info = open_scene(probability, allow_ungeoreferenced=True)
+    size = prn.map_size
+    halo = config.refine.halo if config.refine.halo is not None else default_halo(prn.module)
+    plan = TilePlan(info.width, info.height, size, halo, 0)
+    device = resolve_device(config.inference.device)
+    configure_torch_threads(config.inference.torch_threads, config.inference.reader_threads)
+    predictor = PRNPredictor(prn, device, config.refine.fusion)
+    to_unit = BandNormalizer((1.0 / 255.0,), (0.0,), clip=True)
+    stats: dict[str, float] = {}
+    raw = out_mask.with_name(f"{out_mask.stem}{TMP_MARKER}raw.tif")
+    try:
+        with atomic_output(out_mask, config.output.overwrite) as final:
+            strips = predict_strips(
+                info.path, (1,), plan, config.refine.batch_size, to_unit, predictor,
+                reader_threads=config.inference.reader_threads,
+                prefetch_batches=config.inference.prefetch_batches, pad_mode="constant",
+                stats=stats, progress=progress,
+            )
+            tags = {"ROADPRN_REFINED_BY": prn.name, "ROADPRN_PRN_SHA256": prn.sha256,
+                    "ROADPRN_FUSION": config.refine.fusion, "ROADPRN_SOURCE": info.path}
+            _write_outputs(strips, info, scene_grid(info), config, None, raw, tags, stats)
+            _to_cog(raw, final, config.output.compress, resampling="NEAREST")
+    finally:
+        for leftover in raw.parent.glob(raw.name + "*"):
+            leftover.unlink(missing_ok=True)
+    stats["seconds"] = time.perf_counter() - t0
+    stats["mask_nodata"] = MASK_NODATA
+    return stats
