@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from roadprn.batch.config import BatchConfig
 from roadprn.errors import ConfigError
 from roadprn.vectorize.params import VectorizeParams
 
@@ -144,6 +145,7 @@ class Config(_Section):
     output: OutputConfig = OutputConfig()
     refine: RefineConfig = RefineConfig()
     vectorize: VectorizeConfig = VectorizeConfig()
+    batch: BatchConfig = BatchConfig()
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -311,11 +311,14 @@ def predict_strips(
     stats: dict[str, float] | None = None,
     progress: bool = False,
     grid: Grid | None = None,
+    tile_rows: tuple[int, int] | None = None,
 ) -> Iterator[Strip]:
     """Stitched float probabilities of the whole scene, as finished full-width row strips.
 
     Reads run ``prefetch_batches`` batches ahead on ``reader_threads`` threads while the model
-    works on the current batch.
+    works on the current batch. ``tile_rows=(a, b)``: only scene rows ``[a, b) x stride`` (a band
+    of a scene split across workers), computed with one tile row of context on each side so that
+    they equal the same rows of the whole scene.
     """
     stats = stats if stats is not None else {}
     stats.setdefault("model_seconds", 0.0)
@@ -328,27 +331,48 @@ def predict_strips(
         data, valid = read_window(reader.get(), nominal, bands=bands, halo=plan.halo, pad_mode=pad_mode)
         return normalizer(data), valid
 
-    stitcher = StripStitcher(plan, align=WRITE_BLOCK)
-    bar = _progress_bar(len(plan), path, plan, progress)
+    rows = range(plan.n_rows)
+    keep = None
+    if tile_rows is not None:
+        rows = range(max(0, tile_rows[0] - 1), min(plan.n_rows, tile_rows[1] + 1))
+        keep = (tile_rows[0] * plan.stride, min(tile_rows[1] * plan.stride, plan.height))
+    stitcher = StripStitcher(plan, align=WRITE_BLOCK, first_row=rows.start)
+    bar = _progress_bar(len(rows) * plan.n_cols, path, plan, progress)
     depth = batch_size * (prefetch_batches + 1)
     try:
         with ThreadPoolExecutor(reader_threads, "roadprn-read") as readers:
             batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
-            tiles = _Prefetcher(iter(plan), lambda t: readers.submit(read, t), depth)
+            tiles = _Prefetcher((plan.tile(r, c) for r in rows for c in range(plan.n_cols)),
+                                lambda t: readers.submit(read, t), depth)
             try:
                 for tile, future in tiles:
                     data, valid = future.result()
                     batch.append((tile, data, valid))
                     if len(batch) == batch_size:
-                        yield from _predict_batch(batch, predictor, stitcher, stats, bar)
+                        yield from _keep_rows(_predict_batch(batch, predictor, stitcher, stats, bar),
+                                              keep)
                         batch = []
                 if batch:
-                    yield from _predict_batch(batch, predictor, stitcher, stats, bar)
+                    yield from _keep_rows(_predict_batch(batch, predictor, stitcher, stats, bar), keep)
+                yield from _keep_rows(stitcher.finish(rows.stop - 1), keep)
             finally:
                 tiles.cancel()
     finally:
         bar.close()
         reader.close()
+
+
+def _keep_rows(strips: Iterator[Strip], keep: tuple[int, int] | None) -> Iterator[Strip]:
+    """Strips cut to scene rows ``keep = [start, stop)``; all of them when ``keep`` is None."""
+    for strip in strips:
+        if keep is None:
+            yield strip
+            continue
+        lo = max(keep[0], strip.row_off)
+        hi = min(keep[1], strip.row_off + strip.prob.shape[0])
+        if hi > lo:
+            a, b = lo - strip.row_off, hi - strip.row_off
+            yield Strip(lo, strip.prob[a:b], strip.valid[a:b])
 
 
 def _predict_batch(batch, predictor: Predictor, stitcher: StripStitcher, stats, bar) -> Iterator[Strip]:

@@ -5,7 +5,9 @@ read from the probability COG (zero beyond the scene edge, as PRN was trained), 
 aligned to each window, both PRN branches are fused per window (the paper's
 ``G ∪ dilate(G ∩ L)`` by default) and only each window's core is kept: the same tile / strip
 machinery as the base model, so memory stays bounded and windows never show seams beyond what
-the core cropping guarantees.
+the core cropping guarantees. Fusion runs per window before cropping, so the paper rule's 3x3
+dilation at a core boundary sees the window's own halo rather than its neighbour's core (the two
+can differ on that one-pixel rim).
 """
 
 from __future__ import annotations

@@ -27,13 +27,15 @@ class Strip:
 
 
 class StripStitcher:
-    def __init__(self, plan: TilePlan, align: int = 256) -> None:
+    def __init__(self, plan: TilePlan, align: int = 256, first_row: int = 0) -> None:
+        """``first_row``: the first tile row that will arrive (a band of a split scene)."""
         self.plan = plan
         self.align = max(1, align)
         cap = plan.stride + 2 * plan.blend_radius + self.align + 1
         self._prob = np.zeros((cap, plan.width), np.float32)
         self._valid = np.zeros((cap, plan.width), bool)
-        self._start = 0  # scene row of buffer row 0 (== rows already handed out)
+        # scene row of buffer row 0 (== rows already handed out)
+        self._start = plan.contribution_rows(first_row)[0] if first_row else 0
         self._weights: dict[tuple[bool, bool, bool, bool], np.ndarray] = {}
         self._pending = np.zeros(plan.n_rows, np.int64)
 
@@ -63,6 +65,15 @@ class StripStitcher:
         if key not in self._weights:
             self._weights[key] = plan.weights(tile)
         return self._weights[key]
+
+    def finish(self, row: int) -> Iterator[Strip]:
+        """After tile row ``row``, the last of a band: hand out every row it completed, unaligned."""
+        if row < self.plan.n_rows - 1:
+            final = self.plan.contribution_rows(row + 1)[0]
+            n = final - self._start
+            if n > 0:
+                yield Strip(self._start, self._prob[:n].copy(), self._valid[:n].copy())
+                self._start = final
 
     def _release(self, row: int) -> Iterator[Strip]:
         plan = self.plan

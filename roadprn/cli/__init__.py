@@ -74,11 +74,12 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from roadprn.cli import evaluate, extract, info, synth, vectorize
+    from roadprn.cli import batch, evaluate, extract, info, synth, vectorize
 
     main.add_command(info.info)
     main.add_command(synth.synth)
     main.add_command(extract.extract)
+    main.add_command(batch.batch)
     main.add_command(vectorize.vectorize)
     main.add_command(evaluate.evaluate)
 

@@ -1,0 +1,48 @@
+"""Settings of a batch run: where it computes, how it retries, whether it resumes.
+
+Meant as the ``batch:`` section of the pipeline config; the CLI options of ``roadprn batch``
+override it key by key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class BatchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # local: a LocalCluster on this machine; slurm / pbs: dask-jobqueue (pip install
+    # dask-jobqueue); gateway: a Dask Gateway server (pip install dask-gateway). A `scheduler`
+    # address overrides all of them.
+    cluster: Literal["local", "slurm", "pbs", "gateway"] = "local"
+    # tcp://HOST:PORT of a running Dask scheduler (e.g. on Kubernetes); null = start a cluster.
+    scheduler: str | None = None
+    # Worker processes (local), jobs (slurm/pbs) or Gateway workers; null = local: CPU cores /
+    # threads_per_worker, otherwise 1.
+    workers: int | None = Field(None, ge=1, le=100000)
+    # CPU threads each worker gives to the one scene it runs at a time (torch intra-op threads).
+    threads_per_worker: int = Field(1, ge=1, le=1024)
+    # Memory limit per worker ("4GiB", "auto", or 0 for none); a worker above it is restarted.
+    memory_limit: str | int = "auto"
+    # GPUs per worker; > 0 runs each scene with the Dask resource {"GPU": 1}, so a GPU holds one
+    # model run at a time (local: one worker per GPU, pinned to it).
+    gpus_per_worker: int = Field(0, ge=0, le=64)
+    # Extra attempts of a scene after a transient error (network read, timeout).
+    retries: int = Field(2, ge=0, le=100)
+    # Skip scenes whose outputs exist and match the run manifest.
+    resume: bool = True
+    # Keyword arguments of dask_jobqueue.SLURMCluster / PBSCluster (queue, account, cores,
+    # memory, walltime, job_extra_directives, ...).
+    jobqueue: dict[str, Any] = Field(default_factory=dict)
+    # Address of the Dask Gateway server (cluster: gateway), and options of its new cluster.
+    gateway_address: str | None = None
+    gateway_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> BatchConfig:
+        if self.cluster == "gateway" and not self.gateway_address and not self.scheduler:
+            raise ValueError("cluster 'gateway' needs gateway_address")
+        return self

@@ -1,0 +1,253 @@
+"""Driving a batch run: resume decisions, submission, retries, the manifest, clean interruption.
+
+The driver decides which scenes to (re)do from the manifest, submits one task per scene, and appends each finished scene's
+record to the manifest as it arrives. Scheduling, worker restarts and re-running the tasks of a
+worker that died are Dask's job (``distributed.scheduler.allowed-failures``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roadprn import __version__
+from roadprn.batch.config import BatchConfig
+from roadprn.batch.inputs import SceneInput, scene_folder
+from roadprn.batch.manifest import (
+    MANIFEST_NAME,
+    ManifestWriter,
+    config_hash,
+    latest_scene_records,
+    mismatch_reason,
+)
+from roadprn.batch.worker import SceneTask, process_scene
+from roadprn.config import Config
+from roadprn.errors import Interrupted
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchSummary:
+    manifest: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    dashboard: str | None = None
+
+    def by_status(self, status: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] == status]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return self.by_status("failed")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "manifest": str(self.manifest),
+            "seconds": round(self.seconds, 3),
+            "done": len(self.by_status("done")),
+            "skipped": len(self.by_status("skipped")),
+            "failed": [{"scene": r["scene"], "error": r["error"]} for r in self.failed],
+            "tiles": sum(r.get("tiles") or 0 for r in self.by_status("done")),
+            "road_length_m": round(sum(r.get("road_length_m") or 0.0
+                                       for r in self.records if r["status"] != "failed"), 2),
+        }
+
+
+def run_batch(
+    scenes: list[SceneInput],
+    config: Config,
+    out_dir: str | Path,
+    settings: BatchConfig | None = None,
+    *,
+    client: Any = None,
+    progress: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> BatchSummary:
+    """Process ``scenes`` into ``out_dir/<scene folder>/`` on a Dask cluster; never raises per scene.
+
+    ``client``: an existing ``distributed.Client`` (else one is made from ``settings``).
+    ``echo``: where to print the dashboard link (``None``: nowhere).
+    Raises :class:`Interrupted` on Ctrl-C (after removing unfinished scenes' outputs).
+    """
+    from roadprn.models.loading import load_segmentation_model
+
+    settings = settings or BatchConfig()
+    out_root = Path(out_dir)
+    out_root.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    model = load_segmentation_model(config.model)  # fail fast on a bad model, not once per scene
+    model_hashes = {"base": model.sha256 or "unknown"}
+    del model
+    cfg_hash = config_hash(config)
+    task_config = worker_config(config, settings)
+    manifest_path = out_root / MANIFEST_NAME
+    summary = BatchSummary(manifest_path)
+    run_id = uuid.uuid4().hex[:12]
+
+    with ManifestWriter(manifest_path) as manifest:
+        previous = latest_scene_records(manifest_path)
+        todo: list[SceneTask] = []
+        for scene in scenes:
+            folder = scene_folder(out_root, scene.name)
+            record = previous.get(scene.name)
+            reason = (mismatch_reason(record, out_root, cfg_hash, model_hashes)
+                      if settings.resume else "resume disabled")
+            if reason is None and record is not None:
+                skipped = {k: v for k, v in record.items() if k not in ("time", "run_id")}
+                skipped.update(status="skipped", run_id=run_id, scene=scene.path)
+                manifest.append(skipped)
+                summary.records.append(skipped)
+                continue
+            log.info("%s: to do (%s)", scene.path, reason)
+            todo.append(SceneTask(scene.path, folder.name, str(out_root), task_config,
+                                  model_hashes, cfg_hash))
+        manifest.append({"type": "run", "event": "start", "run_id": run_id, "version": __version__,
+                         "scenes": len(scenes), "to_do": len(todo), "config_hash": cfg_hash,
+                         "model_hashes": model_hashes, "config": config.to_yaml_dict()})
+        if not todo:
+            summary.seconds = time.perf_counter() - t_start
+            manifest.append({"type": "run", "event": "end", "run_id": run_id, "interrupted": False,
+                             **_counts(summary)})
+            return summary
+
+        with contextlib.ExitStack() as stack:
+            if client is None:
+                from roadprn.batch.cluster import open_client
+
+                client = stack.enter_context(open_client(settings))
+            summary.dashboard = _dashboard(client)
+            if echo and summary.dashboard:
+                echo(f"dask dashboard: {summary.dashboard}")
+            try:
+                _execute(client, todo, settings, manifest, summary, run_id, progress)
+            except KeyboardInterrupt:
+                finished = {r["name"] for r in summary.records}
+                unfinished = [t for t in todo if t.name not in finished]
+                stack.close()  # a local cluster is shut down: no worker writes any more
+                for task in unfinished:
+                    with contextlib.suppress(OSError):
+                        if task.folder.is_dir():
+                            shutil.rmtree(task.folder)
+                summary.seconds = time.perf_counter() - t_start
+                manifest.append({"type": "run", "event": "end", "run_id": run_id,
+                                 "interrupted": True, "unfinished": len(unfinished),
+                                 **_counts(summary)})
+                raise Interrupted(f"interrupted; {len(unfinished)} unfinished scene(s) removed, "
+                                  f"a rerun resumes from {manifest_path}") from None
+        summary.seconds = time.perf_counter() - t_start
+        manifest.append({"type": "run", "event": "end", "run_id": run_id, "interrupted": False,
+                         "seconds": round(summary.seconds, 3), **_counts(summary)})
+    return summary
+
+
+def worker_config(config: Config, settings: BatchConfig) -> Config:
+    """The config tasks run with: torch threads sized to the worker unless set explicitly."""
+    if config.inference.torch_threads is not None or settings.scheduler:
+        return config
+    data = config.to_yaml_dict()
+    data["inference"]["torch_threads"] = settings.threads_per_worker
+    return type(config).model_validate(data)
+
+
+def _execute(client: Any, todo: list[SceneTask], settings: BatchConfig,
+             manifest: ManifestWriter, summary: BatchSummary, run_id: str, progress: bool) -> None:
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    resources = {"GPU": 1} if settings.gpus_per_worker else None
+    tasks: dict[str, SceneTask] = {}
+    live: dict[str, Any] = {}
+
+    def submit(task: SceneTask) -> Any:
+        key = f"roadprn-scene-{task.name}-{run_id}-{task.attempt}"
+        tasks[key] = task
+        live[key] = client.submit(process_scene, task, key=key, pure=False, resources=resources)
+        return live[key]
+
+    futures = [submit(task) for task in todo]
+    pending = as_completed(futures)
+    tiles = 0
+    bar = tqdm(total=len(todo), unit="scene", desc="batch", disable=not progress, dynamic_ncols=True)
+    try:
+        for future in pending:
+            task = tasks.pop(future.key)
+            live.pop(future.key, None)
+            record = _result(future, task)
+            future.release()
+            if (record["status"] == "failed" and record.pop("transient", False)
+                    and task.attempt <= settings.retries):
+                log.warning("%s: attempt %d failed (%s); retrying", task.path, task.attempt,
+                            record["error"])
+                retry = SceneTask(**{**task.__dict__, "attempt": task.attempt + 1})
+                pending.add(submit(retry))
+                continue
+            record.pop("transient", None)
+            record["run_id"] = run_id
+            manifest.append(record)
+            summary.records.append(record)
+            tiles += record.get("tiles") or 0
+            bar.update(1)
+            bar.set_postfix(tiles=tiles, failed=len(summary.failed), refresh=False)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.cancel(list(live.values()))
+        raise
+    finally:
+        bar.close()
+
+
+def _result(future: Any, task: SceneTask) -> dict[str, Any]:
+    """The task's own record, or a failure record when the task itself could not finish."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker:
+        error = ("the worker processing this scene died repeatedly "
+                 "(out of memory or a crash while reading it)")
+        error_type = "KilledWorker"
+    except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be deserialised
+        error, error_type = f"{type(exc).__name__}: {exc}", type(exc).__name__
+    with contextlib.suppress(OSError):
+        if task.folder.is_dir():
+            shutil.rmtree(task.folder)
+    return {"type": "scene", "scene": task.path, "name": task.name, "attempt": task.attempt,
+            "status": "failed", "error": error, "error_type": error_type,
+            "config_hash": task.config_hash, "model_hashes": task.model_hashes}
+
+
+def _counts(summary: BatchSummary) -> dict[str, int]:
+    return {s: len(summary.by_status(s)) for s in ("done", "failed", "skipped")}
+
+
+def _dashboard(client: Any) -> str | None:
+    with contextlib.suppress(Exception):
+        return client.dashboard_link
+    return None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler or ``kill``) stops the run like Ctrl-C: cleanly, manifest intact."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,110 @@
+"""``roadprn batch INPUT... --out DIR``: many scenes on Dask, resumable, failure-isolated."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from roadprn.cli.common import build_config, config_options, parse_bands, show_progress
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: one sub-folder per scene and the run manifest.")
+@click.option("--pattern", default="*.tif", show_default=True,
+              help="File pattern searched in input folders.")
+@click.option("--no-recursive", is_flag=True, help="Search input folders without sub-folders.")
+@click.option("-m", "--model", help="Base model checkpoint (.pt), or 'default'.")
+@config_options
+@click.option("--scheduler", help="Address of a running Dask scheduler, e.g. tcp://host:8786.")
+@click.option("--workers", type=int, help="Local worker processes (default: cores / threads).")
+@click.option("--threads-per-worker", type=int, help="CPU threads per worker (default 1).")
+@click.option("--memory-limit", help="Memory limit per local worker, e.g. 4GiB (default auto).")
+@click.option("--gpus-per-worker", type=int, help="GPUs per worker (Dask resource GPU).")
+@click.option("--retries", type=int, help="Extra attempts after a transient error (default 2).")
+@click.option("--no-resume", is_flag=True, help="Redo every scene, even those already done.")
+@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--tile-size", type=int, help="Tile side in pixels (default: from the model).")
+@click.option("--halo", type=int, help="Tile overlap on each side in pixels.")
+@click.option("--batch-size", type=int, help="Tiles per forward pass.")
+@click.option("--threshold", type=float, help="Road probability threshold for the mask (0..1).")
+@click.option("--bands", help="1-based bands to feed the model, e.g. 1,2,3.")
+@click.option("--no-probability", is_flag=True, help="Write only the mask, not the probability.")
+@click.option("--format", "vector_format", type=click.Choice(["gpkg", "geojson", "fgb", "parquet"]),
+              help="Road network format (default gpkg).")
+@click.option("--dst-crs", help="CRS of the road network (default: each scene's).")
+@click.option("--no-vectorize", is_flag=True, help="Stop after the rasters; no road network.")
+@click.option("--allow-ungeoreferenced", is_flag=True, default=None,
+              help="Accept rasters without CRS (outputs in pixel coordinates).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.pass_context
+def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: str,
+          no_recursive: bool, model: str | None, config_path: str | None,
+          set_items: tuple[str, ...], scheduler: str | None, workers: int | None,
+          threads_per_worker: int | None, memory_limit: str | None, gpus_per_worker: int | None,
+          retries: int | None, no_resume: bool,
+          device: str | None, tile_size: int | None, halo: int | None, batch_size: int | None,
+          threshold: float | None, bands: str | None, no_probability: bool,
+          vector_format: str | None, dst_crs: str | None, no_vectorize: bool,
+          allow_ungeoreferenced: bool | None, as_json: bool) -> None:
+    """Extract roads from every scene in INPUTS (files, folders, globs, lists) into --out.
+
+    Each scene gets its own folder OUT/<name>-<hash>/ with the same outputs as `roadprn
+    extract`; OUT/roadprn_manifest.jsonl records every scene. A rerun skips scenes whose outputs
+    match the manifest. Exit code 6 when some scenes failed (the others are complete).
+    """
+    from pydantic import ValidationError
+
+    from roadprn.batch import BatchConfig, collect_inputs, run_batch
+    from roadprn.batch.run import sigterm_as_interrupt
+    from roadprn.config import format_validation_error
+    from roadprn.errors import BatchFailuresError, ConfigError
+
+    config = build_config(
+        config_path, set_items,
+        **{
+            "model": model,
+            "inference.device": device,
+            "tiling.tile_size": tile_size,
+            "tiling.halo": halo,
+            "tiling.batch_size": batch_size,
+            "output.threshold": threshold,
+            "input.bands": parse_bands(bands),
+            "output.write_probability": False if no_probability else None,
+            "input.allow_ungeoreferenced": allow_ungeoreferenced,
+            "output.vector_format": vector_format,
+            "output.dst_crs": dst_crs,
+            "vectorize.enabled": False if no_vectorize else None,
+        },
+    )
+    base = getattr(config, "batch", None) or BatchConfig()
+    changes = {k: v for k, v in {
+        "scheduler": scheduler, "workers": workers, "threads_per_worker": threads_per_worker,
+        "memory_limit": memory_limit, "gpus_per_worker": gpus_per_worker, "retries": retries,
+        "resume": False if no_resume else None,
+    }.items() if v is not None}
+    try:
+        settings = BatchConfig.model_validate({**base.model_dump(), **changes})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc).replace("config key '", "batch option '")) \
+            from None
+
+    scenes = collect_inputs(inputs, pattern, recursive=not no_recursive)
+    quiet = bool(ctx.find_root().obj.get("quiet"))
+    with sigterm_as_interrupt():
+        summary = run_batch(scenes, config, out_dir, settings, progress=show_progress(ctx),
+                            echo=None if quiet else (lambda line: click.echo(line, err=True)))
+    report = summary.as_dict()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(f"{report['done']} done, {report['skipped']} skipped (already done), "
+                   f"{len(report['failed'])} failed in {report['seconds']:.1f} s; "
+                   f"{report['road_length_m'] / 1000:.3f} km of roads; manifest {summary.manifest}")
+        for failure in report["failed"]:
+            click.echo(f"failed  {failure['scene']}: {failure['error']}")
+    if report["failed"]:
+        raise BatchFailuresError(f"{len(report['failed'])} of {len(scenes)} scene(s) failed; "
+                                 f"see {summary.manifest}")

@@ -1,0 +1,148 @@
+"""Vectorised pseudo-labels against a plain per-patch, per-threshold loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from roadprn.pseudolabels import (
+    THRESHOLDS,
+    patch_thresholds,
+    per_image_oracle,
+    per_patch_oracle,
+    pseudo_labels,
+    threshold_bins,
+)
+
+
+def loop_pseudo_labels(prob: np.ndarray, truth: np.ndarray, patch: int | tuple[int, int]):
+    """The obvious implementation: every patch, every τ, ties to the lowest τ."""
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    height, width = prob.shape
+    labels = np.zeros(prob.shape, dtype=bool)
+    taus = np.zeros((-(-height // ph), -(-width // pw)))
+    for pi, r in enumerate(range(0, height, ph)):
+        for pj, c in enumerate(range(0, width, pw)):
+            p = prob[r : r + ph, c : c + pw].astype(np.float64)
+            g = truth[r : r + ph, c : c + pw] != 0
+            best_score, best_tau = -1.0, None
+            for k in range(1, 21):
+                tau = k / 20.0
+                b = p > tau
+                score = (np.sum(b & g) + 1.0) / (np.sum(b | g) + 1.0)
+                if score > best_score:
+                    best_score, best_tau = score, tau
+            labels[r : r + ph, c : c + pw] = p > best_tau
+            taus[pi, pj] = best_tau
+    return labels, taus
+
+
+def random_maps(rng: np.random.Generator, n: int, height: int, width: int):
+    # quantised probabilities put many pixels exactly on thresholds and create score ties
+    prob = rng.integers(0, 21, size=(n, height, width)) / 20.0
+    prob[: n // 2] = rng.random((n // 2, height, width))
+    truth = rng.random((n, height, width)) < rng.random((n, 1, 1))
+    truth[0, : height // 2] = False  # empty-truth patches
+    return prob, truth
+
+
+@pytest.mark.parametrize("patch", [8, 16, 32, 12])
+def test_equals_plain_loop(patch: int) -> None:
+    rng = np.random.default_rng(patch)
+    prob, truth = random_maps(rng, 6, 32, 48)
+    labels = pseudo_labels(prob, truth, patch)
+    taus = patch_thresholds(prob, truth, patch)
+    for i in range(len(prob)):
+        want_labels, want_taus = loop_pseudo_labels(prob[i], truth[i], patch)
+        np.testing.assert_array_equal(labels[i], want_labels)
+        np.testing.assert_array_equal(taus[i], want_taus)
+
+
+def test_ties_go_to_lowest_threshold() -> None:
+    # every τ gives the same score: all-empty map with empty truth -> τ = 0.05
+    prob = np.zeros((16, 16))
+    truth = np.zeros((16, 16), dtype=bool)
+    assert patch_thresholds(prob, truth, 8).tolist() == [[0.05, 0.05], [0.05, 0.05]]
+    # probabilities all 0.5, truth all road: τ 0.05..0.45 tie at IoU 1 -> lowest
+    prob = np.full((8, 8), 0.5)
+    assert patch_thresholds(prob, np.ones((8, 8)), 8)[0, 0] == 0.05
+
+
+def test_empty_truth_gives_empty_label() -> None:
+    rng = np.random.default_rng(1)
+    prob = rng.random((64, 64)) * 0.9  # below the top threshold everywhere
+    labels = pseudo_labels(prob, np.zeros((64, 64)), 16)
+    assert not labels.any()
+
+
+def test_label_is_a_rethresholding_of_the_map() -> None:
+    rng = np.random.default_rng(2)
+    prob = rng.random((2, 64, 64)).astype(np.float32)
+    truth = rng.random((2, 64, 64)) < 0.3
+    labels = pseudo_labels(prob, truth, 16)
+    taus = patch_thresholds(prob, truth, 16)
+    per_pixel = np.kron(taus, np.ones((16, 16)))
+    np.testing.assert_array_equal(labels, prob.astype(np.float64) > per_pixel)
+
+
+def test_oracles_and_patch_equal_to_map() -> None:
+    rng = np.random.default_rng(3)
+    prob = rng.random((40, 40))
+    truth = rng.random((40, 40)) < 0.2
+    whole, _ = loop_pseudo_labels(prob, truth, 40)
+    np.testing.assert_array_equal(per_image_oracle(prob, truth), whole)
+    np.testing.assert_array_equal(pseudo_labels(prob, truth, 100), whole)  # patch > map
+    np.testing.assert_array_equal(per_patch_oracle(prob, truth, 10), pseudo_labels(prob, truth, 10))
+
+
+@pytest.mark.parametrize("patch", [(8, 12), (5, 7)])
+def test_rectangular_and_partial_patches(patch: tuple[int, int]) -> None:
+    rng = np.random.default_rng(4)
+    prob, truth = random_maps(rng, 4, 24, 30)
+    labels = pseudo_labels(prob, truth, patch)
+    taus = patch_thresholds(prob, truth, patch)
+    assert taus.shape == (4, -(-24 // patch[0]), -(-30 // patch[1]))
+    for i in range(len(prob)):
+        want_labels, want_taus = loop_pseudo_labels(prob[i], truth[i], patch)
+        np.testing.assert_array_equal(labels[i], want_labels)
+        np.testing.assert_array_equal(taus[i], want_taus)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_values_next_to_thresholds(dtype: type) -> None:
+    taus = np.arange(1, 21) / 20.0
+    near = np.concatenate([taus, np.nextafter(taus, 0), np.nextafter(taus, 2), [0.0, 1e-12]])
+    near = near.astype(dtype)
+    rng = np.random.default_rng(5)
+    prob = rng.choice(near, size=(3, 32, 32))
+    truth = rng.random((3, 32, 32)) < 0.4
+    expected = (prob.astype(np.float64)[..., None] > taus).sum(axis=-1)
+    np.testing.assert_array_equal(threshold_bins(prob), expected)
+    for i in range(3):
+        np.testing.assert_array_equal(
+            pseudo_labels(prob[i], truth[i], 8), loop_pseudo_labels(prob[i], truth[i], 8)[0]
+        )
+
+
+def test_uint8_scaled_maps() -> None:
+    rng = np.random.default_rng(6)
+    prob = rng.integers(0, 256, size=(64, 64)).astype(np.float32) / 255
+    truth = rng.random((64, 64)) < 0.2
+    np.testing.assert_array_equal(
+        pseudo_labels(prob, truth, 16), loop_pseudo_labels(prob, truth, 16)[0]
+    )
+
+
+def test_threshold_bins_strict() -> None:
+    values = np.array([0.0, 0.05, 0.0500001, 0.5, 1.0, 1.5])
+    np.testing.assert_array_equal(threshold_bins(values), [0, 0, 1, 9, 19, 20])
+    assert THRESHOLDS[0] == 0.05 and THRESHOLDS[-1] == 1.0 and THRESHOLDS.size == 20
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        pseudo_labels(np.zeros((4, 4)), np.zeros((4, 5)), 2)
+    with pytest.raises(ValueError, match="NaN"):
+        pseudo_labels(np.full((4, 4), np.nan), np.zeros((4, 4)), 2)
+    with pytest.raises(ValueError, match="positive"):
+        pseudo_labels(np.zeros((4, 4)), np.zeros((4, 4)), 0)
