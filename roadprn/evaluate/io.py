@@ -51,7 +51,7 @@ def read_lines(path: str | Path) -> gpd.GeoSeries:
     if not p.exists():
         raise InputError(f"{p}: no such file")
     try:
-        gdf = gpd.read_file(p, engine="pyogrio")
+        gdf = gpd.read_file(p, engine="pyogrio", layer=_roads_layer(p))
     except Exception as exc:  # noqa: BLE001 - any reader failure is the same user error
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{p}: not a readable vector file ({reason})") from None
@@ -64,6 +64,17 @@ def read_lines(path: str | Path) -> gpd.GeoSeries:
     if len(geoms) and not len(lines):
         raise InputError(f"{p}: no LineString geometries (found {', '.join(sorted(types))})")
     return gpd.GeoSeries(shapely.force_2d(lines.values), crs=gdf.crs)
+
+
+def _roads_layer(path: Path) -> str | None:
+    """The ``roads`` layer of a multi-layer file (roadprn's GeoPackage), else the only layer."""
+    import pyogrio
+
+    try:
+        names = [name for name, _ in pyogrio.list_layers(path)]
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the reader itself
+        return None
+    return "roads" if len(names) > 1 and "roads" in names else None
 
 
 def _check_geographic_range(path: Path, geoms: gpd.GeoSeries) -> None:
