@@ -9,6 +9,8 @@ from roadprn.errors import ModelError
 from roadprn.inference import SegmentationModel
 
 DEFAULT_BASE_MODEL = "default_base.pt"
+DEFAULT_PAN_MODEL = "default_base_pan.pt"  # 1-band (panchromatic) twin of the default model
+MODEL_ALIASES = {"default": DEFAULT_BASE_MODEL, "default-pan": DEFAULT_PAN_MODEL}
 DEFAULT_PRN_MODEL = "default_prn.pt"  # trained on DEFAULT_BASE_MODEL's probability maps
 
 
@@ -18,14 +20,22 @@ def default_model_path(name: str = DEFAULT_BASE_MODEL) -> Path:
 
 
 def resolve_model_path(spec: str) -> Path:
-    if spec == "default":
-        path = default_model_path()
+    """``default`` (RGB), ``default-pan`` (1 band) or a path."""
+    if spec in MODEL_ALIASES:
+        path = default_model_path(MODEL_ALIASES[spec])
         if not path.is_file():
             raise ModelError(
-                "no default model is installed with this copy of roadprn; "
+                f"the '{spec}' model is not installed with this copy of roadprn; "
                 "pass a checkpoint with --model PATH")
         return path
     return Path(spec)
+
+
+def model_for_scene(spec: str, data_bands: int) -> str:
+    """``default`` means the panchromatic default model for 1-band scenes."""
+    if spec == "default" and data_bands == 1 and default_model_path(DEFAULT_PAN_MODEL).is_file():
+        return "default-pan"
+    return spec
 
 
 def load_segmentation_model(spec: str) -> SegmentationModel:

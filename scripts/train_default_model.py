@@ -1,0 +1,318 @@
+#!/usr/bin/env python
+"""Train (and evaluate) roadprn's shipped default base models on a CPU in well under an hour.
+
+Training data, all of it redistributable:
+
+* synthetic scenes from ``roadprn.synth`` (several seeds, 0.3-0.6 m, uint8 and 11-bit uint16,
+  some with nodata borders), their exact road masks as labels;
+* the SpaceNet 3 Las Vegas RGB chip img33 (CC BY-SA 4.0, "SpaceNet on AWS", imagery (c) Maxar)
+  from ``../shared/realdata``: its top 70 % trains, its bottom 30 % is held out for validation.
+
+``--variant rgb`` (default) makes ``default_base.pt`` (bands 1,2,3); ``--variant pan`` makes the
+1-band ``default_base_pan.pt`` from 1-band synthetic scenes and a grey copy of img33.
+The DeepGlobe files are never trained on (research-only licence); the evaluation scores the
+model on them, on the held-out part of img33, on the SpaceNet PAN chip against solaris' mask
+and on a new synthetic scene, and prints the Markdown table of docs/model-card.md.
+
+    python scripts/train_default_model.py --work-dir /tmp/roadprn-default --threads 1
+    python scripts/train_default_model.py --work-dir /tmp/roadprn-default --variant pan --threads 1
+    python scripts/train_default_model.py --work-dir /tmp/roadprn-default --evaluate-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from roadprn.config import load_config  # noqa: E402
+from roadprn.labels import SceneGrid, labels_to_mask  # noqa: E402
+from roadprn.models.checkpoint import load_checkpoint  # noqa: E402
+from roadprn.models.loading import load_segmentation_model  # noqa: E402
+from roadprn.pipeline import extract_probability  # noqa: E402
+from roadprn.raster import make_normalizer, open_raster, open_scene  # noqa: E402
+from roadprn.synth import generate_scene  # noqa: E402
+from roadprn.train import TrainingPair, make_options, train_base  # noqa: E402
+
+REALDATA = ROOT.parent / "shared" / "realdata"
+PACKAGE_MODELS = ROOT / "roadprn" / "data" / "models"
+# rgb: the default model; pan: a 1-band model for panchromatic scenes (gray img33, 1-band synth)
+VARIANTS = {"rgb": ("default_base.pt", [1, 2, 3]), "pan": ("default_base_pan.pt", [1])}
+IMG33_GSD_M = 0.3
+IMG33_TRAIN_ROWS = 910  # rows 0..909 train, 910..1299 validate (spatial hold-out)
+# (seed, resolution m, dtype, nodata border): varied so the model does not learn one look
+SYNTH_SCENES = [
+    (101, 0.5, "uint8", False), (102, 0.3, "uint16", False), (103, 0.4, "uint8", True),
+    (104, 0.6, "uint8", False), (105, 0.5, "uint16", True), (106, 0.35, "uint8", False),
+    (107, 0.45, "uint16", False), (108, 0.55, "uint8", False), (109, 0.3, "uint8", False),
+    (110, 0.5, "uint8", False),
+]
+SYNTH_VAL_SEEDS: set[int] = set()  # validate on real imagery only (img33 bottom)
+SYNTH_SIZE = 1536
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+log = logging.getLogger("train_default_model")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/roadprn-default-model"))
+    parser.add_argument("--realdata", type=Path, default=REALDATA)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-minutes", type=float, default=45.0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 is fastest on a busy shared machine)")
+    parser.add_argument("--workers", type=int, default=1, help="data loader processes")
+    parser.add_argument("--width", type=int, default=16, help="D-LinkNet18 width (64 = paper)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="rgb",
+                        help="rgb: default_base.pt; pan: 1-band default_base_pan.pt")
+    parser.add_argument("--no-install", action="store_true",
+                        help=f"do not copy the trained model to {PACKAGE_MODELS}")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    file_name, bands = VARIANTS[args.variant]
+    model_path = work / file_name
+    if not args.evaluate_only:
+        pairs = prepare_data(work, args.realdata, gray=len(bands) == 1)
+        what = "RGB" if len(bands) == 3 else "1-band (panchromatic)"
+        options = make_options(
+            arch="dlinknet18", arch_kwargs={"width": args.width}, bands=bands,
+            normalization={"mode": "percentile", "percentiles": (2.0, 98.0)}, gsd_m=0.5,
+            chip_size=256, tile_size=512, halo=32, batch_size=args.batch_size,
+            epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, lr=2e-3,
+            weight_decay=1e-4, schedule="cosine", warmup_fraction=0.03, patience=8,
+            val_fraction=0.0, seed=args.seed, road_oversample=0.6,
+            augmentation={"scale_jitter": 1.5}, device="cpu", threads=args.threads,
+            num_workers=args.workers, val_batch_size=4, max_minutes=args.max_minutes,
+            notes=f"roadprn default {what} model: synthetic scenes + SpaceNet Vegas img33 "
+                  "(top 70 %)",
+        )
+        t0 = time.perf_counter()
+        result = train_base(pairs, options, model_path, overwrite=not args.resume,
+                            resume=model_path if args.resume else None,
+                            progress=sys.stderr.isatty())
+        log.info("trained in %.1f min; best epoch %d: %s", (time.perf_counter() - t0) / 60,
+                 result.best_epoch, result.best_metrics)
+        if not args.no_install:
+            installed = PACKAGE_MODELS / file_name
+            installed.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_path, installed)
+            log.info("installed %s (%.1f MB)", installed, installed.stat().st_size / 1e6)
+    report = evaluate(model_path, work, args.realdata)
+    (work / f"evaluation_{args.variant}.json").write_text(json.dumps(report, indent=2))
+    print(markdown_table(report))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def prepare_data(work: Path, realdata: Path, gray: bool = False) -> list[TrainingPair]:
+    """Synthetic scenes (generated once) and the img33 train/validation crops."""
+    pairs = []
+    synth_dir = work / ("synth_pan" if gray else "synth")
+    synth_dir.mkdir(exist_ok=True)
+    for seed, res, dtype, border in SYNTH_SCENES:
+        image = synth_dir / f"synth_{seed}.tif"
+        if not image.exists():
+            generate_scene(image, width=SYNTH_SIZE, seed=seed, resolution_m=res, dtype=dtype,
+                           nodata_border=border, bands=1 if gray else 3, overwrite=True)
+        mask = image.with_name(f"{image.stem}_mask.tif")
+        pairs.append(TrainingPair(image, mask, "val" if seed in SYNTH_VAL_SEEDS else "train",
+                                  weight=1.0))
+    img33 = realdata / "spacenet_vegas_img33"
+    crops = crop_img33(img33, work / "img33", gray)
+    # img33's top part is ~1/4 of one synthetic scene in area but is the only real RGB data:
+    # give it about a third of all chips
+    n_synth_train = sum(p.split == "train" for p in pairs)
+    pairs.append(TrainingPair(crops["train"][0], crops["train"][1], "train", IMG33_GSD_M,
+                              weight=n_synth_train / 2))
+    pairs.append(TrainingPair(crops["val"][0], crops["val"][1], "val", IMG33_GSD_M))
+    return pairs
+
+
+def crop_img33(folder: Path, out: Path, gray: bool = False) -> dict[str, tuple[Path, Path]]:
+    """Split img33 and its soft mask into top (train) and bottom (validation) GeoTIFFs."""
+    out.mkdir(parents=True, exist_ok=True)
+    parts = {"train": slice(0, IMG33_TRAIN_ROWS), "val": slice(IMG33_TRAIN_ROWS, None)}
+    with rasterio.open(folder / "AOI_2_Vegas_img33.png") as src:
+        image = src.read()
+    with rasterio.open(folder / "mask_AOI_2_Vegas_img33.png") as src:
+        mask = src.read(1)
+    paths = {}
+    for name, rows in parts.items():
+        img_path, mask_path = out / f"img33_{name}.tif", out / f"img33_{name}_mask.tif"
+        if not img_path.exists():
+            _write_plain(img_path, image[:, rows])
+            _write_plain(mask_path, mask[None, rows])
+        if gray:
+            img_path = _gray_copy(img_path, out / f"img33_{name}_gray.tif")
+        paths[name] = (img_path, mask_path)
+    return paths
+
+
+def _gray_copy(path: Path, out: Path) -> Path:
+    """A 1-band copy (mean of the bands) of a small RGB image: stands in for panchromatic."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(path) as src:
+            gray = src.read().astype(np.float32).mean(axis=0)
+        _write_plain(out, np.rint(gray)[None].astype(np.uint8))
+    return out
+
+
+def _write_plain(path: Path, data: np.ndarray) -> None:
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
+               "count": data.shape[0], "dtype": str(data.dtype), "compress": "deflate"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model_path: Path, work: Path, realdata: Path) -> dict:
+    """Pixel scores of the model on real labelled imagery it was not trained on."""
+    checkpoint = load_checkpoint(model_path)
+    model = checkpoint.build_model()
+    spec = checkpoint.meta.input
+    gray = len(spec.bands) == 1
+    rgb = [1] if gray else [1, 2, 3]
+    pan_bands = [1] if gray else [1, 1, 1]
+    cases = []
+    crops = crop_img33(realdata / "spacenet_vegas_img33", work / "img33", gray)
+    cases.append(("SpaceNet Vegas img33, bottom 30 % (held out)" + (", grey" if gray else ""),
+                  crops["val"][0], _read_mask(crops["val"][1]), rgb, IMG33_GSD_M))
+    pan = realdata / "spacenet_vegas_pan"
+    pan_mask = _read_mask(pan / "sample_road_raster_mask.tif")
+    pan_res = open_scene(pan / "road_mask_input.tif").resolution_m
+    cases.append((f"SpaceNet Vegas PAN{'' if gray else ' (band 1 as R,G,B)'}, solaris mask of "
+                  "9 partial lines", pan / "road_mask_input.tif", pan_mask, pan_bands,
+                  round(float(np.sqrt(pan_res[0] * pan_res[1])), 3)))
+    grid = SceneGrid.from_raster(pan / "road_mask_input.tif")
+    pan_lines = labels_to_mask(pan / "sample_roads_for_masking.geojson", grid, width_m=4.0)
+    assert (pan_lines == pan_mask).mean() > 0.99
+    for name in ("104", "113"):
+        folder = realdata / "deepglobe"
+        image = folder / f"{name}_sat.jpg"
+        if gray:
+            image = _gray_copy(image, work / "gray" / f"deepglobe_{name}_gray.tif")
+        cases.append((f"DeepGlobe {name} (evaluation only, research licence)"
+                      + (", grey" if gray else ""), image,
+                      _read_mask(folder / f"{name}_mask.png"), rgb, 0.5))
+    report = {"model": str(model_path), "sha256": checkpoint.sha256,
+              "metrics_at_training": checkpoint.meta.metrics, "cases": []}
+    for title, image_path, truth, bands, gsd in cases:
+        with open_raster(image_path) as ds:
+            normalizer = make_normalizer(ds, bands, spec.normalization)
+            data = normalizer(ds.read(bands).astype(np.float32))
+        row = {"image": title, "gsd_m": gsd, "road_fraction": float(truth.mean())}
+        t0 = time.perf_counter()
+        row["native"] = _scores(_predict(model, data), truth)
+        row["seconds_native"] = time.perf_counter() - t0
+        if abs(gsd - spec.gsd_m) > 1e-6:  # also at the model's resolution (what it expects)
+            row["resampled"] = _scores(_predict(model, data, gsd / spec.gsd_m), truth)
+        report["cases"].append(row)
+        log.info("%s: %s", title, json.dumps(row))
+    report["extract_pan"] = _score_extract(model_path, pan / "road_mask_input.tif", pan_mask, work,
+                                           pan_bands)
+    log.info("roadprn extract on the PAN chip: %s", json.dumps(report["extract_pan"]))
+    synth = generate_scene(work / "synth_test" / f"synth_999_{len(rgb)}band.tif", width=1024,
+                           seed=999, resolution_m=0.4, bands=len(rgb), overwrite=True)
+    with rasterio.open(synth.mask_path) as ds:
+        synth_truth = ds.read(1) == 1
+    report["extract_synth"] = _score_extract(model_path, synth.image_path, synth_truth, work,
+                                             rgb)
+    log.info("roadprn extract on a new synthetic scene: %s", json.dumps(report["extract_synth"]))
+    return report
+
+
+def _score_extract(model_path: Path, scene: Path, truth: np.ndarray, work: Path,
+                   bands: list[int]) -> dict:
+    """Scores of the real ``roadprn extract`` probability stage (it resamples to 0.5 m)."""
+    model = load_segmentation_model(str(model_path))
+    config = load_config(None, {"output.overwrite": True, "input.bands": bands})
+    t0 = time.perf_counter()
+    result = extract_probability(scene, model, config, work / "extract")
+    seconds = time.perf_counter() - t0
+    with rasterio.open(result.paths.probability) as ds:
+        prob = ds.read(1).astype(np.float32) / 255.0
+    return {"seconds": seconds, **_scores(prob, truth)}
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return (ds.read() > 127).any(axis=0)
+
+
+@torch.inference_mode()
+def _predict(model: torch.nn.Module, data: np.ndarray, zoom: float = 1.0) -> np.ndarray:
+    x = torch.from_numpy(data)[None]
+    size = x.shape[-2:]
+    if zoom != 1.0:
+        x = F.interpolate(x, scale_factor=zoom, mode="bilinear", antialias=zoom < 1)
+    prob = torch.sigmoid(model(x))
+    if zoom != 1.0:
+        prob = F.interpolate(prob, size=size, mode="bilinear")
+    return prob[0, 0].numpy()
+
+
+def _scores(prob: np.ndarray, truth: np.ndarray) -> dict:
+    def at(threshold: float) -> dict:
+        pred = prob > threshold
+        tp = int((pred & truth).sum())
+        fp = int((pred & ~truth).sum())
+        fn = int((~pred & truth).sum())
+        return {"threshold": float(threshold), "iou": tp / max(1, tp + fp + fn),
+                "precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn)}
+
+    all_scores = [at(t) for t in THRESHOLDS]
+    return {"at_0.5": at(0.5), "best": max(all_scores, key=lambda s: s["iou"])}
+
+
+def markdown_table(report: dict) -> str:
+    lines = ["| image | input | IoU@0.5 | P@0.5 | R@0.5 | best thr | IoU | P | R |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for case in report["cases"]:
+        for mode in ("native", "resampled"):
+            if mode not in case:
+                continue
+            a, b = case[mode]["at_0.5"], case[mode]["best"]
+            label = f"{case['gsd_m']} m" if mode == "native" else "resampled to 0.5 m"
+            lines.append(
+                f"| {case['image']} | {label} | {a['iou']:.3f} | {a['precision']:.3f} | "
+                f"{a['recall']:.3f} | {b['threshold']:.2f} | {b['iou']:.3f} | "
+                f"{b['precision']:.3f} | {b['recall']:.3f} |")
+    extracts = (("extract_pan", "SpaceNet Vegas PAN via `roadprn extract`"),
+                ("extract_synth", "new synthetic scene (seed 999, 0.4 m) via `roadprn extract`"))
+    for key, title in extracts:
+        if key not in report:
+            continue
+        a, b = report[key]["at_0.5"], report[key]["best"]
+        lines.append(
+            f"| {title} | pipeline (resampled to 0.5 m) | {a['iou']:.3f} | {a['precision']:.3f} "
+            f"| {a['recall']:.3f} | {b['threshold']:.2f} | {b['iou']:.3f} | "
+            f"{b['precision']:.3f} | {b['recall']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
