@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from roadprn.gpkg import output_paths
 from roadprn.inference import SegmentationModel
 from roadprn.io import check_writable
 from roadprn.pipeline import ExtractPaths, ExtractResult, extract_probability
+from roadprn.stitch import Strip
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,21 @@ class ExtractRun:
         }
 
 
+def _model_spec(scene: str | Path, config: Config) -> str:
+    """``default`` picks the panchromatic default model for 1-band scenes (unless bands are set)."""
+    from roadprn.models.loading import model_for_scene
+    from roadprn.raster import open_scene
+
+    if config.model != "default" or config.input.bands:
+        return config.model
+    info = open_scene(scene, allow_ungeoreferenced=config.input.allow_ungeoreferenced,
+                      check_readable=False)
+    spec = model_for_scene(config.model, len(info.data_bands))
+    if spec != config.model:
+        log.info("%s: 1-band scene, using the panchromatic default model", scene)
+    return spec
+
+
 def refined_mask_path(paths: ExtractPaths) -> Path:
     return paths.mask.with_name(paths.mask.name.replace("_mask.tif", "_refined_mask.tif"))
 
@@ -70,10 +87,13 @@ def resolve_refine_model(config: Config, base_model: SegmentationModel):
     else:
         path = Path(config.refine.model)
     prn = load_refine_model(path)
-    paired = check_pairing(prn, base_model.sha256)
-    if method == "auto" and config.refine.model == "default" and not paired:
-        log.warning("not refining: the default PRN belongs to the default base model")
-        return None
+    if method == "auto" and config.refine.model == "default":
+        # the shipped PRN only corrects the shipped RGB model: skip it quietly for other models
+        if prn.base_model_sha256 != base_model.sha256:
+            log.info("no PRN for base model %s; refinement skipped", base_model.name)
+            return None
+        return prn
+    check_pairing(prn, base_model.sha256)
     return prn
 
 
@@ -89,8 +109,13 @@ def run_extract(
     *,
     base_model: SegmentationModel | None = None,
     progress: bool = False,
+    base_strips: Iterator[Strip] | None = None,
 ) -> ExtractRun:
-    """Rasters (probability, mask) and the road network of one scene in one output folder."""
+    """Rasters (probability, mask) and the road network of one scene in one output folder.
+
+    ``base_strips``: base-model probabilities computed elsewhere (a scene split across batch
+    workers), passed to :func:`extract_probability`; refinement and vectorisation run as usual.
+    """
     from roadprn.models.loading import load_segmentation_model
 
     paths = ExtractPaths.for_scene(scene, out_dir)
@@ -98,14 +123,15 @@ def run_extract(
         for final in vector_outputs(paths, config):
             check_writable(final, config.output.overwrite)
     if base_model is None:
-        base_model = load_segmentation_model(config.model)
+        base_model = load_segmentation_model(_model_spec(scene, config))
     prn = resolve_refine_model(config, base_model)
     if prn is not None:
         check_writable(refined_mask_path(paths), config.output.overwrite)
 
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
-    base = extract_probability(scene, base_model, config, out_dir, progress=progress)
+    base = extract_probability(scene, base_model, config, out_dir, progress=progress,
+                               precomputed_strips=base_strips)
     stages["base"] = time.perf_counter() - t0
     files = {"mask": paths.mask}
     if paths.probability.exists() and config.output.write_probability:

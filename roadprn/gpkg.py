@@ -9,6 +9,7 @@ name and renamed when complete (:func:`roadprn.io.atomic_output`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -197,10 +198,11 @@ def write_network(roads: gpd.GeoDataFrame, junctions: gpd.GeoDataFrame, out_dir:
             pyogrio.write_dataframe(_styles_frame(["roads", "junctions"]), tmp,
                                     layer="layer_styles", driver="GPKG")
         return finals
-    for frame, layer, final in ((roads, "roads", finals[0]),
-                                (junctions, "junctions", finals[1])):
-        with atomic_output(final, overwrite) as tmp:
-            _write_layer(frame, tmp, layer, fmt)
-    with atomic_output(finals[2], overwrite) as tmp:
-        tmp.write_text(json.dumps(dict(run), indent=2) + "\n")
+    # several files: all are written under temporary names first and renamed only when every
+    # one is complete, so a failure (disk full) on the last leaves none of them behind
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_output(final, overwrite)) for final in finals]
+        _write_layer(roads, tmps[0], "roads", fmt)
+        _write_layer(junctions, tmps[1], "junctions", fmt)
+        tmps[2].write_text(json.dumps(dict(run), indent=2) + "\n")
     return finals

@@ -44,6 +44,7 @@ from roadprn.raster import (
     BandNormalizer,
     SceneInfo,
     check_band_count,
+    limit_gdal_cache,
     make_normalizer,
     open_dataset,
     open_raster,
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 
 MASK_NODATA = 255
 WRITE_BLOCK = 256
+# GDAL's block cache (MB) while writing: strips are full-width and block-aligned, so blocks are
+# complete when written and need no caching; GDAL's default (5 % of RAM) would grow with the scene.
+GDAL_CACHE_MB = 64
 
 
 @dataclass(frozen=True)
@@ -192,29 +196,38 @@ class _Prefetcher:
         self._window.clear()
 
 
-def extract_probability(
-    scene: str | Path,
-    model: SegmentationModel,
-    config: Config,
-    out_dir: str | Path | None = None,
-    *,
-    progress: bool = False,
-) -> ExtractResult:
-    """Run the base model over a whole scene; write probability (optional) and mask COGs."""
-    t_start = time.perf_counter()
+@dataclass(frozen=True)
+class InferenceSetup:
+    """Everything decided before the model runs on a scene: grid, tiles, bands, normalisation.
+
+    Decided by one function so that the bands of a scene split across workers and the whole
+    scene in ``extract`` compute exactly the same rows.
+    """
+
+    info: SceneInfo
+    bands: tuple[int, ...]
+    device: Any  # torch.device
+    choice: TilingChoice
+    grid: Grid
+    plan: TilePlan
+    normalizer: BandNormalizer
+
+
+def open_scene_for_model(scene: str | Path, model: SegmentationModel,
+                         config: Config) -> tuple[SceneInfo, tuple[int, ...]]:
+    """Open and validate ``scene``; return it with the bands to feed ``model`` (checked)."""
     info = open_scene(scene, allow_ungeoreferenced=config.input.allow_ungeoreferenced)
     if not config.input.bands and model.bands and max(model.bands) > info.count:
         raise InputError(
             f"{info.path}: the model reads band(s) {list(model.bands)} ({model.in_channels}-band input) "
             f"but the scene has {info.count} band(s); pick bands with --bands or use a model for "
             f"{info.count}-band imagery")
-    bands = check_band_count(info, config.input.bands or model.bands, model.in_channels)
-    paths = ExtractPaths.for_scene(scene, out_dir)
-    overwrite = config.output.overwrite
-    check_writable(paths.mask, overwrite)
-    if config.output.write_probability:
-        check_writable(paths.probability, overwrite)
+    return info, check_band_count(info, config.input.bands or model.bands, model.in_channels)
 
+
+def prepare_inference(info: SceneInfo, bands: tuple[int, ...], model: SegmentationModel,
+                      config: Config) -> InferenceSetup:
+    """Device, tiling, inference grid and normaliser of a scene (the normaliser reads a sample)."""
     device = resolve_device(config.inference.device)
     choice = choose_tiling(config, model, device.type)
     grid = inference_grid(info, model.gsd_m, resample=config.resolution.resample,
@@ -223,16 +236,50 @@ def extract_probability(
     if grid.resampled:
         log.info("%s: resampling on the fly to the %s", info.path, grid.description)
     plan = TilePlan(grid.width, grid.height, choice.tile_size, choice.halo, choice.blend_radius)
-    torch_threads = configure_torch_threads(config.inference.torch_threads, config.inference.reader_threads)
-    predictor = Predictor(model.module, device, amp=config.inference.amp, tta=config.inference.tta,
-                          compile=config.inference.compile, outputs_logits=model.outputs_logits)
-    log.info("%s: %dx%d px, %d tiles of %d px (halo %d, batch %d) on %s with %d torch threads",
-             info.path, info.width, info.height, len(plan), plan.tile_size, plan.halo,
-             choice.batch_size, device, torch_threads)
-
     spec = _normalization_spec(config, model)
     with open_raster(info.path) as ds:
         normalizer = make_normalizer(ds, bands, spec)
+    return InferenceSetup(info, bands, device, choice, grid, plan, normalizer)
+
+
+def extract_probability(
+    scene: str | Path,
+    model: SegmentationModel,
+    config: Config,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = False,
+    precomputed_strips: Iterator[Strip] | None = None,
+) -> ExtractResult:
+    """Run the base model over a whole scene; write probability (optional) and mask COGs.
+
+    ``precomputed_strips``: the stitched probabilities of the inference grid, already computed
+    elsewhere (the bands of a scene split across batch workers): full-width strips in row order
+    covering the grid. The model is not run; everything else (outputs, tags, resampling back to
+    the scene grid, statistics) is as for a whole-scene run.
+    """
+    t_start = time.perf_counter()
+    limit_gdal_cache()
+    info, bands = open_scene_for_model(scene, model, config)
+    paths = ExtractPaths.for_scene(scene, out_dir)
+    overwrite = config.output.overwrite
+    check_writable(paths.mask, overwrite)
+    if config.output.write_probability:
+        check_writable(paths.probability, overwrite)
+
+    setup = prepare_inference(info, bands, model, config)
+    device, choice, grid, plan, normalizer = (setup.device, setup.choice, setup.grid, setup.plan,
+                                              setup.normalizer)
+    torch_threads = configure_torch_threads(config.inference.torch_threads, config.inference.reader_threads)
+    predictor = None
+    if precomputed_strips is None:
+        predictor = Predictor(model.module, device, amp=config.inference.amp,
+                              tta=config.inference.tta, compile=config.inference.compile,
+                              outputs_logits=model.outputs_logits)
+    log.info("%s: %dx%d px, %d tiles of %d px (halo %d, batch %d) on %s with %d torch threads%s",
+             info.path, info.width, info.height, len(plan), plan.tile_size, plan.halo,
+             choice.batch_size, device, torch_threads,
+             "" if predictor is not None else " (precomputed probabilities)")
     tags = _output_tags(info, model, config, normalizer, choice, grid)
 
     tmp_files: list[Path] = []
@@ -245,12 +292,16 @@ def extract_probability(
             raw_mask = paths.folder / f"{paths.mask.stem}{TMP_MARKER}raw.tif"
             raw_prob = paths.folder / f"{paths.probability.stem}{TMP_MARKER}raw.tif"
             tmp_files += [raw_mask, raw_prob]
-            strips = predict_strips(
-                info.path, bands, plan, choice.batch_size, normalizer, predictor,
-                reader_threads=config.inference.reader_threads,
-                prefetch_batches=config.inference.prefetch_batches,
-                pad_mode=config.tiling.pad_mode, stats=stats, progress=progress, grid=grid,
-            )
+            if predictor is not None:
+                strips = predict_strips(
+                    info.path, bands, plan, choice.batch_size, normalizer, predictor,
+                    reader_threads=config.inference.reader_threads,
+                    prefetch_batches=config.inference.prefetch_batches,
+                    pad_mode=config.tiling.pad_mode, stats=stats, progress=progress, grid=grid,
+                )
+            else:
+                stats["model_seconds"] = 0.0
+                strips = _covering_grid(precomputed_strips, grid)
             _write_outputs(strips, info, grid, config, raw_prob if prob_final else None, raw_mask,
                            tags, stats)
             t_cog = time.perf_counter()
@@ -266,10 +317,14 @@ def extract_probability(
                 else:
                     _resample_to_scene(raw_mask, back, info, config, tags, kind="mask")
                 _to_cog(back, mask_final, config.output.compress, resampling="NEAREST")
-            else:
-                _to_cog(raw_mask, mask_final, config.output.compress, resampling="NEAREST")
+            else:  # GDAL releases the GIL: both conversions run at once
+                jobs = [(raw_mask, mask_final, "NEAREST")]
                 if prob_final is not None:
-                    _to_cog(raw_prob, prob_final, config.output.compress, resampling="AVERAGE")
+                    jobs.append((raw_prob, prob_final, "AVERAGE"))
+                with ThreadPoolExecutor(len(jobs), "roadprn-cog") as pool:
+                    for done in [pool.submit(_to_cog, src, dst, config.output.compress, resampling=r)
+                                 for src, dst, r in jobs]:
+                        done.result()
             stats["cog_seconds"] = time.perf_counter() - t_cog
     finally:
         for tmp in tmp_files:
@@ -362,6 +417,20 @@ def predict_strips(
         reader.close()
 
 
+def _covering_grid(strips: Iterator[Strip], grid: Grid) -> Iterator[Strip]:
+    """``strips`` checked to tile ``grid`` exactly (in order, full width): no output with gaps."""
+    next_row = 0
+    for strip in strips:
+        shape = (strip.prob.shape[0], grid.width)
+        if strip.row_off != next_row or strip.prob.shape != shape or strip.valid.shape != shape:
+            raise ValueError(f"precomputed strip at row {strip.row_off} ({strip.prob.shape}) does "
+                             f"not continue a {grid.width}-px wide grid at row {next_row}")
+        next_row += shape[0]
+        yield strip
+    if next_row != grid.height:
+        raise ValueError(f"precomputed strips end at row {next_row} of a {grid.height}-row grid")
+
+
 def _keep_rows(strips: Iterator[Strip], keep: tuple[int, int] | None) -> Iterator[Strip]:
     """Strips cut to scene rows ``keep = [start, stop)``; all of them when ``keep`` is None."""
     for strip in strips:
@@ -398,21 +467,28 @@ def _write_outputs(
     threshold = config.output.threshold
     profile = _raw_profile(info, grid, config.output.compress)
     stats.update(road_pixels=0.0, valid_pixels=0.0, write_wait_seconds=0.0)
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=256), \
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB), \
             ThreadPoolExecutor(1, "roadprn-write") as writer_pool, \
             _open_raw(raw_mask, profile, nodata=MASK_NODATA, tags=tags) as mask_ds, \
             _open_raw(raw_prob, profile, nodata=None, tags=tags) as prob_ds:
 
         def write(strip: Strip) -> None:
-            prob = np.where(strip.valid, strip.prob, 0.0)
-            window = Window(0, strip.row_off, grid.width, prob.shape[0])
-            mask = np.where(strip.valid, prob > threshold, MASK_NODATA).astype(np.uint8)
+            # uint8 throughout: a full-width strip of a wide scene is tens of MB per copy
+            invalid = ~strip.valid
+            window = Window(0, strip.row_off, grid.width, strip.prob.shape[0])
+            mask = (strip.prob > threshold).view(np.uint8)
+            mask[invalid] = MASK_NODATA
             mask_ds.write(mask[None], window=window)
             if prob_ds is not None:
-                prob_ds.write(np.rint(prob * 255.0).astype(np.uint8)[None], window=window)
-                prob_ds.write_mask((strip.valid * 255).astype(np.uint8), window=window)
-            stats["road_pixels"] += float((mask == 1).sum())
-            stats["valid_pixels"] += float(strip.valid.sum())
+                scaled = np.multiply(strip.prob, 255.0, dtype=np.float32)
+                np.rint(scaled, out=scaled)
+                prob = scaled.astype(np.uint8)
+                del scaled
+                prob[invalid] = 0
+                prob_ds.write(prob[None], window=window)
+                prob_ds.write_mask(strip.valid.view(np.uint8) * np.uint8(255), window=window)
+            stats["road_pixels"] += float(np.count_nonzero(mask == 1))
+            stats["valid_pixels"] += float(np.count_nonzero(strip.valid))
 
         pending: deque[Future] = deque()
         try:
@@ -441,8 +517,9 @@ def _raw_profile(info: SceneInfo, grid: Grid, compress: str) -> dict[str, Any]:
         "tiled": True,
         "blockxsize": WRITE_BLOCK,
         "blockysize": WRITE_BLOCK,
-        "compress": "zstd" if compress == "zstd" else "deflate",
-        "zlevel": 1,
+        # temporary file, rewritten as the COG: the fastest codec GTiff has
+        "compress": "zstd",
+        "zstd_level": 1,
         "bigtiff": "IF_SAFER",
     }
 
@@ -470,7 +547,8 @@ def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
     out.unlink(missing_ok=True)
     nearest = kind == "mask" and threshold is None
     rows = WRITE_BLOCK * 4
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), open_dataset(source) as src, \
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB), \
+            open_dataset(source) as src, \
             WarpedVRT(src, crs=src.crs, transform=target.transform, width=target.width,
                       height=target.height, add_alpha=True,
                       resampling=Resampling.nearest if nearest else Resampling.bilinear) as vrt, \
@@ -490,10 +568,11 @@ def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
 
 def _to_cog(src: Path, dst: Path, compress: str, resampling: str) -> None:
     """Rewrite a finished raster as a Cloud-Optimised GeoTIFF with overviews (GDAL streams it)."""
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB):
         rasterio.shutil.copy(
             src, dst, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=512, OVERVIEWS="AUTO",
             RESAMPLING=resampling, BIGTIFF="IF_SAFER", PREDICTOR="YES" if compress != "zstd" else "NO",
+            NUM_THREADS="ALL_CPUS",
         )
 
 

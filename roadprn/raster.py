@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,18 @@ from roadprn.config import NormalizationConfig
 from roadprn.errors import InputError
 
 _GEOD = Geod(ellps="WGS84")
+
+DEFAULT_GDAL_CACHE_MB = 64
+
+
+def limit_gdal_cache(megabytes: int = DEFAULT_GDAL_CACHE_MB) -> None:
+    """Cap GDAL's block cache unless the user set GDAL_CACHEMAX.
+
+    GDAL's default (5 % of RAM) fills up while a large scene streams through, so peak memory
+    would grow with the scene; windows are read once (plus halos), so a small cache loses
+    nothing. GDAL reads this when its cache is first used: call it before opening rasters.
+    """
+    os.environ.setdefault("GDAL_CACHEMAX", str(megabytes))
 
 
 @dataclass(frozen=True)
@@ -116,16 +129,104 @@ def _check_path(path: str | Path) -> str:
 
 
 def open_dataset(path: str | Path) -> DatasetReader:
-    """rasterio.open with a clear one-line error instead of a GDAL traceback; caller closes it."""
+    """rasterio.open with a clear one-line error instead of a GDAL traceback; caller closes it.
+
+    A local file may not make GDAL reach the network (see :func:`refuse_network_sources`).
+    """
     text = _check_path(path)
+    ds = _open(text, text)
+    if not is_network_path(text):
+        try:
+            refuse_network_sources(ds, text)
+        except BaseException:
+            ds.close()
+            raise
+    return ds
+
+
+def _open(text: str, user_path: str) -> DatasetReader:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(text)
     except RasterioIOError as exc:
-        raise InputError(f"{text}: not a readable raster ({_gdal_reason(exc)})") from None
+        raise InputError(f"{user_path}: not a readable raster ({_gdal_reason(exc)})") from None
     except RasterioError as exc:
-        raise InputError(f"{text}: cannot open raster ({_gdal_reason(exc)})") from None
+        raise InputError(f"{user_path}: cannot open raster ({_gdal_reason(exc)})") from None
+
+
+# GDAL file systems and drivers that fetch data over a network. A user who passes such a path
+# asks for network access; a local file (a VRT, a WMS description) must not get it on its own,
+# because archives of unknown origin could make roadprn fetch or leak data.
+_NETWORK_FILESYSTEMS = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
+                        "/vsiswift", "/vsihdfs", "/vsiwebhdfs")
+_NETWORK_DRIVERS = frozenset({"WMS", "WMTS", "WCS", "HTTP", "DAAS", "EEDAI", "PLMOSAIC",
+                              "PLSCENES", "OGCAPI", "STACIT", "STACTA", "NGW", "RASTERLITE2"})
+_MAX_REFERENCE_DEPTH = 8
+_XML_SCAN_BYTES = 16 << 20
+
+
+def is_network_path(path: str) -> bool:
+    """True for URLs and GDAL network file systems, also inside chains (/vsizip//vsicurl/...)."""
+    text = path.lower()
+    return "://" in text or any(prefix in text for prefix in _NETWORK_FILESYSTEMS)
+
+
+def refuse_network_sources(ds: DatasetReader, user_path: str) -> None:
+    """Refuse a local dataset that would read from the network or run embedded code.
+
+    GDAL opens VRT sources lazily, so nothing has been fetched yet when this runs: it follows
+    the files the dataset references (nested VRTs included), refuses network paths and
+    network-backed drivers, and refuses VRT pixel functions written in Python.
+    """
+    seen: set[str] = set()
+    pending: list[tuple[DatasetReader | None, str, int]] = [(ds, user_path, 0)]
+    while pending:
+        current, name, depth = pending.pop()
+        opened = current is None
+        if opened:
+            try:
+                current = _open(name, user_path)
+            except InputError:
+                continue  # an unreadable source fails later, when it is read, as any bad pixel
+        assert current is not None
+        try:
+            if current.driver.upper() in _NETWORK_DRIVERS:
+                raise InputError(
+                    f"{user_path}: {'references ' + name + ', ' if name != user_path else ''}"
+                    f"a {current.driver} dataset that reads from a network service; roadprn "
+                    "reaches the network only for paths given on the command line")
+            for ref in current.files:
+                if is_network_path(ref):
+                    raise InputError(
+                        f"{user_path}: references the network path {ref}; roadprn reaches the "
+                        "network only for paths given on the command line (pass that path itself)")
+                if ref in seen:
+                    continue
+                seen.add(ref)
+                if _is_xml(ref):
+                    _refuse_embedded_code(ref, user_path)
+                    if ref != current.name and depth < _MAX_REFERENCE_DEPTH:
+                        pending.append((None, ref, depth + 1))
+        finally:
+            if opened:
+                current.close()
+
+
+def _is_xml(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(512).lstrip().startswith(b"<")
+    except OSError:
+        return False
+
+
+def _refuse_embedded_code(path: str, user_path: str) -> None:
+    with open(path, "rb") as fh:
+        text = fh.read(_XML_SCAN_BYTES).lower()
+    if b"pixelfunctionlanguage" in text and b"python" in text:
+        raise InputError(f"{user_path}: {Path(path).name} holds a Python pixel function; roadprn "
+                         "never runs code from input files")
 
 
 @contextlib.contextmanager

@@ -85,11 +85,14 @@ class StripStitcher:
         n = final - self._start
         if n <= 0:
             return
-        strip = Strip(self._start, self._prob[:n].copy(), self._valid[:n].copy())
+        # in block-height chunks: a strip of a wide scene is a copy of width x rows floats, and
+        # the writer may hold a couple of them; keeping them short keeps memory flat with width
+        for off in range(0, n, self.align):
+            rows = slice(off, min(off + self.align, n))
+            yield Strip(self._start + off, self._prob[rows].copy(), self._valid[rows].copy())
         keep = self._prob.shape[0] - n
         self._prob[:keep] = self._prob[n:]
         self._prob[keep:] = 0.0
         self._valid[:keep] = self._valid[n:]
         self._valid[keep:] = False
         self._start = final
-        yield strip

@@ -6,8 +6,13 @@ included) over N synthetic scenes, divided by the sum of the wall times of `road
 once per scene with T torch threads, each in its own process (as a user would run them).
 Target <= 1.05. Both sides run the same model, config and scenes.
 
+With --split: one large scene, split across the batch workers in bands of tile rows
+(`batch.split_tiles`), against the same scene in one `roadprn extract` with the same total
+threads, and against `roadprn batch` with splitting off (the scene as one task on one worker).
+
     python scripts/bench_batch.py                               # 8 scenes of 4096², 2 threads
     python scripts/bench_batch.py --size 1024 --scenes 8 --workers 2 --threads 2 --json out.json
+    python scripts/bench_batch.py --split --size 8192 --workers 2 --threads 2
 
 The model is the shipped default when installed, else a tiny_unet checkpoint made on the fly
 (random weights: speed does not depend on them; --arch dlinknet18 for a realistic model).
@@ -83,9 +88,15 @@ def main() -> None:
     parser.add_argument("--arch", default="default")
     parser.add_argument("--folder", type=Path, help="keep scenes here (default: a temp folder)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--split", action="store_true",
+                        help="one large scene split across workers vs the same scene in extract")
+    parser.add_argument("--split-tiles", type=int, default=16,
+                        help="batch.split_tiles of the --split run (scenes above it split)")
     args = parser.parse_args()
     if args.threads % args.workers:
         sys.exit("--threads must be a multiple of --workers")
+    if args.split:
+        return split_benchmark(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder or Path(tmp)
@@ -120,6 +131,53 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+
+
+def split_benchmark(args: argparse.Namespace) -> None:
+    """One scene: `extract` with T threads vs `batch` split over W workers, and batch unsplit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.folder or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        model = make_model(folder, args.arch)
+        scene = make_scenes(folder, args.size, 1)[0]
+        common = ["--model", model, "--set", "inference.device=cpu"]
+        extract = timed([sys.executable, "-m", "roadprn", "-q", "extract", str(scene), "--out",
+                         str(folder / "single"), "--overwrite", *common,
+                         "--set", f"inference.torch_threads={args.threads}"])
+        print(f"extract: {extract:.1f} s", flush=True)
+        runs = {}
+        for label, split_tiles in (("split", args.split_tiles), ("unsplit", 0)):
+            out = folder / f"batch-{label}"
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+            runs[label] = timed([sys.executable, "-c", CLI, "-q", "batch", str(scene), "--out",
+                                 str(out), *common, "--workers", str(args.workers),
+                                 "--threads-per-worker", str(args.threads // args.workers),
+                                 "--split-tiles", str(split_tiles)])
+            print(f"batch {label}: {runs[label]:.1f} s", flush=True)
+        record = scene_record(folder / "batch-split")
+
+    result = {
+        "mode": "split", "size": args.size, "threads": args.threads, "workers": args.workers,
+        "model": Path(model).name, "tiles": record.get("tiles"), "bands": record.get("bands"),
+        "stage_seconds": record.get("stage_seconds"),
+        "extract_seconds": round(extract, 2),
+        "batch_split_seconds": round(runs["split"], 2),
+        "batch_unsplit_seconds": round(runs["unsplit"], 2),
+        "split_vs_extract": round(runs["split"] / extract, 3),
+        "split_vs_unsplit": round(runs["split"] / runs["unsplit"], 3),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+def scene_record(out: Path) -> dict:
+    """The newest scene record of a batch run's manifest."""
+    from roadprn.batch.manifest import MANIFEST_NAME, latest_scene_records
+
+    records = list(latest_scene_records(out / MANIFEST_NAME).values())
+    return records[-1] if records else {}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ class BatchConfig(BaseModel):
     retries: int = Field(2, ge=0, le=100)
     # Skip scenes whose outputs exist and match the run manifest.
     resume: bool = True
+    # A scene with more tiles than this, and more than its share of the run (all tiles /
+    # workers), runs the base model as bands of tile rows on several workers (same outputs);
+    # 0 never splits.
+    split_tiles: int = Field(64, ge=0)
     # Keyword arguments of dask_jobqueue.SLURMCluster / PBSCluster (queue, account, cores,
     # memory, walltime, job_extra_directives, ...).
     jobqueue: dict[str, Any] = Field(default_factory=dict)

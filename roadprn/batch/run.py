@@ -1,7 +1,9 @@
 """Driving a batch run: resume decisions, submission, retries, the manifest, clean interruption.
 
-The driver decides which scenes to (re)do from the manifest, submits one task per scene, and appends each finished scene's
-record to the manifest as it arrives. Scheduling, worker restarts and re-running the tasks of a
+The driver decides which scenes to (re)do from the manifest, submits one task per scene (a
+large scene: one task per band of tile rows and a final task depending on them, see
+:mod:`roadprn.batch.split`), and appends each finished scene's record to the manifest as it
+arrives. Scheduling, worker restarts and re-running the tasks of a
 worker that died are Dask's job (``distributed.scheduler.allowed-failures``).
 """
 
@@ -29,7 +31,14 @@ from roadprn.batch.manifest import (
     latest_scene_records,
     mismatch_reason,
 )
-from roadprn.batch.worker import SceneTask, process_scene
+from roadprn.batch.split import piece_path, pieces_folder
+from roadprn.batch.worker import (
+    SceneTask,
+    clear_folder,
+    finish_split_scene,
+    process_band,
+    process_scene,
+)
 from roadprn.config import Config
 from roadprn.errors import Interrupted
 
@@ -87,7 +96,6 @@ def run_batch(
     t_start = time.perf_counter()
     model = load_segmentation_model(config.model)  # fail fast on a bad model, not once per scene
     model_hashes = {"base": model.sha256 or "unknown"}
-    del model
     cfg_hash = config_hash(config)
     task_config = worker_config(config, settings)
     manifest_path = out_root / MANIFEST_NAME
@@ -128,8 +136,10 @@ def run_batch(
             summary.dashboard = _dashboard(client)
             if echo and summary.dashboard:
                 echo(f"dask dashboard: {summary.dashboard}")
+            splits = plan_splits(todo, model, settings, _worker_count(client, settings))
+            del model
             try:
-                _execute(client, todo, settings, manifest, summary, run_id, progress)
+                _execute(client, todo, settings, manifest, summary, run_id, progress, splits)
             except KeyboardInterrupt:
                 finished = {r["name"] for r in summary.records}
                 unfinished = [t for t in todo if t.name not in finished]
@@ -159,20 +169,90 @@ def worker_config(config: Config, settings: BatchConfig) -> Config:
     return type(config).model_validate(data)
 
 
+def plan_splits(todo: list[SceneTask], model: Any, settings: BatchConfig,
+                workers: int) -> dict[str, list[tuple[int, int]]]:
+    """Bands of tile rows of every scene worth splitting (see ``choose_splits``), by scene name.
+
+    Reads only headers, a few at a time (remote headers take a round trip each).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from roadprn.batch.split import choose_splits, header_tile_plan
+
+    if settings.split_tiles <= 0 or not todo:
+        return {}
+    with ThreadPoolExecutor(min(8, len(todo)), "roadprn-plan") as pool:
+        plans = dict(zip((t.name for t in todo),
+                         pool.map(lambda t: header_tile_plan(t.path, model, t.config), todo),
+                         strict=True))
+    splits = choose_splits(plans, settings.split_tiles, workers)
+    for task in todo:
+        if task.name in splits:
+            log.info("%s: %d tiles, split into %d bands of tile rows", task.path,
+                     len(plans[task.name]), len(splits[task.name]))
+    return splits
+
+
+def _worker_count(client: Any, settings: BatchConfig) -> int:
+    """Workers to split large scenes over: those up now, or those asked for (still starting)."""
+    try:
+        running = len(client.scheduler_info()["workers"])
+    except Exception:  # noqa: BLE001
+        running = 0
+    return max(1, running, settings.workers or 0)
+
+
+def _fresh_pieces_folder(task: SceneTask) -> bool:
+    """Clear the scene's folder and make this attempt's pieces folder; False if impossible.
+
+    Bands write only into a folder made here, so a band still running for a scene given up
+    (or for an earlier attempt) cannot leave files behind.
+    """
+    clear_folder(task.folder)
+    try:
+        pieces_folder(task.folder, task.attempt).mkdir(parents=True)
+    except OSError as exc:  # the scene runs as one task, which reports the problem
+        log.warning("%s: not split (%s)", task.path, exc)
+        return False
+    return True
+
+
 def _execute(client: Any, todo: list[SceneTask], settings: BatchConfig,
-             manifest: ManifestWriter, summary: BatchSummary, run_id: str, progress: bool) -> None:
+             manifest: ManifestWriter, summary: BatchSummary, run_id: str, progress: bool,
+             splits: dict[str, list[tuple[int, int]]] | None = None) -> None:
     from distributed import as_completed
     from tqdm import tqdm
 
     resources = {"GPU": 1} if settings.gpus_per_worker else None
+    splits = splits or {}
     tasks: dict[str, SceneTask] = {}
     live: dict[str, Any] = {}
+    band_futures: dict[str, list[Any]] = {}  # final task key -> its bands
 
     def submit(task: SceneTask) -> Any:
         key = f"roadprn-scene-{task.name}-{run_id}-{task.attempt}"
         tasks[key] = task
-        live[key] = client.submit(process_scene, task, key=key, pure=False, resources=resources)
+        if task.name in splits and _fresh_pieces_folder(task):
+            live[key] = submit_split(task, splits[task.name], key)
+        else:
+            live[key] = client.submit(process_scene, task, key=key, pure=False,
+                                      resources=resources)
         return live[key]
+
+    def submit_split(task: SceneTask, bands: list[tuple[int, int]], key: str) -> Any:
+        """Band tasks, then the scene's final task on their results (it removes the pieces)."""
+        pieces = pieces_folder(task.folder, task.attempt)
+        paths, futures = [], []
+        for index, rows in enumerate(bands):
+            band_key = f"roadprn-band-{task.name}-{run_id}-{task.attempt}-{index}"
+            path = str(piece_path(pieces, index, rows))
+            live[band_key] = client.submit(process_band, task, rows, path, key=band_key,
+                                           pure=False, resources=resources)
+            paths.append(path)
+            futures.append(live[band_key])
+        band_futures[key] = futures
+        return client.submit(finish_split_scene, task, paths, futures, key=key, pure=False,
+                             resources=resources)
 
     futures = [submit(task) for task in todo]
     pending = as_completed(futures)
@@ -182,8 +262,15 @@ def _execute(client: Any, todo: list[SceneTask], settings: BatchConfig,
         for future in pending:
             task = tasks.pop(future.key)
             live.pop(future.key, None)
+            bands = band_futures.pop(future.key, [])
             record = _result(future, task)
             future.release()
+            for band in bands:
+                live.pop(band.key, None)
+            if bands and record["status"] == "failed":
+                client.cancel(bands)  # e.g. a band's worker died: the others are not needed
+            for band in bands:
+                band.release()
             if (record["status"] == "failed" and record.pop("transient", False)
                     and task.attempt <= settings.retries):
                 log.warning("%s: attempt %d failed (%s); retrying", task.path, task.attempt,

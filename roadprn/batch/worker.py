@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,20 +101,82 @@ def is_transient(exc: BaseException, path: str) -> bool:
 
 def process_scene(task: SceneTask) -> dict[str, Any]:
     """Run the extract job on one scene into its own folder; return its manifest record."""
-    from roadprn.batch.manifest import describe_files
     from roadprn.extract import run_extract
 
+    return _scene_record(task, lambda model: run_extract(task.path, task.config, task.folder,
+                                                         base_model=model))
+
+
+def process_band(task: SceneTask, tile_rows: tuple[int, int], piece: str) -> dict[str, Any]:
+    """One band of tile rows of a split scene into its piece; a failure is returned, not raised.
+
+    The scene's final task (:func:`finish_split_scene`) turns a failed band into the scene's
+    failed record, so a bad band fails its scene only.
+    """
+    from roadprn.batch.split import predict_band
+
+    try:
+        model = cached_model(task.config.model, task.model_hashes["base"])
+        band = predict_band(task.path, task.config, model, tile_rows, Path(piece))
+        return {"status": "done", **band.as_dict(), "worker": _worker_address()}
+    except Exception as exc:  # noqa: BLE001 - isolation, as in process_scene
+        if not isinstance(exc, RoadprnError):
+            log.error("%s, tile rows %d-%d: unexpected error\n%s", task.path, *tile_rows,
+                      traceback.format_exc())
+        return {"status": "failed", "tile_rows": list(tile_rows), "error": one_line(exc),
+                "error_type": type(exc).__name__, "transient": is_transient(exc, task.path)}
+
+
+def finish_split_scene(task: SceneTask, pieces: list[str],
+                       bands: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last task of a split scene: the extract job on its bands' pieces, then no pieces left.
+
+    ``bands`` are the results of :func:`process_band` (Dask passes them in once all are done).
+    """
+    from roadprn.batch.split import read_pieces
+    from roadprn.extract import run_extract
+
+    pieces_dir = Path(pieces[0]).parent
+    try:
+        failed = [band for band in bands if band["status"] == "failed"]
+        if failed:
+            clear_folder(task.folder)
+            first = failed[0]
+            return {**_base_record(task), "status": "failed", "error": first["error"],
+                    "error_type": first["error_type"], "transient": first["transient"],
+                    "band_errors": [{"tile_rows": b["tile_rows"], "error": b["error"]}
+                                    for b in failed], "bands": len(bands)}
+        record = _scene_record(
+            task, lambda model: run_extract(task.path, task.config, task.folder, base_model=model,
+                                            base_strips=read_pieces([Path(p) for p in pieces])),
+            keep=pieces_dir)
+        if record["status"] == "done":
+            record["bands"] = len(bands)
+            record["band_workers"] = sorted({b["worker"] for b in bands})
+            record["stage_seconds"]["bands"] = round(sum(b["seconds"] for b in bands), 3)
+        return record
+    finally:
+        shutil.rmtree(pieces_dir, ignore_errors=True)
+
+
+def _base_record(task: SceneTask) -> dict[str, Any]:
+    return {"type": "scene", "scene": task.path, "name": task.name, "attempt": task.attempt,
+            "config_hash": task.config_hash, "model_hashes": task.model_hashes,
+            "worker": _worker_address()}
+
+
+def _scene_record(task: SceneTask, extract: Callable[[SegmentationModel], Any],
+                  keep: Path | None = None) -> dict[str, Any]:
+    """Run ``extract(model)`` into the scene's cleared folder (but ``keep``); the scene's record."""
+    from roadprn.batch.manifest import describe_files
+
     started = time.time()
-    record: dict[str, Any] = {
-        "type": "scene", "scene": task.path, "name": task.name, "attempt": task.attempt,
-        "config_hash": task.config_hash, "model_hashes": task.model_hashes,
-        "worker": _worker_address(),
-    }
+    record = _base_record(task)
     folder = task.folder
     try:
-        _clear(folder)  # whatever is here is stale or partial: the scene is being (re)done
+        clear_folder(folder, keep)  # stale or partial: the scene is (re)done
         model = cached_model(task.config.model, task.model_hashes["base"])
-        run = run_extract(task.path, task.config, folder, base_model=model)
+        run = extract(model)
         record.update(
             status="done", error=None,
             files=describe_files(run.files, Path(task.out_root)),
@@ -123,7 +186,7 @@ def process_scene(task: SceneTask) -> dict[str, Any]:
             size=[run.base.width, run.base.height], device=run.base.device,
         )
     except Exception as exc:  # noqa: BLE001 - isolation: every scene error becomes a record
-        _clear(folder)
+        clear_folder(folder)
         user_error = isinstance(exc, RoadprnError)
         if not user_error:
             log.error("%s: unexpected error\n%s", task.path, traceback.format_exc())
@@ -138,9 +201,20 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, RoadprnError) else f"{type(exc).__name__}: {text}"
 
 
-def _clear(folder: Path) -> None:
-    if folder.is_dir() and not folder.is_symlink():
+def clear_folder(folder: Path, keep: Path | None = None) -> None:
+    """Remove the scene folder, or everything in it but ``keep``; never follows a symlink."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    if keep is None:
         shutil.rmtree(folder, ignore_errors=True)
+        return
+    for child in folder.iterdir():
+        if child == keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _worker_address() -> str:

@@ -6,14 +6,19 @@ Commands parse and check options, call the library, and print; they hold no logi
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from roadprn import __version__
 from roadprn.errors import Interrupted, RoadprnError
+from roadprn.raster import limit_gdal_cache
 
 log = logging.getLogger("roadprn")
 
@@ -23,7 +28,8 @@ class RoadprnGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with sigterm_as_keyboard_interrupt():
+                return super().invoke(ctx)
         except RoadprnError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
@@ -37,6 +43,25 @@ class RoadprnGroup(click.Group):
             if log.isEnabledFor(logging.DEBUG):
                 log.exception("I/O error")
             _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
+
+
+@contextlib.contextmanager
+def sigterm_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler, a container stop) takes the Ctrl-C path: every
+    ``atomic_output`` removes its temporary file and the command exits 130, instead of Python's
+    default of dying at once and leaving temporary files behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (e.g. CliRunner in a thread)
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(message: str, code: int) -> None:
@@ -68,20 +93,23 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     5 model/checkpoint problem, 6 some batch scenes failed, 130 interrupted.
     """
     configure_logging(verbose, quiet)
+    limit_gdal_cache()
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     ctx.obj["verbose"] = verbose
 
 
 def _register() -> None:
-    from roadprn.cli import batch, evaluate, extract, info, synth, vectorize
+    from roadprn.cli import batch, evaluate, extract, info, synth, train, train_prn, vectorize
 
+    train.train.add_command(train_prn.prn)
     main.add_command(info.info)
     main.add_command(synth.synth)
     main.add_command(extract.extract)
     main.add_command(batch.batch)
     main.add_command(vectorize.vectorize)
     main.add_command(evaluate.evaluate)
+    main.add_command(train.train)
 
 
 _register()

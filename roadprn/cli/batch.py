@@ -25,6 +25,8 @@ from roadprn.cli.common import build_config, config_options, parse_bands, show_p
 @click.option("--gpus-per-worker", type=int, help="GPUs per worker (Dask resource GPU).")
 @click.option("--retries", type=int, help="Extra attempts after a transient error (default 2).")
 @click.option("--no-resume", is_flag=True, help="Redo every scene, even those already done.")
+@click.option("--split-tiles", type=int,
+              help="Split scenes with more tiles than this across workers (0: never; default 64).")
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--tile-size", type=int, help="Tile side in pixels (default: from the model).")
 @click.option("--halo", type=int, help="Tile overlap on each side in pixels.")
@@ -44,7 +46,7 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
           no_recursive: bool, model: str | None, config_path: str | None,
           set_items: tuple[str, ...], scheduler: str | None, workers: int | None,
           threads_per_worker: int | None, memory_limit: str | None, gpus_per_worker: int | None,
-          retries: int | None, no_resume: bool,
+          retries: int | None, no_resume: bool, split_tiles: int | None,
           device: str | None, tile_size: int | None, halo: int | None, batch_size: int | None,
           threshold: float | None, bands: str | None, no_probability: bool,
           vector_format: str | None, dst_crs: str | None, no_vectorize: bool,
@@ -83,7 +85,7 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
     changes = {k: v for k, v in {
         "scheduler": scheduler, "workers": workers, "threads_per_worker": threads_per_worker,
         "memory_limit": memory_limit, "gpus_per_worker": gpus_per_worker, "retries": retries,
-        "resume": False if no_resume else None,
+        "resume": False if no_resume else None, "split_tiles": split_tiles,
     }.items() if v is not None}
     try:
         settings = BatchConfig.model_validate({**base.model_dump(), **changes})
