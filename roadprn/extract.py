@@ -126,6 +126,9 @@ def run_extract(
         base_model = load_segmentation_model(_model_spec(scene, config))
     prn = resolve_refine_model(config, base_model)
     if prn is not None:
+        if not config.output.write_probability:
+            raise ConfigError("PRN refinement needs the probability raster; do not combine "
+                              "refinement with --no-probability (or pass --refine none)")
         check_writable(refined_mask_path(paths), config.output.overwrite)
 
     stages: dict[str, float] = {}
@@ -137,30 +140,40 @@ def run_extract(
     if paths.probability.exists() and config.output.write_probability:
         files["probability"] = paths.probability
     run = ExtractRun(str(scene), paths.folder, files, base, stages)
+    try:
+        _later_stages(run, scene, paths, config, base_model, prn, progress)
+    except BaseException:
+        # all or nothing: a failure or Ctrl-C in a later stage must not leave this run's
+        # finished rasters behind, where they would look like a complete result
+        for path in run.files.values():
+            Path(path).unlink(missing_ok=True)
+        raise
+    return run
+
+
+def _later_stages(run: ExtractRun, scene: str | Path, paths: ExtractPaths, config: Config,
+                  base_model: SegmentationModel, prn: Any, progress: bool) -> None:
+    stages, files = run.stage_seconds, run.files
     if prn is not None:
         from roadprn.refine_scene import refine_scene
 
         t0 = time.perf_counter()
-        source = files.get("probability")
-        if source is None:
-            raise ConfigError("PRN refinement needs the probability raster; do not combine "
-                              "refinement with --no-probability (or pass --refine none)")
-        refine_scene(source, refined_mask_path(paths), prn, config, progress=progress)
+        refine_scene(files["probability"], refined_mask_path(paths), prn, config,
+                     progress=progress)
         files["refined_mask"] = refined_mask_path(paths)
         run.prn_sha256 = prn.sha256
         stages["refine"] = time.perf_counter() - t0
 
     if not config.vectorize.enabled:
-        return run
+        return
     from roadprn.raster import open_scene
 
     if not open_scene(scene, allow_ungeoreferenced=True, check_readable=False).georeferenced:
         log.warning("%s: not georeferenced; skipping vectorisation (road lengths need metres)", scene)
-        return run
+        return
     t0 = time.perf_counter()
     _vectorize(run, paths, config, base_model)
     stages["vectorize"] = time.perf_counter() - t0
-    return run
 
 
 def _vectorize(run: ExtractRun, paths: ExtractPaths, config: Config,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,7 +190,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             "load it with a YAML sidecar (see load_model_file)"
         )
     try:
-        payload = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            # a foreign pickle (protocol 4/5) makes torch warn before it refuses the file; the
+            # refusal below is the one line the user needs
+            warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                    category=UserWarning)
+            payload = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         if "global" not in str(exc).lower():  # the pickle stream itself is damaged
             raise ModelError(f"{path} is corrupt: {_one_line(exc, 120)}") from exc

@@ -14,10 +14,10 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from roadprn.errors import InputError
+from roadprn.raster import open_dataset
 
 RasterKind = Literal["mask", "prob"]
 SCAN_ROWS = 512
@@ -77,7 +77,7 @@ class FileSource:
 
     def read(self, row: int, col: int, height: int, width: int) -> TilePixels:
         window = Window(col, row, width, height)
-        with rasterio.open(self.path) as ds:
+        with open_dataset(self.path) as ds:
             raw = ds.read(1, window=window)
             valid = ds.read_masks(1, window=window) > 0
         if self.kind == "mask":
@@ -130,11 +130,7 @@ def open_source(path: str | Path, threshold: float) -> FileSource:
     probability (or a mask when only 0 and 1 occur). Anything else is refused.
     """
     path = Path(path)
-    try:
-        ds = rasterio.open(path)
-    except RasterioIOError as exc:
-        raise InputError(f"cannot open raster {path}: {exc}") from exc
-    with ds:
+    with open_dataset(path) as ds:  # one-line errors; no network reached from a local file
         if ds.crs is None:
             raise InputError(f"{path} has no CRS; vectorising needs georeferenced pixels")
         if ds.count < 1:

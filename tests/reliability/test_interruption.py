@@ -1,0 +1,85 @@
+"""SIGINT / SIGTERM during each stage of a real `roadprn extract` process: it exits promptly with
+130, leaves no temporary file and no file that looks complete but is not, and a rerun completes.
+
+A hook (run in the child before the CLI) holds the process in the chosen stage, so the signal
+lands there deterministically; the batch command's own test is
+tests/integration/test_batch.py::test_sigterm_stops_cleanly_and_rerun_resumes.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import rasterio
+
+from .conftest import cli_process, invoke, leftovers, temp_files
+
+# Each hook touches $MARKER when the stage starts, then makes the stage slow.
+HOOKS = {
+    # reader threads: a slow disk (the main thread waits for the read)
+    "reading": ("roadprn.pipeline", "read_window", "before", 2.0),
+    # the model's batches, on the main thread
+    "inference": ("roadprn.inference.Predictor", "__call__", "before", 60.0),
+    # raw rasters -> COGs on a thread pool, temporary files open
+    "writing_rasters": ("roadprn.pipeline", "_to_cog", "after", 2.0),
+    # skeleton, graph, pruning of the mask (rasters already complete)
+    "vectorizing": ("roadprn.vectorize.run", "vectorize_source", "before", 60.0),
+    # the GeoPackage half written under its temporary name
+    "writing_network": ("roadprn.gpkg", "_write_layer", "after", 60.0),
+}
+
+HOOK_CODE = """
+import importlib, os, pathlib, time
+_module, _name, _when, _delay = {spec!r}
+_parts = _module.split('.')
+try:
+    _owner = importlib.import_module(_module)
+except ModuleNotFoundError:
+    _owner = getattr(importlib.import_module('.'.join(_parts[:-1])), _parts[-1])
+_original = getattr(_owner, _name)
+def _slow(*args, **kwargs):
+    marker = pathlib.Path(os.environ['MARKER'])
+    if _when == 'after':
+        result = _original(*args, **kwargs)
+    marker.touch()
+    deadline = time.monotonic() + _delay
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return result if _when == 'after' else _original(*args, **kwargs)
+setattr(_owner, _name, _slow)
+"""
+
+CASES = [("reading", signal.SIGTERM), ("inference", signal.SIGINT),
+         ("writing_rasters", signal.SIGTERM), ("vectorizing", signal.SIGINT),
+         ("writing_network", signal.SIGTERM)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,signum", [
+    pytest.param(stage, signum, id=f"{stage}-{signum.name}") for stage, signum in CASES])
+def test_signal_during_stage(tmp_path, good_scene, tiny_model, stage, signum):
+    out = tmp_path / "out"
+    marker = tmp_path / "stage_reached"
+    args = ["extract", str(good_scene), "--model", str(tiny_model), "--out", str(out)]
+    proc = cli_process(args, hook=HOOK_CODE.format(spec=HOOKS[stage]), env={"MARKER": str(marker)})
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, stderr
+    assert took < 15, f"took {took:.1f} s to stop"
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert temp_files(out) == []
+    # all or nothing: even outputs finished before the signal are removed
+    assert leftovers(out) == []
+    # the same command again completes
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert {p.name for p in leftovers(out)} == {f"{good_scene.stem}_{s}" for s in (
+        "mask.tif", "probability.tif", "roads.gpkg")}
