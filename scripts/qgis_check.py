@@ -38,6 +38,9 @@ def main() -> int:
     ap.add_argument("--scene", type=Path, help="raster drawn under the roads")
     ap.add_argument("--png", type=Path, default=Path("qgis_check.png"))
     ap.add_argument("--crs", help="expected authid, e.g. EPSG:4326 (default: the scene's)")
+    ap.add_argument("--raster", type=Path, action="append", default=[],
+                    help="an output raster (probability / mask COG) that must load with the "
+                         "expected CRS (repeatable)")
     args = ap.parse_args()
 
     app = QgsApplication([], False)
@@ -71,6 +74,12 @@ def run_checks(args: argparse.Namespace) -> list[str]:
         scene = QgsRasterLayer(str(args.scene), "scene")
         check(scene.isValid(), f"scene {args.scene.name} loads")
     expected_crs = args.crs or (scene.crs().authid() if scene else None)
+    for path in args.raster:
+        raster = QgsRasterLayer(str(path), path.stem)
+        check(raster.isValid(), f"raster {path.name} loads")
+        if raster.isValid() and expected_crs:
+            check(raster.crs().authid() == expected_crs,
+                  f"raster {path.name} CRS {raster.crs().authid()} == {expected_crs}")
     for name, layer in layers.items():
         if expected_crs:
             check(layer.crs().authid() == expected_crs,

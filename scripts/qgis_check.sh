@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Real-QGIS check of a roadprn GeoPackage (headless).
 #   scripts/qgis_check.sh [GPKG SCENE.tif [OUT.png]]
-# Without arguments: vectorises the SpaceNet Vegas sample mask (../shared/realdata or
-# $ROADPRN_REALDATA) with the project's Python and checks that, drawing over the PAN chip.
+# Without arguments, two checks with the project's Python (.venv or $PYTHON):
+#  1. vectorises the SpaceNet Vegas sample mask (../shared/realdata or $ROADPRN_REALDATA) and
+#     checks the GeoPackage drawn over the PAN chip (EPSG:4326);
+#  2. runs `roadprn extract` with the default model on the bundled example scene (synthetic, UTM)
+#     and checks its GeoPackage and COGs load in QGIS with the scene's CRS, drawn over the scene.
 # Installs Debian's qgis + python3-qgis first if the system python3 cannot import qgis.core
 # (needs root; ~1 min and ~0.5 GB on Debian 12 with --no-install-recommends).
 set -euo pipefail
@@ -31,8 +34,18 @@ import sys
 from roadprn.cli.vectorize import vectorize
 vectorize.main([sys.argv[1], "--out", sys.argv[2], "--overwrite"], standalone_mode=False)
 PY
-    gpkg="$work/sample_road_raster_mask_roads.gpkg"; scene="$vegas/road_mask_input.tif"
-    png="${3:-$work/qgis_check.png}"
+    QT_QPA_PLATFORM=offscreen "$syspy" "$here/qgis_check.py" \
+        "$work/sample_road_raster_mask_roads.gpkg" --scene "$vegas/road_mask_input.tif" \
+        --png "$work/qgis_vegas.png"
+    example="$root/examples/synthetic_scene.tif"
+    "$py" -m roadprn --quiet extract "$example" --out "$work/extract" >/dev/null
+    rasters=()
+    for r in "$work"/extract/*.tif; do rasters+=(--raster "$r"); done
+    QT_QPA_PLATFORM=offscreen "$syspy" "$here/qgis_check.py" \
+        "$work/extract/synthetic_scene_roads.gpkg" \
+        --scene "$example" --png "${3:-$work/qgis_extract.png}" "${rasters[@]}"
+    echo "renders: $work/qgis_vegas.png ${3:-$work/qgis_extract.png}"
+    exit 0
 fi
 
 QT_QPA_PLATFORM=offscreen "$syspy" "$here/qgis_check.py" "$gpkg" --scene "$scene" --png "$png"
