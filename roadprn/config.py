@@ -98,6 +98,7 @@ class OutputConfig(_Section):
     overwrite: bool = False
     write_probability: bool = True
     compress: Literal["deflate", "zstd", "lzw"] = "deflate"
+    compress_level: int | None = Field(1, ge=1, le=22)
     vector_format: Literal["gpkg", "geojson", "fgb", "parquet"] = "gpkg"
     dst_crs: str | None = None
 

@@ -30,7 +30,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from roadprn import __version__
-from roadprn.config import Config, NormalizationConfig
+from roadprn.config import Config, NormalizationConfig, OutputConfig
 from roadprn.errors import InputError, ModelError
 from roadprn.grid import Grid, inference_grid, scene_grid, warped
 from roadprn.inference import (
@@ -310,19 +310,19 @@ def extract_probability(
                 tmp_files.append(back)
                 if prob_final is not None:
                     _resample_to_scene(raw_prob, back, info, config, tags, kind="probability")
-                    _to_cog(back, prob_final, config.output.compress, resampling="AVERAGE")
+                    _to_cog(back, prob_final, config.output, resampling="AVERAGE")
                     # the mask thresholds the resampled probability: smooth edges, not blocks
                     _resample_to_scene(raw_prob, back, info, config, tags, kind="mask",
                                        threshold=config.output.threshold)
                 else:
                     _resample_to_scene(raw_mask, back, info, config, tags, kind="mask")
-                _to_cog(back, mask_final, config.output.compress, resampling="NEAREST")
+                _to_cog(back, mask_final, config.output, resampling="NEAREST")
             else:  # GDAL releases the GIL: both conversions run at once
                 jobs = [(raw_mask, mask_final, "NEAREST")]
                 if prob_final is not None:
                     jobs.append((raw_prob, prob_final, "AVERAGE"))
                 with ThreadPoolExecutor(len(jobs), "roadprn-cog") as pool:
-                    for done in [pool.submit(_to_cog, src, dst, config.output.compress, resampling=r)
+                    for done in [pool.submit(_to_cog, src, dst, config.output, resampling=r)
                                  for src, dst, r in jobs]:
                         done.result()
             stats["cog_seconds"] = time.perf_counter() - t_cog
@@ -566,14 +566,17 @@ def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
                 dst.write_mask((valid * 255).astype(np.uint8), window=window)
 
 
-def _to_cog(src: Path, dst: Path, compress: str, resampling: str) -> None:
+def _to_cog(src: Path, dst: Path, output: OutputConfig, resampling: str) -> None:
     """Rewrite a finished raster as a Cloud-Optimised GeoTIFF with overviews (GDAL streams it)."""
+    options: dict[str, Any] = {"COMPRESS": output.compress.upper()}
+    if output.compress != "zstd":
+        options["PREDICTOR"] = "YES"
+    if output.compress_level is not None and output.compress != "lzw":
+        options["LEVEL"] = output.compress_level
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB):
-        rasterio.shutil.copy(
-            src, dst, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=512, OVERVIEWS="AUTO",
-            RESAMPLING=resampling, BIGTIFF="IF_SAFER", PREDICTOR="YES" if compress != "zstd" else "NO",
-            NUM_THREADS="ALL_CPUS",
-        )
+        rasterio.shutil.copy(src, dst, driver="COG", BLOCKSIZE=512, OVERVIEWS="AUTO",
+                             RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+                             **options)
 
 
 def _output_tags(info: SceneInfo, model: SegmentationModel, config: Config,
