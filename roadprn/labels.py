@@ -293,6 +293,7 @@ def read_mask_labels(
     sub = grid.window(window)
     with open_raster(path) as ds:
         bands = list(data_bands(ds))
+        ds_nodata = ds.nodata
         if threshold is None:
             threshold = _default_threshold(ds, bands)
         with _on_grid(ds, grid, path) as source:
@@ -304,7 +305,10 @@ def read_mask_labels(
                 boundless=read_window is not None and source is ds,
                 fill_value=0,
             )
-    return (data > threshold).any(axis=0).astype(np.uint8)
+    road = (data > threshold).any(axis=0)
+    if ds_nodata is not None:  # nodata is "not labelled", never road
+        road &= ~(data == ds_nodata).all(axis=0)
+    return road.astype(np.uint8)
 
 
 @contextlib.contextmanager
@@ -344,10 +348,13 @@ def _on_grid(
 
 
 def _default_threshold(ds: rasterio.io.DatasetReader, bands: list[int]) -> float:
+    """Nodata pixels do not count: a {0,1} mask with nodata 255 is still a {0,1} mask."""
     if np.dtype(ds.dtypes[bands[0] - 1]).kind == "f":
         return 0.5
     for _, block in ds.block_windows(bands[0]):
-        if (ds.read(bands, window=block) > 1).any():
+        values = ds.read(bands, window=block)
+        valid = ds.read_masks(bands, window=block) > 0
+        if (values[valid] > 1).any():
             return 127.0
     return 0.0
 

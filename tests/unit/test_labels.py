@@ -258,3 +258,23 @@ def test_georeferenced_mask_on_another_grid_is_resampled(tmp_path: Path):
     far = _write_mask(tmp_path / "far.tif", coarse, from_origin(0, 100, 2.0, 2.0), UTM)
     with pytest.raises(InputError, match="do not overlap"):
         read_mask_labels(far, UTM_GRID)
+
+
+def test_mask_labels_with_nodata_are_not_road(tmp_path):
+    """A {0,1} mask with nodata 255 (e.g. `roadprn synth --nodata-border`) keeps its roads."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from roadprn.labels import SceneGrid, read_mask_labels
+
+    data = np.zeros((1, 20, 20), np.uint8)
+    data[0, 5, :] = 1
+    data[0, :, :3] = 255
+    path = tmp_path / "mask.tif"
+    transform = from_origin(500000, 4000000, 1, 1)
+    with rasterio.open(path, "w", driver="GTiff", width=20, height=20, count=1, dtype="uint8",
+                       crs="EPSG:32633", transform=transform, nodata=255) as ds:
+        ds.write(data)
+    grid = SceneGrid.from_raster(path)
+    mask = read_mask_labels(path, grid)
+    assert mask[5, 3:].all() and mask.sum() == 17

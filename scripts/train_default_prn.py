@@ -1,0 +1,165 @@
+"""Train the default PatchRefineNet shipped with the default base model (reproducible).
+
+PRN must learn from base-model maps of scenes the base model never saw: the default base model
+was trained on synthetic seeds 101-110 and the top 70 % of SpaceNet img33, so this script
+synthesises fresh scenes (train seeds 500+, validation 600+, test 700+; varied resolution, data
+type and nodata borders), runs the default base model on them with ``extract``'s tiled engine,
+cuts 512² maps and trains PRN. The checkpoint is chosen on the validation scenes; the test
+scenes are kept for ``scripts/eval_prn.py`` and never touch training.
+
+    python scripts/train_default_prn.py                 # ~30 min on a busy 2-core CPU
+    python scripts/eval_prn.py                          # the tables in docs/prn.md
+
+Writes ``roadprn/data/models/default_prn.pt`` (unless ``--no-install``) and, in the work
+folder, the maps (``maps_{train,val,test}_<map size>.npz``), the run state, and per-epoch metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from roadprn.config import load_config  # noqa: E402
+from roadprn.models.loading import default_model_path, load_segmentation_model  # noqa: E402
+from roadprn.models.prn import prn_arch, prn_arch_kwargs  # noqa: E402
+from roadprn.synth import generate_scene  # noqa: E402
+from roadprn.train.prn import PRNTrainSettings, PRNTrainState  # noqa: E402
+from roadprn.train.prn_data import (  # noqa: E402
+    PRNMaps,
+    fit_prn,
+    load_maps,
+    load_train_state,
+    maps_from_scene,
+    save_maps,
+    save_train_state,
+    write_history,
+    write_prn_checkpoint,
+)
+
+PACKAGE_MODELS = ROOT / "roadprn" / "data" / "models"
+SPLIT_SEEDS = {"train": 500, "val": 600, "test": 700}
+# cycled per scene: resolution (m), data type, nodata border; like the inputs extract meets
+SCENE_LOOKS = [(0.5, "uint8", False), (0.4, "uint16", False), (0.6, "uint8", True),
+               (0.5, "uint16", False), (0.3, "uint8", False), (0.45, "uint8", False),
+               (0.55, "uint16", True)]
+
+log = logging.getLogger("train_default_prn")
+
+
+def scene_plan(split: str, count: int) -> list[tuple[int, float, str, bool]]:
+    """(seed, resolution, dtype, nodata border) of each synthetic scene of a split."""
+    first = SPLIT_SEEDS[split]
+    return [(first + i, *SCENE_LOOKS[i % len(SCENE_LOOKS)]) for i in range(count)]
+
+
+def build_maps(work: Path, split: str, count: int, size: int, map_size: int,
+               base_spec: str = "default") -> PRNMaps:
+    """Synthesise a split's scenes, run the base model, cut maps (cached in the work folder)."""
+    cache = work / f"maps_{split}_{map_size}.npz"
+    if cache.exists():
+        return load_maps(cache)
+    base = load_segmentation_model(base_spec)
+    config = load_config(None, {"output.overwrite": True})
+    parts = []
+    for seed, res, dtype, border in scene_plan(split, count):
+        image = work / "scenes" / f"synth_{seed}.tif"
+        if not image.exists():
+            generate_scene(image, width=size, seed=seed, resolution_m=res, dtype=dtype,
+                           nodata_border=border, overwrite=True)
+        part = maps_from_scene(image, image.with_name(f"{image.stem}_mask.tif"), base, config,
+                               work / "probability", map_size)
+        log.info("%s scene %d (%.2f m, %s): %d maps, %.1f %% road", split, seed, res, dtype,
+                 len(part), 100 * part.truth.mean() if len(part) else 0)
+        parts.append(part)
+    maps = PRNMaps.concat(parts, map_size)
+    save_maps(cache, maps)
+    return maps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/roadprn-default-prn"))
+    parser.add_argument("--variant", choices=["fast", "paper"], default="fast")
+    parser.add_argument("--grid", type=int, default=8)
+    parser.add_argument("--map-size", type=int, default=512)
+    parser.add_argument("--scene-size", type=int, default=1536)
+    parser.add_argument("--train-scenes", type=int, default=12)
+    parser.add_argument("--val-scenes", type=int, default=3)
+    parser.add_argument("--test-scenes", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=8e-4)
+    parser.add_argument("--fusion", default="global",
+                        help="fusion rule used to select the checkpoint on validation")
+    parser.add_argument("--max-minutes", type=float, default=45.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for training (1: far faster on a busy machine)")
+    parser.add_argument("--out", type=Path, default=None, help="checkpoint (default: WORK/prn.pt)")
+    parser.add_argument("--resume", action="store_true", help="continue WORK's saved run state")
+    parser.add_argument("--no-install", action="store_true",
+                        help=f"do not copy the checkpoint to {PACKAGE_MODELS}")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    out = args.out or work / f"prn_{args.variant}.pt"
+    state_path = out.with_suffix(".state.pt")
+
+    t0 = time.perf_counter()
+    maps = {split: build_maps(work, split, getattr(args, f"{split}_scenes"), args.scene_size,
+                              args.map_size)
+            for split in ("train", "val", "test")}
+    log.info("maps: %s in %.0f s", {k: len(v) for k, v in maps.items()}, time.perf_counter() - t0)
+    torch.set_num_threads(args.threads)  # extract's engine changed it for its own stages
+
+    arch_kwargs = prn_arch_kwargs(prn_arch(args.variant, grid=args.grid, map_size=args.map_size))
+    settings = PRNTrainSettings(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
+                                fusion=args.fusion)
+    resume = load_train_state(state_path) if args.resume and state_path.exists() else None
+    history_path = out.with_suffix(".history.csv")
+
+    def on_epoch_end(state: PRNTrainState) -> None:
+        save_train_state(state_path, state)
+        write_history(history_path, state.history)
+        log.info("epoch %d: %s", state.epoch, json.dumps(state.history[-1]))
+
+    state = fit_prn(arch_kwargs, maps["train"], maps["val"], settings, resume=resume,
+                    max_minutes=args.max_minutes, on_epoch_end=on_epoch_end)
+    base_path = default_model_path()
+    base = load_segmentation_model("default")
+    assert base.sha256 is not None
+    best = state.history[state.best_epoch - 1]
+    sha = write_prn_checkpoint(
+        out, state, base.sha256, overwrite=True,
+        metrics={"best_epoch": state.best_epoch, "epochs": state.epoch,
+                 **{k: round(float(v), 5) for k, v in best.items() if k.startswith("val_")}},
+        notes=(f"default PRN ({args.variant}) for {base_path.name}: {len(maps['train'])} maps of "
+               f"{args.map_size} px from synthetic scenes seeds {SPLIT_SEEDS['train']}+ "
+               f"(validation {SPLIT_SEEDS['val']}+), selected by validation IoU "
+               f"({args.fusion} fusion); scripts/train_default_prn.py"),
+        road_fraction=float(maps["train"].truth.mean()),
+        labelled_pixels=int(maps["train"].truth.size),
+    )
+    log.info("wrote %s (%.2f MB, sha256 %s…), best epoch %d of %d, %.1f min", out,
+             out.stat().st_size / 1e6, sha[:12], state.best_epoch, state.epoch,
+             (time.perf_counter() - t0) / 60)
+    if not args.no_install:
+        installed = PACKAGE_MODELS / "default_prn.pt"
+        shutil.copyfile(out, installed)
+        log.info("installed %s", installed)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
