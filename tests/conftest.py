@@ -78,3 +78,14 @@ def make_raster(tmp_path):
         return write_test_raster(tmp_path / (name or f"raster{counter['n']}.tif"), data, **kw)
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny convolutions on a shared 2-core machine run fastest (and steadiest) on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

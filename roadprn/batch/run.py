@@ -12,11 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,20 +319,3 @@ def _dashboard(client: Any) -> str | None:
     with contextlib.suppress(Exception):
         return client.dashboard_link
     return None
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler or ``kill``) stops the run like Ctrl-C: cleanly, manifest intact."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -6,12 +6,8 @@ Commands parse and check options, call the library, and print; they hold no logi
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -19,6 +15,7 @@ import click
 from roadprn import __version__
 from roadprn.errors import Interrupted, RoadprnError
 from roadprn.raster import limit_gdal_cache
+from roadprn.signals import sigterm_as_keyboard_interrupt
 
 log = logging.getLogger("roadprn")
 
@@ -43,25 +40,6 @@ class RoadprnGroup(click.Group):
             if log.isEnabledFor(logging.DEBUG):
                 log.exception("I/O error")
             _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
-
-
-@contextlib.contextmanager
-def sigterm_as_keyboard_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, a scheduler, a container stop) takes the Ctrl-C path: every
-    ``atomic_output`` removes its temporary file and the command exits 130, instead of Python's
-    default of dying at once and leaving temporary files behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread (e.g. CliRunner in a thread)
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(message: str, code: int) -> None:

@@ -60,7 +60,6 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
     from pydantic import ValidationError
 
     from roadprn.batch import BatchConfig, collect_inputs, run_batch
-    from roadprn.batch.run import sigterm_as_interrupt
     from roadprn.config import format_validation_error
     from roadprn.errors import BatchFailuresError, ConfigError
 
@@ -95,9 +94,9 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
 
     scenes = collect_inputs(inputs, pattern, recursive=not no_recursive)
     quiet = bool(ctx.find_root().obj.get("quiet"))
-    with sigterm_as_interrupt():
-        summary = run_batch(scenes, config, out_dir, settings, progress=show_progress(ctx),
-                            echo=None if quiet else (lambda line: click.echo(line, err=True)))
+    # SIGTERM is turned into KeyboardInterrupt by the CLI group (roadprn.signals)
+    summary = run_batch(scenes, config, out_dir, settings, progress=show_progress(ctx),
+                        echo=None if quiet else (lambda line: click.echo(line, err=True)))
     report = summary.as_dict()
     if as_json:
         click.echo(json.dumps(report, indent=2))

@@ -12,7 +12,6 @@ import signal
 import time
 
 import pytest
-import rasterio
 
 from .conftest import cli_process, invoke, leftovers, temp_files
 

@@ -19,13 +19,7 @@ from roadprn.models.losses import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny convolutions on a shared 2-core machine run fastest (and steadiest) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_bce_matches_torch_in_the_interior() -> None:

@@ -10,13 +10,7 @@ from roadprn.models.prn import PatchRefineNet
 from roadprn.refine import default_halo, fuse, prn_probabilities, refine
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny convolutions on a shared 2-core machine run fastest (and steadiest) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {"width": 0.25, "recurrence": 1}

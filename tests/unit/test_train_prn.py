@@ -16,13 +16,7 @@ from roadprn.train.prn import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny convolutions on a shared 2-core machine run fastest (and steadiest) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ARCH = prn_arch_kwargs(prn_arch("paper", grid=2, map_size=32, width=0.25, recurrence=1))
