@@ -220,8 +220,9 @@ def open_scene_for_model(scene: str | Path, model: SegmentationModel,
     if not config.input.bands and model.bands and max(model.bands) > info.count:
         raise InputError(
             f"{info.path}: the model reads band(s) {list(model.bands)} ({model.in_channels}-band input) "
-            f"but the scene has {info.count} band(s); pick bands with --bands or use a model for "
-            f"{info.count}-band imagery")
+            f"but the scene has {info.count} band(s); pick bands with --bands (e.g. --bands "
+            f"{','.join(['1'] * model.in_channels)}) or use a model for {info.count}-band imagery"
+            + (" (--model default-pan)" if info.count == 1 else ""))
     return info, check_band_count(info, config.input.bands or model.bands, model.in_channels)
 
 

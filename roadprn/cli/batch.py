@@ -6,7 +6,14 @@ import json
 
 import click
 
-from roadprn.cli.common import build_config, config_options, parse_bands, show_progress
+from roadprn.cli.common import (
+    build_config,
+    config_options,
+    parse_bands,
+    refine_options,
+    refine_overrides,
+    show_progress,
+)
 
 
 @click.command()
@@ -27,6 +34,7 @@ from roadprn.cli.common import build_config, config_options, parse_bands, show_p
 @click.option("--no-resume", is_flag=True, help="Redo every scene, even those already done.")
 @click.option("--split-tiles", type=int,
               help="Split scenes with more tiles than this across workers (0: never; default 64).")
+@refine_options
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--tile-size", type=int, help="Tile side in pixels (default: from the model).")
 @click.option("--halo", type=int, help="Tile overlap on each side in pixels.")
@@ -47,6 +55,7 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
           set_items: tuple[str, ...], scheduler: str | None, workers: int | None,
           threads_per_worker: int | None, memory_limit: str | None, gpus_per_worker: int | None,
           retries: int | None, no_resume: bool, split_tiles: int | None,
+          refine_method: str | None, prn_model: str | None, fusion: str | None,
           device: str | None, tile_size: int | None, halo: int | None, batch_size: int | None,
           threshold: float | None, bands: str | None, no_probability: bool,
           vector_format: str | None, dst_crs: str | None, no_vectorize: bool,
@@ -67,6 +76,7 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
         config_path, set_items,
         **{
             "model": model,
+            **refine_overrides(refine_method, prn_model, fusion),
             "inference.device": device,
             "tiling.tile_size": tile_size,
             "tiling.halo": halo,

@@ -22,6 +22,22 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def refine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--refine``, ``--prn`` and ``--fusion``: PatchRefineNet options of extract and batch."""
+    func = click.option("--fusion", type=click.Choice(["paper", "global", "local", "mean"]),
+                        help="How PRN's global and local maps become the refined mask.")(func)
+    func = click.option("--prn", "prn_model", help="PRN checkpoint (.pt), or 'default'.")(func)
+    func = click.option("--refine", "refine_method", type=click.Choice(["auto", "prn", "none"]),
+                        help="PatchRefineNet refinement (auto: when a PRN exists for the base "
+                             "model).")(func)
+    return func
+
+
+def refine_overrides(refine_method: str | None, prn_model: str | None,
+                     fusion: str | None) -> dict[str, Any]:
+    return {"refine.method": refine_method, "refine.model": prn_model, "refine.fusion": fusion}
+
+
 def build_config(config_path: str | None, set_items: tuple[str, ...], **options: Any) -> Config:
     """File, then ``--set``, then explicit command options (``None`` = not given)."""
     overrides = parse_set_option(set_items)

@@ -6,7 +6,14 @@ import json
 
 import click
 
-from roadprn.cli.common import build_config, config_options, parse_bands, show_progress
+from roadprn.cli.common import (
+    build_config,
+    config_options,
+    parse_bands,
+    refine_options,
+    refine_overrides,
+    show_progress,
+)
 
 
 @click.command()
@@ -15,11 +22,7 @@ from roadprn.cli.common import build_config, config_options, parse_bands, show_p
               help="Output folder (default: <scene folder>/<scene name>_roadprn).")
 @click.option("-m", "--model", help="Base model checkpoint (.pt), or 'default'.")
 @config_options
-@click.option("--refine", "refine_method", type=click.Choice(["auto", "prn", "none"]),
-              help="PatchRefineNet refinement (auto: when a PRN exists for the base model).")
-@click.option("--prn", "prn_model", help="PRN checkpoint (.pt), or 'default'.")
-@click.option("--fusion", type=click.Choice(["paper", "global", "local", "mean"]),
-              help="How PRN's global and local maps become the refined mask.")
+@refine_options
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--tile-size", type=int, help="Tile side in pixels (default: from the model).")
 @click.option("--halo", type=int, help="Tile overlap on each side in pixels (default: from the model).")
@@ -60,9 +63,7 @@ def extract(ctx: click.Context, scene: str, out_dir: str | None, model: str | No
         config_path, set_items,
         **{
             "model": model,
-            "refine.method": refine_method,
-            "refine.model": prn_model,
-            "refine.fusion": fusion,
+            **refine_overrides(refine_method, prn_model, fusion),
             "inference.device": device,
             "tiling.tile_size": tile_size,
             "tiling.halo": halo,
