@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ import pyogrio
 from roadprn import __version__
 from roadprn.errors import ConfigError, InputError
 from roadprn.io import atomic_output, check_writable
+from roadprn.io import file_sha256 as io_file_sha256
 
 OutputFormat = Literal["gpkg", "geojson", "fgb", "parquet"]
 FORMATS: dict[str, tuple[str, str]] = {  # name -> (GDAL driver or "parquet", extension)
@@ -111,16 +111,12 @@ def _sld(layer: str) -> str:
             "</UserStyle></NamedLayer></StyledLayerDescriptor>")
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Checksum of an input file, streamed (scenes can be many GB)."""
-    digest = hashlib.sha256()
+def file_sha256(path: str | Path) -> str:
+    """Checksum of an input file for provenance; an unreadable file is the user's error."""
     try:
-        with open(path, "rb") as fh:
-            while block := fh.read(chunk):
-                digest.update(block)
+        return io_file_sha256(path)
     except OSError as exc:
         raise InputError(f"cannot read {path} for its checksum: {exc.strerror}") from exc
-    return digest.hexdigest()
 
 
 def run_record(input_path: str | Path, config: Mapping[str, Any],

@@ -7,6 +7,7 @@ finished. Every output of roadprn goes through :func:`atomic_output`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import uuid
@@ -66,3 +67,13 @@ def _remove(path: Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Checksum of a file, streamed (scenes can be many GB); the one used for every output,
+    input and checkpoint hash in roadprn."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

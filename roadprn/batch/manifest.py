@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from roadprn.config import Config
+from roadprn.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,6 @@ def config_hash(config: Config) -> str:
     for section, key in RESULT_NEUTRAL:
         data.get(section, {}).pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def path_digest(path: Path) -> tuple[str, int]:

@@ -31,7 +31,7 @@ from torch import nn
 import roadprn
 from roadprn.config import NormalizationConfig
 from roadprn.errors import ModelError
-from roadprn.io import atomic_output
+from roadprn.io import atomic_output, file_sha256
 from roadprn.models.base import archive_kind, build_model, load_torchscript
 
 FORMAT_NAME = "roadprn-checkpoint"
@@ -349,14 +349,6 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
         tensor = state_dict[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
