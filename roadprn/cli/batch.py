@@ -6,14 +6,8 @@ import json
 
 import click
 
-from roadprn.cli.common import (
-    build_config,
-    config_options,
-    parse_bands,
-    refine_options,
-    refine_overrides,
-    show_progress,
-)
+from roadprn.cli.common import pipeline_options, show_progress
+from roadprn.config import Config
 
 
 @click.command()
@@ -23,8 +17,7 @@ from roadprn.cli.common import (
 @click.option("--pattern", default="*.tif", show_default=True,
               help="File pattern searched in input folders.")
 @click.option("--no-recursive", is_flag=True, help="Search input folders without sub-folders.")
-@click.option("-m", "--model", help="Base model checkpoint (.pt), or 'default'.")
-@config_options
+@pipeline_options
 @click.option("--scheduler", help="Address of a running Dask scheduler, e.g. tcp://host:8786.")
 @click.option("--workers", type=int, help="Local worker processes (default: cores / threads).")
 @click.option("--threads-per-worker", type=int, help="CPU threads per worker (default 1).")
@@ -34,32 +27,12 @@ from roadprn.cli.common import (
 @click.option("--no-resume", is_flag=True, help="Redo every scene, even those already done.")
 @click.option("--split-tiles", type=int,
               help="Split scenes with more tiles than this across workers (0: never; default 64).")
-@refine_options
-@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--tile-size", type=int, help="Tile side in pixels (default: from the model).")
-@click.option("--halo", type=int, help="Tile overlap on each side in pixels.")
-@click.option("--batch-size", type=int, help="Tiles per forward pass.")
-@click.option("--threshold", type=float, help="Road probability threshold for the mask (0..1).")
-@click.option("--bands", help="1-based bands to feed the model, e.g. 1,2,3.")
-@click.option("--no-probability", is_flag=True, help="Write only the mask, not the probability.")
-@click.option("--format", "vector_format", type=click.Choice(["gpkg", "geojson", "fgb", "parquet"]),
-              help="Road network format (default gpkg).")
-@click.option("--dst-crs", help="CRS of the road network (default: each scene's).")
-@click.option("--no-vectorize", is_flag=True, help="Stop after the rasters; no road network.")
-@click.option("--allow-ungeoreferenced", is_flag=True, default=None,
-              help="Accept rasters without CRS (outputs in pixel coordinates).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_context
 def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: str,
-          no_recursive: bool, model: str | None, config_path: str | None,
-          set_items: tuple[str, ...], scheduler: str | None, workers: int | None,
+          no_recursive: bool, config: Config, scheduler: str | None, workers: int | None,
           threads_per_worker: int | None, memory_limit: str | None, gpus_per_worker: int | None,
-          retries: int | None, no_resume: bool, split_tiles: int | None,
-          refine_method: str | None, prn_model: str | None, fusion: str | None,
-          device: str | None, tile_size: int | None, halo: int | None, batch_size: int | None,
-          threshold: float | None, bands: str | None, no_probability: bool,
-          vector_format: str | None, dst_crs: str | None, no_vectorize: bool,
-          allow_ungeoreferenced: bool | None, as_json: bool) -> None:
+          retries: int | None, no_resume: bool, split_tiles: int | None, as_json: bool) -> None:
     """Extract roads from every scene in INPUTS (files, folders, globs, lists) into --out.
 
     Each scene gets its own folder OUT/<name>-<hash>/ with the same outputs as `roadprn
@@ -72,24 +45,6 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
     from roadprn.config import format_validation_error
     from roadprn.errors import BatchFailuresError, ConfigError
 
-    config = build_config(
-        config_path, set_items,
-        **{
-            "model": model,
-            **refine_overrides(refine_method, prn_model, fusion),
-            "inference.device": device,
-            "tiling.tile_size": tile_size,
-            "tiling.halo": halo,
-            "tiling.batch_size": batch_size,
-            "output.threshold": threshold,
-            "input.bands": parse_bands(bands),
-            "output.write_probability": False if no_probability else None,
-            "input.allow_ungeoreferenced": allow_ungeoreferenced,
-            "output.vector_format": vector_format,
-            "output.dst_crs": dst_crs,
-            "vectorize.enabled": False if no_vectorize else None,
-        },
-    )
     base = getattr(config, "batch", None) or BatchConfig()
     changes = {k: v for k, v in {
         "scheduler": scheduler, "workers": workers, "threads_per_worker": threads_per_worker,
