@@ -125,10 +125,13 @@ def run_extract(
     if base_model is None:
         base_model = load_segmentation_model(_model_spec(scene, config))
     prn = resolve_refine_model(config, base_model)
-    if prn is not None:
-        if not config.output.write_probability:
+    if prn is not None and not config.output.write_probability:
+        if config.refine.method == "prn":
             raise ConfigError("PRN refinement needs the probability raster; do not combine "
-                              "refinement with --no-probability (or pass --refine none)")
+                              "--refine prn with --no-probability")
+        log.info("no probability raster requested: PRN refinement skipped")
+        prn = None
+    if prn is not None:
         check_writable(refined_mask_path(paths), config.output.overwrite)
 
     stages: dict[str, float] = {}

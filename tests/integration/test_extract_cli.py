@@ -144,3 +144,17 @@ def test_info_on_corrupt_checkpoint(tmp_path, checkpoints):
     broken.write_bytes(checkpoints[3].read_bytes()[:2000])
     result = CliRunner().invoke(main, ["info", str(broken)])
     assert result.exit_code == 5 and "broken.pt" in result.output
+
+
+def test_no_probability_skips_auto_refinement_but_refuses_forced(tmp_path, make_raster):
+    """--no-probability with the default (auto) refinement writes the base mask only;
+    an explicit --refine prn needs the probability raster and says so before any work."""
+    path = make_raster(np.full((3, 40, 40), 120, np.uint8))
+    ok = CliRunner().invoke(main, ["extract", str(path), "--no-probability", "--no-vectorize",
+                                   "--out", str(tmp_path / "a"), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert set(json.loads(ok.stdout)["files"]) == {"mask"}
+    forced = CliRunner().invoke(main, ["extract", str(path), "--no-probability", "--refine", "prn",
+                                       "--out", str(tmp_path / "b")])
+    assert forced.exit_code == 2 and "--no-probability" in forced.output
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
