@@ -28,6 +28,7 @@ from roadprn.batch.manifest import (
     config_hash,
     latest_scene_records,
     mismatch_reason,
+    read_records,
 )
 from roadprn.batch.split import piece_path, pieces_folder
 from roadprn.batch.worker import (
@@ -139,7 +140,11 @@ def run_batch(
             try:
                 _execute(client, todo, settings, manifest, summary, run_id, progress, splits)
             except KeyboardInterrupt:
-                finished = {r["name"] for r in summary.records}
+                # the manifest is the truth: a Ctrl-C between writing a scene's record and
+                # noting it in the summary must not delete a scene the manifest calls done
+                finished = {r["name"] for r in summary.records} | {
+                    r.get("name") for r in read_records(manifest_path)
+                    if r.get("type") == "scene" and r.get("run_id") == run_id}
                 unfinished = [t for t in todo if t.name not in finished]
                 stack.close()  # a local cluster is shut down: no worker writes any more
                 for task in unfinished:
