@@ -133,7 +133,7 @@ class VectorizeConfig(VectorizeParams):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
-    workers: int = Field(1, ge=1, le=256)
+    workers: int | None = Field(None, ge=1, le=256)
 
 
 class Config(_Section):

@@ -7,7 +7,6 @@ running a segmentation model fast and safely lives here.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from roadprn.errors import ConfigError
+from roadprn.parallel import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 def configure_torch_threads(torch_threads: int | None, reader_threads: int) -> int:
     """Leave cores to the reader threads so torch and readers do not oversubscribe the CPU."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     n = torch_threads or max(1, cores - max(0, reader_threads - 1))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)

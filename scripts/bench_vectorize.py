@@ -1,9 +1,9 @@
-"""Benchmark: tiled vectoriser (Dask, N process workers) vs a whole-array baseline.
+"""Benchmark: tiled vectoriser (Dask, N worker threads) vs a whole-array baseline.
 
 The baseline is what one would write without tiling: read the whole mask, skimage
 ``skeletonize`` + ``skan.Skeleton`` on the full array. Each variant runs in its own child process;
-peak memory is the sampled sum over the child and its worker processes (RSS and PSS; PSS counts
-pages shared between forked workers once). Optionally the same pipeline as one whole tile
+peak memory is the sampled sum over the child and any worker processes (RSS and PSS; PSS counts
+pages shared between forked workers once; ``--scheduler processes`` compares process workers). Optionally the same pipeline as one whole tile
 (``--whole``) checks that tiling does not change the result (total length, junction count).
 
     python scripts/bench_vectorize.py --size 16384 --workers 2
@@ -88,33 +88,34 @@ def run_baseline(path: str) -> dict:
             * RES}
 
 
-def run_tiled(path: str, workers: int, tile: int, whole: bool) -> dict:
+def run_tiled(path: str, workers: int, tile: int, whole: bool, scheduler: str) -> dict:
     from roadprn.vectorize import VectorizeParams, network_frames, open_source
     from roadprn.vectorize.tiled import vectorize_source, vectorize_whole
 
     source = open_source(path, 0.5)
     params = VectorizeParams(tile_size_px=tile)
     net = (vectorize_whole(source, params) if whole
-           else vectorize_source(source, params, workers=workers))
+           else vectorize_source(source, params, workers=workers, scheduler=scheduler))
     roads, junctions = network_frames(net, source.transform, source.crs, source.name)
     return {"roads": len(roads), "length_m": float(roads.length_m.sum()),
             "junctions_deg3": int((junctions.degree >= 3).sum())}
 
 
-def _child(queue: mp.Queue, kind: str, path: str, workers: int, tile: int) -> None:
+def _child(queue: mp.Queue, kind: str, path: str, workers: int, tile: int,
+           scheduler: str) -> None:
     if kind == "baseline":
         out = run_baseline(path)
     else:
-        out = run_tiled(path, workers, tile, whole=kind == "whole")
+        out = run_tiled(path, workers, tile, whole=kind == "whole", scheduler=scheduler)
     queue.put(out)
 
 
-def measure(kind: str, path: Path, workers: int, tile: int) -> dict:
+def measure(kind: str, path: Path, workers: int, tile: int, scheduler: str = "threads") -> dict:
     """Wall time and peak summed RSS/PSS of a child process tree."""
     ctx = mp.get_context("spawn")
     queue: mp.Queue = ctx.Queue()
     start = time.perf_counter()
-    proc = ctx.Process(target=_child, args=(queue, kind, str(path), workers, tile))
+    proc = ctx.Process(target=_child, args=(queue, kind, str(path), workers, tile, scheduler))
     proc.start()
     root = psutil.Process(proc.pid)
     peak_rss = peak_pss = 0
@@ -150,7 +151,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=16384)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--tile", type=int, default=1024)
+    ap.add_argument("--tile", type=int, default=2048, help="core tile size (the product default)")
+    ap.add_argument("--scheduler", choices=["threads", "processes"], default="threads")
     ap.add_argument("--whole", action="store_true",
                     help="also run the pipeline as one whole tile (slow, memory hungry)")
     ap.add_argument("--json", type=Path, help="write results here")
@@ -161,7 +163,7 @@ def main() -> int:
         fraction = write_mask(path, args.size)
         print(f"mask {args.size}² written in {time.perf_counter() - t:.1f} s, "
               f"{100 * fraction:.1f} % road", flush=True)
-        results = [measure("tiled", path, args.workers, args.tile)]
+        results = [measure("tiled", path, args.workers, args.tile, args.scheduler)]
         print(json.dumps(results[-1]), flush=True)
         results.append(measure("baseline", path, args.workers, args.tile))
         print(json.dumps(results[-1]), flush=True)
@@ -170,6 +172,7 @@ def main() -> int:
             print(json.dumps(results[-1]), flush=True)
     tiled, base = results[0], results[1]
     summary = {"size": args.size, "workers": args.workers, "tile": args.tile,
+               "scheduler": args.scheduler,
                "time_ratio": round(tiled["wall_s"] / base["wall_s"], 3),
                "rss_ratio": round(tiled["peak_rss_mb"] / base["peak_rss_mb"], 3),
                "pss_ratio": round(tiled["peak_pss_mb"] / base["peak_pss_mb"], 3)}

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from roadprn.batch.config import BatchConfig
 from roadprn.errors import ConfigError
+from roadprn.parallel import available_cores
 
 log = logging.getLogger(__name__)
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def local_worker_count(settings: BatchConfig) -> int:

@@ -60,13 +60,13 @@ def build_params(threshold: float | None, overrides: dict[str, object]) -> Vecto
               show_default=True, help="gpkg: one file with roads, junctions, runs and style.")
 @click.option("--dst-crs", default=None, help="Output CRS (e.g. EPSG:4326); default: the "
                                               "raster's CRS.")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="Parallel tile workers (processes).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Parallel tile threads. [default: one per CPU core, at most 8]")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @_metre_options
 @click.pass_context
 def vectorize(ctx: click.Context, raster: Path, out_dir: Path, threshold: float | None, fmt: str,
-              dst_crs: str | None, workers: int, overwrite: bool, **metre: object) -> None:
+              dst_crs: str | None, workers: int | None, overwrite: bool, **metre: object) -> None:
     """Turn a road mask or probability raster into a road network (roads + junctions)."""
     params = build_params(threshold, metre)
     if dst_crs is not None:

@@ -19,16 +19,26 @@ def _touching_edge(labels: np.ndarray) -> np.ndarray:
     return np.unique(border[border > 0])
 
 
-def _small_labels(binary: np.ndarray, structure: np.ndarray, max_px: float) -> np.ndarray:
-    """Boolean image of the components of ``binary`` below ``max_px`` not touching the border."""
+def _small_labels(binary: np.ndarray, structure: np.ndarray | None,
+                  max_px: float) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """The components of ``binary`` below ``max_px`` that do not touch the window's border.
+
+    Returned as (bounding box, pixels of the component inside it) so that callers edit only those
+    boxes: small components are usually few and tiny, and a whole-window lookup cost as much as
+    the labelling itself.
+    """
     labels, n = ndimage.label(binary, structure=structure)
     if n == 0:
-        return np.zeros_like(binary)
+        return []
     sizes = np.bincount(labels.ravel())
     small = sizes < max_px
     small[0] = False
     small[_touching_edge(labels)] = False
-    return small[labels]
+    found = np.flatnonzero(small)
+    if len(found) == 0:
+        return []
+    boxes = ndimage.find_objects(labels)
+    return [(boxes[lab - 1], labels[boxes[lab - 1]] == lab) for lab in found.tolist()]
 
 
 def clean_mask(road: np.ndarray, min_area_px: float, min_hole_px: float) -> np.ndarray:
@@ -41,7 +51,9 @@ def clean_mask(road: np.ndarray, min_area_px: float, min_hole_px: float) -> np.n
         return road.copy()
     out = road.copy()
     if min_area_px > 0:
-        out[_small_labels(out, EIGHT, min_area_px)] = False
+        for box, pixels in _small_labels(out, EIGHT, min_area_px):
+            out[box][pixels] = False
     if min_hole_px > 0:
-        out[_small_labels(~out, None, min_hole_px)] = True
+        for box, pixels in _small_labels(~out, None, min_hole_px):
+            out[box][pixels] = True
     return out

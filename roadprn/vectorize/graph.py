@@ -383,8 +383,48 @@ class RoadNetwork:
     junction_degree: list[int]
 
 
+def _new_contacts(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Indices of lines in ``after`` that meet another line in a way they did not in ``before``.
+
+    Edges of the road graph meet only at shared end nodes; a pair is suspect when its
+    simplified lines intersect while the originals did not, or their interiors now intersect.
+    """
+    tree = shapely.STRtree(after)
+    i, j = tree.query(after, predicate="intersects")
+    keep = i < j
+    i, j = i[keep], j[keep]
+    if len(i) == 0:
+        return np.empty(0, dtype=np.int64)
+    was_apart = ~shapely.intersects(before[i], before[j])
+    interiors_meet = ~shapely.touches(after[i], after[j]) & shapely.touches(before[i], before[j])
+    bad = was_apart | interiors_meet
+    return np.unique(np.concatenate([i[bad], j[bad]]))
+
+
+def simplify_without_new_contacts(lines: list[shapely.LineString],
+                                  tolerance_m: float) -> list[shapely.LineString]:
+    """Douglas-Peucker per line, redone at smaller tolerances where lines would newly meet.
+
+    Simplifying all lines as one geometry (GEOS' topology-preserving simplifier) does the same
+    but indexes every vertex of the scene at once: ~100 MB per 100 km of road. Here each line
+    is simplified alone (keeping itself valid) and only the few lines that then touch or cross
+    a neighbour they did not before are redone with half the tolerance, finally unsimplified.
+    """
+    before = np.asarray(lines, dtype=object)
+    after = shapely.simplify(before, tolerance_m, preserve_topology=True)
+    tolerance = tolerance_m
+    for _ in range(4):
+        suspects = _new_contacts(before, after)
+        if len(suspects) == 0:
+            return list(after)
+        tolerance /= 2
+        after[suspects] = shapely.simplify(before[suspects], tolerance, preserve_topology=True)
+    after[_new_contacts(before, after)] = before[_new_contacts(before, after)]
+    return list(after)
+
+
 def simplified_network(graph: RoadGraph, tolerance_m: float) -> RoadNetwork:
-    """Topology-preserving simplification of all edges together (no new crossings)."""
+    """Simplification that keeps the topology: no new crossings or contacts between roads."""
     eids = sorted(graph.edges, key=lambda e: tuple(graph.edges[e].coords[0]) +
                   tuple(graph.edges[e].coords[-1]) + (graph.edges[e].length_m,))
     edges = [graph.edges[e] for e in eids if graph.edges[e].length_m > 0]
@@ -392,13 +432,7 @@ def simplified_network(graph: RoadGraph, tolerance_m: float) -> RoadNetwork:
     metric = [shapely.LineString(np.column_stack([e.coords[:, 1] * sx, e.coords[:, 0] * sy]))
               for e in edges]
     if tolerance_m > 0 and metric:
-        simplified = shapely.simplify(shapely.MultiLineString(metric), tolerance_m,
-                                      preserve_topology=True)
-        parts = list(shapely.get_parts(simplified))
-        if len(parts) == len(metric):
-            metric = parts
-        else:  # GEOS dropped or merged a part: fall back to per-line simplification
-            metric = [shapely.simplify(g, tolerance_m, preserve_topology=True) for g in metric]
+        metric = simplify_without_new_contacts(metric, tolerance_m)
     lines, widths, probs = [], [], []
     for edge, geom in zip(edges, metric, strict=True):
         xy = shapely.get_coordinates(geom)

@@ -28,7 +28,7 @@ class VectorizeResult:
 
 def vectorize_file(raster: str | Path, out_dir: str | Path, params: VectorizeParams,
                    fmt: str = "gpkg", dst_crs: str | None = None, overwrite: bool = False,
-                   workers: int = 1, scheduler: str | None = None,
+                   workers: int | None = None, scheduler: str | None = None,
                    config: Mapping[str, Any] | None = None,
                    model_hashes: Mapping[str, str] | None = None,
                    command: str = "vectorize") -> VectorizeResult:
@@ -42,7 +42,7 @@ def vectorize_file(raster: str | Path, out_dir: str | Path, params: VectorizePar
 
 def vectorize_to_files(source: RoadSource, input_path: str | Path, out_dir: str | Path,
                        params: VectorizeParams, *, fmt: str = "gpkg", dst_crs: str | None = None,
-                       overwrite: bool = False, workers: int = 1, scheduler: str | None = None,
+                       overwrite: bool = False, workers: int | None = None, scheduler: str | None = None,
                        config: Mapping[str, Any] | None = None,
                        model_hashes: Mapping[str, str] | None = None,
                        command: str = "vectorize") -> VectorizeResult:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import skan
-from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
@@ -36,11 +35,25 @@ class Piece:
     end_cut: bool
 
 
+def _padded_shifts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows above | below, the row itself), each padded by one column on both sides."""
+    p = np.pad(mask, 1)
+    return p[:-2] | p[2:], p[1:-1]
+
+
+def dilate8(mask: np.ndarray) -> np.ndarray:
+    """Binary dilation by a 3×3 square, via boolean shifts (~30× faster than scipy.ndimage)."""
+    vertical, row = _padded_shifts(mask)
+    both = vertical | row
+    return both[:, :-2] | both[:, 1:-1] | both[:, 2:]
+
+
 def _drop_isolated(skel: np.ndarray) -> np.ndarray:
     """Skeleton pixels with no 8-neighbour are zero-length; skan cannot graph them."""
-    neighbours = ndimage.convolve(skel.astype(np.uint8), np.ones((3, 3), np.uint8),
-                                  mode="constant")
-    return skel & (neighbours > 1)
+    vertical, row = _padded_shifts(skel)
+    has_neighbour = (vertical[:, :-2] | vertical[:, 1:-1] | vertical[:, 2:]
+                     | row[:, :-2] | row[:, 2:])
+    return skel & has_neighbour
 
 
 def road_width_m(road: np.ndarray, points: np.ndarray, scale: PixelScale) -> np.ndarray:
@@ -52,7 +65,7 @@ def road_width_m(road: np.ndarray, points: np.ndarray, scale: PixelScale) -> np.
     centre, so 2d - 0.5 px is within half a pixel of w.
     """
     pixel_m = float(np.sqrt(scale.area_m2))
-    rim = ndimage.binary_dilation(road, structure=np.ones((3, 3), bool)) & ~road
+    rim = dilate8(road) & ~road
     rim_rc = np.argwhere(rim)
     if len(rim_rc) == 0:  # road fills the window: width unknown beyond the window size
         return np.full(len(points), float(min(road.shape)) * pixel_m)
@@ -85,34 +98,58 @@ def window_pieces(road: np.ndarray, prob: np.ndarray | None, origin: tuple[int, 
     else:
         prob_all = prob[coords_all[:, 0], coords_all[:, 1]].astype(np.float64)
     coords_all += np.asarray(origin, dtype=np.int64)
+    return _owned_pieces(graph.paths.indptr, graph.paths.indices, coords_all, width_all,
+                         prob_all, core, scale)
+
+
+def _owned_pieces(indptr: np.ndarray, indices: np.ndarray, coords_all: np.ndarray,
+                  width_all: np.ndarray, prob_all: np.ndarray,
+                  core: tuple[int, int, int, int], scale: PixelScale) -> list[Piece]:
+    """Cut skan's paths (CSR rows of pixel indices, in path order) into owned runs.
+
+    Vectorised over all segments of all paths at once; Python only loops over the resulting
+    pieces (a per-path loop of small numpy calls dominated the tile time).
+    """
+    n_pix = np.diff(indptr)
+    if len(indices) < 2 or not (n_pix >= 2).any():
+        return []
+    path_of = np.repeat(np.arange(len(n_pix)), n_pix)  # path id per position in ``indices``
+    last_pos = indptr[1:] - 1  # position of each path's last pixel
+    # segment j joins positions j and j + 1 of the same path
+    seg = np.flatnonzero(path_of[:-1] == path_of[1:])
+    if len(seg) == 0:
+        return []
+    pc = coords_all[indices]
+    a, b = pc[seg], pc[seg + 1]
+    a_first = (a[:, 0] < b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] < b[:, 1]))
+    owner = np.where(a_first[:, None], a, b)
     r0, c0, r1, c1 = core
-    pieces: list[Piece] = []
-    for path in graph.paths_list():
-        if len(path) < 2:
-            continue
-        pc = coords_all[path]
-        a, b = pc[:-1], pc[1:]
-        a_first = (a[:, 0] < b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] < b[:, 1]))
-        owner = np.where(a_first[:, None], a, b)
-        owned = ((owner[:, 0] >= r0) & (owner[:, 0] < r1)
-                 & (owner[:, 1] >= c0) & (owner[:, 1] < c1))
-        if not owned.any():
-            continue
-        seg_len = segment_lengths_m(pc.astype(np.float64), scale)
-        w, p = width_all[path], prob_all[path]
-        seg_w = 0.5 * (w[:-1] + w[1:]) * seg_len
-        seg_p = 0.5 * (p[:-1] + p[1:]) * seg_len
-        p_known = np.isfinite(seg_p)
-        edges = np.diff(np.concatenate([[0], owned.astype(np.int8), [0]]))
-        for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-            sl = slice(s, e)
-            pieces.append(Piece(
-                coords=pc[s:e + 1].astype(np.float64),
-                length_m=float(seg_len[sl].sum()),
-                width_int=float(seg_w[sl].sum()),
-                prob_int=float(seg_p[sl][p_known[sl]].sum()),
-                prob_len=float(seg_len[sl][p_known[sl]].sum()),
-                start_cut=s > 0,
-                end_cut=e < len(owned),
-            ))
-    return pieces
+    owned = ((owner[:, 0] >= r0) & (owner[:, 0] < r1)
+             & (owner[:, 1] >= c0) & (owner[:, 1] < c1))
+    if not owned.any():
+        return []
+    step = (b - a).astype(np.float64)
+    seg_len = np.hypot(step[:, 0] * scale.dy_m, step[:, 1] * scale.dx_m)
+    w, p = width_all[indices], prob_all[indices]
+    seg_w = 0.5 * (w[seg] + w[seg + 1]) * seg_len
+    seg_p = 0.5 * (p[seg] + p[seg + 1]) * seg_len
+    p_known = np.isfinite(seg_p)
+    seg_p = np.where(p_known, seg_p, 0.0)
+    seg_p_len = np.where(p_known, seg_len, 0.0)
+    # runs of owned segments that are consecutive within one path
+    keep = np.flatnonzero(owned)
+    pos = seg[keep]
+    breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+    run_first = np.concatenate([[0], breaks])  # index into ``keep``
+    run_last = np.concatenate([breaks - 1, [len(keep) - 1]])
+    sums = [np.add.reduceat(arr[keep], run_first)
+            for arr in (seg_len, seg_w, seg_p, seg_p_len)]
+    start_pos, end_pos = pos[run_first], pos[run_last] + 1  # pixel positions in ``indices``
+    start_cut = start_pos != indptr[path_of[start_pos]]
+    end_cut = end_pos != last_pos[path_of[end_pos]]
+    coords_f = pc.astype(np.float64)
+    return [Piece(coords=coords_f[s:e + 1], length_m=float(length), width_int=float(wi),
+                  prob_int=float(pi), prob_len=float(pl), start_cut=bool(sc), end_cut=bool(ec))
+            for s, e, length, wi, pi, pl, sc, ec in zip(
+                start_pos.tolist(), end_pos.tolist(), *(x.tolist() for x in sums),
+                start_cut.tolist(), end_cut.tolist(), strict=True)]

@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from roadprn.errors import InputError
-from roadprn.raster import open_dataset
+from roadprn.raster import bounded_gdal_cache, open_dataset
 
 RasterKind = Literal["mask", "prob"]
 SCAN_ROWS = 512
@@ -130,7 +130,7 @@ def open_source(path: str | Path, threshold: float) -> FileSource:
     probability (or a mask when only 0 and 1 occur). Anything else is refused.
     """
     path = Path(path)
-    with open_dataset(path) as ds:  # one-line errors; no network reached from a local file
+    with bounded_gdal_cache(), open_dataset(path) as ds:  # one-line errors; no network reached
         if ds.crs is None:
             raise InputError(f"{path} has no CRS; vectorising needs georeferenced pixels")
         if ds.count < 1:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import dask
 
+from roadprn.parallel import local_thread_count
+from roadprn.raster import bounded_gdal_cache
 from roadprn.vectorize.cleanup import clean_mask
 from roadprn.vectorize.graph import RoadNetwork, clean_graph, from_pieces, simplified_network
 from roadprn.vectorize.params import VectorizeParams
@@ -58,19 +60,22 @@ def tile_pieces(source: RoadSource, box: TileBox, scale: PixelScale,
     return window_pieces(road, pixels.prob, (wr0, wc0), box.core, scale)
 
 
-def vectorize_source(source: RoadSource, params: VectorizeParams, workers: int = 1,
+def vectorize_source(source: RoadSource, params: VectorizeParams, workers: int | None = None,
                      scheduler: str | None = None) -> RoadNetwork:
     """Road network of a whole scene, computed tile by tile.
 
-    ``scheduler`` is any Dask scheduler name; the default is "processes" with ``workers``
-    workers when workers > 1 (skeletonising holds the GIL), else "sync". Inside a Dask
-    distributed worker pass "sync".
+    ``workers`` threads (default: one per core, 1 inside a Dask worker) share one process:
+    reading, labelling and skeletonising release the GIL, so threads scale about as well as
+    processes without their start-up cost or per-process copies of the libraries.
+    ``scheduler`` is any Dask scheduler name to override that ("processes", "sync").
     """
+    workers = local_thread_count(workers)
     scale = pixel_scale(source.transform, source.crs, source.shape, source.name)
     boxes = tile_grid(source.shape, params.tile_size_px, halo_pixels(params, scale))
     tasks = [dask.delayed(tile_pieces, pure=True)(source, box, scale, params) for box in boxes]
-    chosen = scheduler or ("processes" if workers > 1 else "sync")
-    per_tile = dask.compute(*tasks, scheduler=chosen, num_workers=workers)
+    chosen = scheduler or ("threads" if workers > 1 else "sync")
+    with bounded_gdal_cache():  # windows are read once: a large cache only grows memory
+        per_tile = dask.compute(*tasks, scheduler=chosen, num_workers=workers)
     graph = from_pieces((p for pieces in per_tile for p in pieces), scale)
     clean_graph(graph, params)
     return simplified_network(graph, params.simplify_tolerance_m)

@@ -205,3 +205,39 @@ def test_lengths_are_geodesic_on_epsg4326() -> None:
     assert roads.length_m.sum() == pytest.approx(expected, rel=0.03)
     assert roads.width_m.iloc[0] == pytest.approx(10 * 0.2997, rel=0.1)
     assert roads.crs.to_epsg() == 4326
+
+
+def test_simplification_never_makes_roads_meet_that_did_not() -> None:
+    """A bent road simplified alone at 2 m would run through a road ending 1 m from its bend."""
+    from roadprn.vectorize.graph import simplify_without_new_contacts
+
+    a = shapely.LineString([(0, 0), (20, 1.5), (40, 0)])
+    b = shapely.LineString([(20, 0.5), (20, -5)])
+    far = shapely.LineString(np.c_[np.linspace(0, 40, 81), 50 + 0.1 * np.sin(np.arange(81))])
+    assert not a.intersects(b)
+    assert shapely.simplify(a, 2.0).crosses(b)  # what must not happen
+    out = simplify_without_new_contacts([a, b, far], 2.0)
+    assert not out[0].intersects(out[1])
+    assert all(shapely.is_valid(out))
+    assert len(shapely.get_coordinates(out[2])) == 2  # lines with room are still simplified
+    assert out[0].hausdorff_distance(a) <= 2.0 + 1e-9
+
+
+def test_boolean_shift_morphology_equals_scipy() -> None:
+    from scipy import ndimage
+
+    from roadprn.vectorize.skeleton import _drop_isolated, dilate8
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((57, 91)) < 0.05
+    eight = np.ones((3, 3), bool)
+    assert np.array_equal(dilate8(mask), ndimage.binary_dilation(mask, structure=eight))
+    counts = ndimage.convolve(mask.astype(np.uint8), eight.astype(np.uint8), mode="constant")
+    assert np.array_equal(_drop_isolated(mask), mask & (counts > 1))
+
+
+def test_thread_count_defaults_to_cores_and_respects_a_request() -> None:
+    from roadprn.parallel import available_cores, local_thread_count
+
+    assert local_thread_count(3) == 3
+    assert local_thread_count(None) == max(1, min(8, available_cores()))
