@@ -10,12 +10,12 @@ renamed only when complete.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +25,13 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
-from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from roadprn import __version__
 from roadprn.config import Config, NormalizationConfig, OutputConfig
 from roadprn.errors import InputError, ModelError
-from roadprn.grid import Grid, inference_grid, scene_grid, warped
+from roadprn.grid import Grid, inference_grid, scene_grid
 from roadprn.inference import (
     Predictor,
     SegmentationModel,
@@ -52,6 +51,7 @@ from roadprn.raster import (
     read_window,
 )
 from roadprn.stitch import Strip, StripStitcher
+from roadprn.tile_reader import DaskBatchLoader, ThreadLocalReader
 from roadprn.tiling import Tile, TilePlan
 
 log = logging.getLogger(__name__)
@@ -140,60 +140,6 @@ def choose_tiling(config: Config, model: SegmentationModel, device_type: str) ->
         raise ConfigError(f"tiling.tile_size ({tile}) must be larger than 2 x tiling.halo ({halo})")
     blend = halo // 2 if config.tiling.blend == "hann" else 0
     return TilingChoice(tile, halo, batch, blend)
-
-
-class _ThreadLocalReader:
-    """GDAL handles are not thread-safe: each reader thread opens its own (warped if resampling)."""
-
-    def __init__(self, path: str, grid: Grid | None = None) -> None:
-        self.path = path
-        self.grid = grid if grid is not None and grid.resampled else None
-        self._local = threading.local()
-        self._handles: list[Any] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> DatasetReader:
-        ds = getattr(self._local, "ds", None)
-        if ds is None:
-            ds = open_dataset(self.path)
-            with self._lock:
-                self._handles.append(ds)
-            if self.grid is not None:
-                ds = warped(ds, self.grid)
-                with self._lock:
-                    self._handles.append(ds)
-            self._local.ds = ds
-        return ds
-
-    def close(self) -> None:
-        with self._lock:
-            for ds in reversed(self._handles):
-                ds.close()
-            self._handles.clear()
-
-
-class _Prefetcher:
-    """Keeps ``depth`` reads in flight ahead of the consumer, yielding results in order."""
-
-    def __init__(self, items: Iterator[Tile], submit: Callable[[Tile], Future], depth: int) -> None:
-        self._items = items
-        self._submit = submit
-        self._depth = depth
-        self._window: deque[tuple[Tile, Future]] = deque()
-
-    def __iter__(self) -> Iterator[tuple[Tile, Future]]:
-        for item in self._items:
-            self._window.append((item, self._submit(item)))
-            if len(self._window) >= self._depth:
-                yield self._window.popleft()
-        while self._window:
-            yield self._window.popleft()
-
-    def cancel(self) -> None:
-        """On early exit (error, Ctrl-C): drop queued reads so shutdown waits only for running ones."""
-        for _, future in self._window:
-            future.cancel()
-        self._window.clear()
 
 
 @dataclass(frozen=True)
@@ -371,14 +317,14 @@ def predict_strips(
 ) -> Iterator[Strip]:
     """Stitched float probabilities of the whole scene, as finished full-width row strips.
 
-    Reads run ``prefetch_batches`` batches ahead on ``reader_threads`` threads while the model
-    works on the current batch. ``tile_rows=(a, b)``: only scene rows ``[a, b) x stride`` (a band
+    Reads and normalisation run as Dask tasks on ``reader_threads`` threads, up to
+    ``prefetch_batches`` batches ahead of the model (:class:`~roadprn.tile_reader.DaskBatchLoader`). ``tile_rows=(a, b)``: only scene rows ``[a, b) x stride`` (a band
     of a scene split across workers), computed with one tile row of context on each side so that
     they equal the same rows of the whole scene.
     """
     stats = stats if stats is not None else {}
     stats.setdefault("model_seconds", 0.0)
-    reader = _ThreadLocalReader(path, grid)
+    reader = ThreadLocalReader(path, grid)
 
     def read(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
         # the nominal core (stride²) even where the scene ends inside it, so every tile has the
@@ -394,25 +340,15 @@ def predict_strips(
         keep = (tile_rows[0] * plan.stride, min(tile_rows[1] * plan.stride, plan.height))
     stitcher = StripStitcher(plan, align=WRITE_BLOCK, first_row=rows.start)
     bar = _progress_bar(len(rows) * plan.n_cols, path, plan, progress)
-    depth = batch_size * (prefetch_batches + 1)
+    tiles = (plan.tile(r, c) for r in rows for c in range(plan.n_cols))
+    batches = iter(lambda: list(itertools.islice(tiles, batch_size)), [])
     try:
-        with ThreadPoolExecutor(reader_threads, "roadprn-read") as readers:
-            batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
-            tiles = _Prefetcher((plan.tile(r, c) for r in rows for c in range(plan.n_cols)),
-                                lambda t: readers.submit(read, t), depth)
-            try:
-                for tile, future in tiles:
-                    data, valid = future.result()
-                    batch.append((tile, data, valid))
-                    if len(batch) == batch_size:
-                        yield from _keep_rows(_predict_batch(batch, predictor, stitcher, stats, bar),
-                                              keep)
-                        batch = []
-                if batch:
-                    yield from _keep_rows(_predict_batch(batch, predictor, stitcher, stats, bar), keep)
-                yield from _keep_rows(stitcher.finish(rows.stop - 1), keep)
-            finally:
-                tiles.cancel()
+        with DaskBatchLoader(batches, read, threads=reader_threads, depth=prefetch_batches,
+                             collate=_stack_tiles) as loader:
+            for batch_tiles, (data, valid) in loader:
+                strips = _predict_batch(batch_tiles, data, valid, predictor, stitcher, stats, bar)
+                yield from _keep_rows(strips, keep)
+            yield from _keep_rows(stitcher.finish(rows.stop - 1), keep)
     finally:
         bar.close()
         reader.close()
@@ -445,13 +381,20 @@ def _keep_rows(strips: Iterator[Strip], keep: tuple[int, int] | None) -> Iterato
             yield Strip(lo, strip.prob[a:b], strip.valid[a:b])
 
 
-def _predict_batch(batch, predictor: Predictor, stitcher: StripStitcher, stats, bar) -> Iterator[Strip]:
+def _stack_tiles(loaded: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One (B, C, H, W) model input plus the per-tile validity masks."""
+    return np.stack([data for data, _ in loaded]), [valid for _, valid in loaded]
+
+
+def _predict_batch(tiles: list[Tile], data: np.ndarray, valid: list[np.ndarray],
+                   predictor: Predictor, stitcher: StripStitcher, stats: dict[str, float],
+                   bar: Any) -> Iterator[Strip]:
     t0 = time.perf_counter()
-    prob = predictor(np.stack([data for _, data, _ in batch]))
+    prob = predictor(data)
     stats["model_seconds"] += time.perf_counter() - t0
-    bar.update(len(batch))
-    for (tile, _, valid), tile_prob in zip(batch, prob, strict=True):
-        yield from stitcher.add(tile, tile_prob, valid)
+    bar.update(len(tiles))
+    for tile, tile_prob, tile_valid in zip(tiles, prob, valid, strict=True):
+        yield from stitcher.add(tile, tile_prob, tile_valid)
 
 
 def _write_outputs(
