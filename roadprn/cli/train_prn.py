@@ -196,11 +196,11 @@ def prn(ctx: click.Context, base_model, pair_items, pairs_csv, prob_items, outpu
 
 def _check_prob_source(path: Path, base_sha256: str) -> None:
     """A probability raster written by ``extract`` names its base model: it must be this one."""
-    import rasterio
+    from roadprn.raster import open_dataset
 
     if not path.is_file():
         raise InputError(f"probability raster not found: {path}")
-    with rasterio.open(path) as ds:
+    with open_dataset(path) as ds:
         made_by = ds.tags().get("ROADPRN_MODEL_SHA256")
     if made_by and made_by != "unknown" and made_by != base_sha256:
         raise InputError(f"{path} was made by base model {made_by[:12]}…, not --base-model "

@@ -42,6 +42,7 @@ from roadprn.raster import (
     BandNormalizer,
     check_band_count,
     make_normalizer,
+    open_dataset,
     open_raster,
     open_scene,
     read_window,
@@ -250,7 +251,7 @@ def _measure_labels(path: Path) -> tuple[int, int, np.ndarray]:
     """Road and total pixel counts, and the road cells (row0, col0, count) for oversampling."""
     road = labelled = 0
     cells: list[np.ndarray] = []
-    with rasterio.open(path) as ds:
+    with open_dataset(path) as ds:
         for row0 in range(0, ds.height, LABEL_BLOCK):
             for col0 in range(0, ds.width, LABEL_BLOCK):
                 h, w = min(LABEL_BLOCK, ds.height - row0), min(LABEL_BLOCK, ds.width - col0)
@@ -334,7 +335,7 @@ class _SceneReaders:
     def get(self, path: str) -> Any:
         ds = self._open.get(path)
         if ds is None:
-            ds = rasterio.open(path)
+            ds = open_dataset(path)
             self._open[path] = ds
         return ds
 
