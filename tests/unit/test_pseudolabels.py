@@ -146,3 +146,78 @@ def test_bad_inputs() -> None:
         pseudo_labels(np.full((4, 4), np.nan), np.zeros((4, 4)), 2)
     with pytest.raises(ValueError, match="positive"):
         pseudo_labels(np.zeros((4, 4)), np.zeros((4, 4)), 0)
+
+
+def test_thresholds_are_the_python_quotients() -> None:
+    # the compiled kernels compare with (j + 1) / 20 computed on the fly
+    assert THRESHOLDS.tolist() == [(j + 1) / 20 for j in range(20)]
+
+
+def test_out_of_range_values() -> None:
+    # ceil(20·p) of a huge p does not fit an integer: the kernel must clamp before rounding
+    values = np.array([-1e300, -3e38, -2.0, -0.0, 1e-45, 1.0, 1.0000001, 1.05, 3e9, 3e38, 1e300])
+    expected = (values[:, None] > THRESHOLDS).sum(axis=-1)
+    np.testing.assert_array_equal(threshold_bins(values), expected)
+    np.testing.assert_array_equal(threshold_bins(values[1:-1].astype(np.float32)), expected[1:-1])
+    prob = np.resize(values, (6, 10))
+    truth = np.arange(60).reshape(6, 10) % 3 == 0
+    want, _ = loop_pseudo_labels(prob, truth, 4)
+    np.testing.assert_array_equal(pseudo_labels(prob, truth, 4), want)
+    for bad in (np.inf, -np.inf, np.nan):
+        prob32 = np.zeros((2, 5, 5), np.float32)
+        prob32[1, 4, 4] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            patch_thresholds(prob32, np.zeros((2, 5, 5)), 2)
+
+
+@pytest.mark.parametrize("patch", [1, 3, None])
+def test_tiny_maps(patch: int | None) -> None:
+    for shape in [(1, 1), (1, 7), (5, 1), (2, 3)]:
+        rng = np.random.default_rng(shape)
+        prob = rng.random(shape)
+        truth = rng.random(shape) < 0.5
+        size = patch or max(shape)
+        want_labels, want_taus = loop_pseudo_labels(prob, truth, size)
+        np.testing.assert_array_equal(pseudo_labels(prob, truth, patch), want_labels)
+        np.testing.assert_array_equal(patch_thresholds(prob, truth, patch), want_taus)
+
+
+def test_any_layout_dtype_and_byte_order() -> None:
+    rng = np.random.default_rng(7)
+    prob, truth = random_maps(rng, 3, 30, 40)
+    expected = pseudo_labels(prob, truth, (7, 9))
+    strided = np.zeros((3, 60, 40))
+    strided[:, ::2] = prob
+    variants = [
+        (strided[:, ::2], truth),  # non-contiguous
+        (np.asfortranarray(prob), np.asfortranarray(truth)),
+        (prob.astype(">f8"), truth.astype(np.uint8) * 255),  # big-endian, truth as 0/255
+        (prob.tolist(), truth.tolist()),
+    ]
+    for p, g in variants:
+        np.testing.assert_array_equal(pseudo_labels(p, g, (7, 9)), expected)
+    flipped = pseudo_labels(prob[:, ::-1, ::-1], truth[:, ::-1, ::-1], (7, 9))
+    for i in range(3):
+        want, _ = loop_pseudo_labels(prob[i, ::-1, ::-1], truth[i, ::-1, ::-1], (7, 9))
+        np.testing.assert_array_equal(flipped[i], want)
+
+
+def test_empty_batch() -> None:
+    assert pseudo_labels(np.zeros((0, 8, 8)), np.zeros((0, 8, 8)), 4).shape == (0, 8, 8)
+    assert patch_thresholds(np.zeros((0, 8, 8)), np.zeros((0, 8, 8)), 4).shape == (0, 2, 2)
+
+
+def test_compiles_without_a_writable_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    # read-only package and home: numba finds no cache directory and cache=True would raise
+    import numba
+    from numba.core import caching
+
+    from roadprn.pseudolabels import _jit
+
+    def read_only(self: object) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(caching._CacheLocator, "ensure_cache_path", read_only)
+    with pytest.raises(RuntimeError, match="no locator"):
+        numba.njit(cache=True)(lambda x: x + 1)
+    assert _jit(lambda x: x + 1)(1) == 2
