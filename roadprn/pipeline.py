@@ -39,6 +39,7 @@ from roadprn.inference import (
     resolve_device,
 )
 from roadprn.io import TMP_MARKER, atomic_output, check_writable
+from roadprn.overviews import StreamedOverviews
 from roadprn.raster import (
     BandNormalizer,
     SceneInfo,
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MASK_NODATA = 255
 WRITE_BLOCK = 256
+COG_BLOCK = 512
 # GDAL's block cache (MB) while writing: strips are full-width and block-aligned, so blocks are
 # complete when written and need no caching; GDAL's default (5 % of RAM) would grow with the scene.
 GDAL_CACHE_MB = 64
@@ -249,8 +251,9 @@ def extract_probability(
             else:
                 stats["model_seconds"] = 0.0
                 strips = _covering_grid(precomputed_strips, grid)
-            _write_outputs(strips, info, grid, config, raw_prob if prob_final else None, raw_mask,
-                           tags, stats)
+            sources = _write_outputs(strips, info, grid, config,
+                                     raw_prob if prob_final else None, raw_mask, tags, stats,
+                                     overviews=not grid.resampled)
             t_cog = time.perf_counter()
             if grid.resampled:  # back to the scene grid, still window by window
                 back = paths.folder / f"{paths.mask.stem}{TMP_MARKER}back.tif"
@@ -265,9 +268,9 @@ def extract_probability(
                     _resample_to_scene(raw_mask, back, info, config, tags, kind="mask")
                 _to_cog(back, mask_final, config.output, resampling="NEAREST")
             else:  # GDAL releases the GIL: both conversions run at once
-                jobs = [(raw_mask, mask_final, "NEAREST")]
+                jobs = [(sources[raw_mask], mask_final, "NEAREST")]
                 if prob_final is not None:
-                    jobs.append((raw_prob, prob_final, "AVERAGE"))
+                    jobs.append((sources[raw_prob], prob_final, "AVERAGE"))
                 with ThreadPoolExecutor(len(jobs), "roadprn-cog") as pool:
                     for done in [pool.submit(_to_cog, src, dst, config.output, resampling=r)
                                  for src, dst, r in jobs]:
@@ -406,15 +409,33 @@ def _write_outputs(
     raw_mask: Path,
     tags: dict[str, str],
     stats: dict[str, float],
-) -> None:
-    """Write strips on a writer thread (so compression overlaps inference), at most two queued."""
+    *,
+    overviews: bool = True,
+) -> dict[Path, Path]:
+    """Write strips on a writer thread (so compression overlaps inference), at most two queued.
+
+    Returns what to convert to a COG for each raw raster: with ``overviews`` a VRT that adds
+    the overview levels built on the way (:mod:`roadprn.overviews`), else the raw file itself.
+    """
     threshold = config.output.threshold
     profile = _raw_profile(info, grid, config.output.compress)
     stats.update(road_pixels=0.0, valid_pixels=0.0, write_wait_seconds=0.0)
+    pyramids: dict[Path, StreamedOverviews] = {}
+    # exits in reverse: the writer thread finishes before anything it writes to is closed
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB), \
-            ThreadPoolExecutor(1, "roadprn-write") as writer_pool, \
             _open_raw(raw_mask, profile, nodata=MASK_NODATA, tags=tags) as mask_ds, \
-            _open_raw(raw_prob, profile, nodata=None, tags=tags) as prob_ds:
+            _open_raw(raw_prob, profile, nodata=None, tags=tags) as prob_ds, \
+            contextlib.ExitStack() as closing, \
+            ThreadPoolExecutor(1, "roadprn-write") as writer_pool:
+        if overviews:
+            pyramids[raw_mask] = StreamedOverviews(raw_mask, grid.width, grid.height, profile,
+                                                   "nearest", nodata=MASK_NODATA,
+                                                   blocksize=COG_BLOCK)
+            closing.callback(pyramids[raw_mask].close)
+            if raw_prob is not None:
+                pyramids[raw_prob] = StreamedOverviews(raw_prob, grid.width, grid.height,
+                                                       profile, "average", blocksize=COG_BLOCK)
+                closing.callback(pyramids[raw_prob].close)
 
         def write(strip: Strip) -> None:
             # uint8 throughout: a full-width strip of a wide scene is tens of MB per copy
@@ -423,6 +444,8 @@ def _write_outputs(
             mask = (strip.prob > threshold).view(np.uint8)
             mask[invalid] = MASK_NODATA
             mask_ds.write(mask[None], window=window)
+            if raw_mask in pyramids:
+                pyramids[raw_mask].add(mask, strip.valid)
             if prob_ds is not None:
                 scaled = np.multiply(strip.prob, 255.0, dtype=np.float32)
                 np.rint(scaled, out=scaled)
@@ -431,6 +454,8 @@ def _write_outputs(
                 prob[invalid] = 0
                 prob_ds.write(prob[None], window=window)
                 prob_ds.write_mask(strip.valid.view(np.uint8) * np.uint8(255), window=window)
+                if raw_prob in pyramids:
+                    pyramids[raw_prob].add(prob, strip.valid)
             stats["road_pixels"] += float(np.count_nonzero(mask == 1))
             stats["valid_pixels"] += float(np.count_nonzero(strip.valid))
 
@@ -447,6 +472,11 @@ def _write_outputs(
         finally:
             for fut in pending:
                 fut.cancel()
+    sources = {raw: raw for raw in (raw_mask, raw_prob) if raw is not None}
+    for raw, pyramid in pyramids.items():
+        pyramid.close()
+        sources[raw] = pyramid.write_vrt(info.crs, grid.transform, tags)
+    return sources
 
 
 def _raw_profile(info: SceneInfo, grid: Grid, compress: str) -> dict[str, Any]:
@@ -511,14 +541,18 @@ def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
 
 
 def _to_cog(src: Path, dst: Path, output: OutputConfig, resampling: str) -> None:
-    """Rewrite a finished raster as a Cloud-Optimised GeoTIFF with overviews (GDAL streams it)."""
+    """Rewrite a finished raster as a Cloud-Optimised GeoTIFF with overviews (GDAL streams it).
+
+    A VRT from :func:`_write_outputs` brings its overviews along; anything else gets them
+    computed here with ``resampling``.
+    """
     options: dict[str, Any] = {"COMPRESS": output.compress.upper()}
     if output.compress != "zstd":
         options["PREDICTOR"] = "YES"
     if output.compress_level is not None and output.compress != "lzw":
         options["LEVEL"] = output.compress_level
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB):
-        rasterio.shutil.copy(src, dst, driver="COG", BLOCKSIZE=512, OVERVIEWS="AUTO",
+        rasterio.shutil.copy(src, dst, driver="COG", BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO",
                              RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
                              **options)
 

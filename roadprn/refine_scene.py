@@ -120,8 +120,9 @@ def refine_scene(
             )
             tags = {"ROADPRN_REFINED_BY": prn.name, "ROADPRN_PRN_SHA256": prn.sha256,
                     "ROADPRN_FUSION": config.refine.fusion, "ROADPRN_SOURCE": info.path}
-            _write_outputs(strips, info, scene_grid(info), config, None, raw, tags, stats)
-            _to_cog(raw, final, config.output, resampling="NEAREST")
+            sources = _write_outputs(strips, info, scene_grid(info), config, None, raw, tags,
+                                     stats)
+            _to_cog(sources[raw], final, config.output, resampling="NEAREST")
     finally:
         for leftover in raw.parent.glob(raw.name + "*"):
             leftover.unlink(missing_ok=True)
