@@ -5,6 +5,8 @@ The baseline is what one would write without tiling: read the whole mask, skimag
 peak memory is the sampled sum over the child and any worker processes (RSS and PSS; PSS counts
 pages shared between forked workers once; ``--scheduler processes`` compares process workers). Optionally the same pipeline as one whole tile
 (``--whole``) checks that tiling does not change the result (total length, junction count).
+A third child only imports the libraries both use and lets skan compile (its numba JIT): that
+fixed footprint, ~0.35 GB, is reported so the memory that grows with the scene can be compared.
 
     python scripts/bench_vectorize.py --size 16384 --workers 2
 """
@@ -101,9 +103,23 @@ def run_tiled(path: str, workers: int, tile: int, whole: bool, scheduler: str) -
             "junctions_deg3": int((junctions.degree >= 3).sum())}
 
 
+def run_footprint() -> dict:
+    """What both variants pay before any pixel: the libraries and skan's JIT compilation."""
+    import rasterio  # noqa: F401
+    import skan
+    from skimage.morphology import skeletonize
+
+    cross = np.zeros((32, 32), bool)
+    cross[16, 4:28] = cross[4:28, 16] = True
+    skan.Skeleton(skeletonize(cross)).path_lengths()
+    return {}
+
+
 def _child(queue: mp.Queue, kind: str, path: str, workers: int, tile: int,
            scheduler: str) -> None:
-    if kind == "baseline":
+    if kind == "footprint":
+        out = run_footprint()
+    elif kind == "baseline":
         out = run_baseline(path)
     else:
         out = run_tiled(path, workers, tile, whole=kind == "whole", scheduler=scheduler)
@@ -151,12 +167,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=16384)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--tile", type=int, default=2048, help="core tile size (the product default)")
+    ap.add_argument("--tile", type=int, default=None,
+                    help="core tile size (default: the product default)")
     ap.add_argument("--scheduler", choices=["threads", "processes"], default="threads")
     ap.add_argument("--whole", action="store_true",
                     help="also run the pipeline as one whole tile (slow, memory hungry)")
     ap.add_argument("--json", type=Path, help="write results here")
     args = ap.parse_args()
+    if args.tile is None:
+        from roadprn.vectorize import VectorizeParams
+
+        args.tile = VectorizeParams().tile_size_px
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"synthetic_{args.size}.tif"
         t = time.perf_counter()
@@ -167,17 +188,23 @@ def main() -> int:
         print(json.dumps(results[-1]), flush=True)
         results.append(measure("baseline", path, args.workers, args.tile))
         print(json.dumps(results[-1]), flush=True)
+        results.append(measure("footprint", path, args.workers, args.tile))
+        print(json.dumps(results[-1]), flush=True)
         if args.whole:
             results.append(measure("whole", path, args.workers, args.tile))
             print(json.dumps(results[-1]), flush=True)
-    tiled, base = results[0], results[1]
+    tiled, base, libs = results[0], results[1], results[2]
     summary = {"size": args.size, "workers": args.workers, "tile": args.tile,
                "scheduler": args.scheduler,
                "time_ratio": round(tiled["wall_s"] / base["wall_s"], 3),
                "rss_ratio": round(tiled["peak_rss_mb"] / base["peak_rss_mb"], 3),
-               "pss_ratio": round(tiled["peak_pss_mb"] / base["peak_pss_mb"], 3)}
+               "pss_ratio": round(tiled["peak_pss_mb"] / base["peak_pss_mb"], 3),
+               # memory each variant needs beyond the shared libraries + JIT (what scales)
+               "rss_above_libraries_ratio": round(
+                   (tiled["peak_rss_mb"] - libs["peak_rss_mb"])
+                   / max(1, base["peak_rss_mb"] - libs["peak_rss_mb"]), 3)}
     if args.whole:
-        whole = results[2]
+        whole = results[3]
         summary["length_rel_diff"] = round(abs(tiled["length_m"] / whole["length_m"] - 1), 5)
         summary["same_junctions"] = tiled["junctions_deg3"] == whole["junctions_deg3"]
     print(json.dumps(summary))

@@ -37,7 +37,7 @@ class VectorizeParams(BaseModel):
                                            "angle to be bridged.")
     min_network_length_m: float = Field(
         10.0, ge=0.0, description="Isolated networks shorter than this in total are dropped.")
-    tile_size_px: int = Field(2048, ge=64, description="Core tile size of the tiled vectoriser.")
+    tile_size_px: int = Field(1024, ge=64, description="Core tile size of the tiled vectoriser.")
     halo_m: float = Field(
         25.0, gt=0.0, description="Context read around each tile; must exceed half the widest "
                                   "road's width (and small blobs) so skeletons agree at seams.")
