@@ -447,10 +447,13 @@ def _write_outputs(
             if raw_mask in pyramids:
                 pyramids[raw_mask].add(mask, strip.valid)
             if prob_ds is not None:
-                scaled = np.multiply(strip.prob, 255.0, dtype=np.float32)
+                # in place: the strip is this writer's own copy, and a scaled copy of a wide
+                # strip would be the largest temporary of the run
+                owned = strip.prob.dtype == np.float32 and strip.prob.flags.writeable
+                scaled = np.multiply(strip.prob, 255.0, out=strip.prob if owned else None,
+                                     dtype=np.float32)
                 np.rint(scaled, out=scaled)
                 prob = scaled.astype(np.uint8)
-                del scaled
                 prob[invalid] = 0
                 prob_ds.write(prob[None], window=window)
                 prob_ds.write_mask(strip.valid.view(np.uint8) * np.uint8(255), window=window)
