@@ -57,11 +57,12 @@ class PRNPredictor:
         self.module = model.module.to(device).eval()
         self.device = device
         self.fusion = fusion
+        self.with_local = fusion != "global"  # the local branch would be computed for nothing
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        out = self.module(x)
+        out = self.module(x, with_local=self.with_local)
         global_map = out.global_map[:, 0].float().cpu().numpy()
         local_map = None if out.local_map is None else out.local_map[:, 0].float().cpu().numpy()
         return fuse(global_map, local_map, rule=self.fusion).astype(np.float32)

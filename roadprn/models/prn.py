@@ -337,12 +337,14 @@ class PatchRefineNet(nn.Module):
         sharpness = torch.exp(log_sharpness.clamp(-_LOG_SHARPNESS_LIMIT, _LOG_SHARPNESS_LIMIT))
         return torch.sigmoid(sharpness * (torch.logit(prob, eps=_LOGIT_EPS) - offset))
 
-    def forward(self, prob: torch.Tensor) -> PRNOutput:
+    def forward(self, prob: torch.Tensor, with_local: bool = True) -> PRNOutput:
+        """Both branches; ``with_local=False`` skips the local decoder (about half the cost)
+        when only the global map is used, as with the default ``global`` fusion."""
         self.check_input(prob)
         features = self.encode(prob)
         global_map = self.finish(self.decode_global(features), prob)
         local_map = None
-        if self.local_decoder is not None:
+        if self.local_decoder is not None and with_local:
             local_map = self.finish(self.decode_local(features), prob)
         return PRNOutput(global_map, local_map)
 

@@ -139,3 +139,19 @@ def test_training_mode_backward() -> None:
     (out.global_map.mean() + out.local_map.mean()).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_global_only_forward_skips_the_local_branch_and_keeps_the_global_map() -> None:
+    torch.manual_seed(0)
+    model = PatchRefineNet("fast", grid=4, map_size=128).eval()
+    for p in model.parameters():  # away from the identity start, so the maps are non-trivial
+        p.data.add_(0.05 * torch.randn_like(p))
+    prob = torch.rand(2, 1, 128, 128)
+    with torch.inference_mode():
+        both = model(prob)
+        calls = []
+        hook = model.local_decoder.register_forward_hook(lambda *a: calls.append(1))
+        only = model(prob, with_local=False)
+        hook.remove()
+    assert only.local_map is None and not calls
+    assert torch.equal(only.global_map, both.global_map)
