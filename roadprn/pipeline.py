@@ -321,7 +321,8 @@ def predict_strips(
     """Stitched float probabilities of the whole scene, as finished full-width row strips.
 
     Reads and normalisation run as Dask tasks on ``reader_threads`` threads, up to
-    ``prefetch_batches`` batches ahead of the model (:class:`~roadprn.tile_reader.DaskBatchLoader`). ``tile_rows=(a, b)``: only scene rows ``[a, b) x stride`` (a band
+    ``prefetch_batches`` batches ahead of the model (:class:`~roadprn.tile_reader.DaskBatchLoader`).
+    ``tile_rows=(a, b)``: only scene rows ``[a, b) x stride`` (a band
     of a scene split across workers), computed with one tile row of context on each side so that
     they equal the same rows of the whole scene.
     """
