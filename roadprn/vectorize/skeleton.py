@@ -26,7 +26,7 @@ class Piece:
     known; dividing by the length gives means that stay exact when pieces are concatenated.
     """
 
-    coords: np.ndarray  # (N, 2) float64 pixel (row, col) of pixel centres, N >= 2
+    coords: np.ndarray  # (N, 2) int32 pixel (row, col) of pixel centres, N >= 2 (exact, compact)
     length_m: float
     width_int: float
     prob_int: float
@@ -147,8 +147,8 @@ def _owned_pieces(indptr: np.ndarray, indices: np.ndarray, coords_all: np.ndarra
     start_pos, end_pos = pos[run_first], pos[run_last] + 1  # pixel positions in ``indices``
     start_cut = start_pos != indptr[path_of[start_pos]]
     end_cut = end_pos != last_pos[path_of[end_pos]]
-    coords_f = pc.astype(np.float64)
-    return [Piece(coords=coords_f[s:e + 1], length_m=float(length), width_int=float(wi),
+    coords_i = pc.astype(np.int32)  # the scene's whole skeleton lives in these: keep it small
+    return [Piece(coords=coords_i[s:e + 1], length_m=float(length), width_int=float(wi),
                   prob_int=float(pi), prob_len=float(pl), start_cut=bool(sc), end_cut=bool(ec))
             for s, e, length, wi, pi, pl, sc, ec in zip(
                 start_pos.tolist(), end_pos.tolist(), *(x.tolist() for x in sums),
