@@ -147,12 +147,30 @@ def open_dataset(path: str | Path) -> DatasetReader:
     text = _check_path(path)
     ds = _open(text, text)
     if not is_network_path(text):
-        try:
-            refuse_network_sources(ds, text)
-        except BaseException:
-            ds.close()
-            raise
+        key = _file_key(text)
+        if key is None or key not in _VERIFIED_LOCAL:
+            try:
+                refuse_network_sources(ds, text)
+            except BaseException:
+                ds.close()
+                raise
+            if key is not None:
+                _VERIFIED_LOCAL.add(key)
     return ds
+
+
+# Local files already checked by refuse_network_sources in this process, by (path, mtime, size):
+# every reader thread and every vectoriser tile opens the scene again, and following a large
+# VRT mosaic's thousands of sources each time would cost more than the reads.
+_VERIFIED_LOCAL: set[tuple[str, int, int]] = set()
+
+
+def _file_key(path: str) -> tuple[str, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
 
 
 def _open(text: str, user_path: str) -> DatasetReader:

@@ -198,3 +198,23 @@ def test_all_nodata_scene_is_clear_error(make_raster):
     path = make_raster(np.zeros((1, 8, 8), np.uint16), nodata=0)
     with open_raster(path) as ds, pytest.raises(InputError, match="no valid pixels"):
         estimate_percentiles(ds, [1], (2, 98))
+
+
+def test_network_guard_runs_once_per_unchanged_file(tmp_path, monkeypatch):
+    import roadprn.raster as raster_module
+
+    path = tmp_path / "scene.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8",
+                       crs="EPSG:32631", transform=from_origin(0, 8, 1, 1)) as ds:
+        ds.write(np.zeros((1, 8, 8), np.uint8))
+    calls = []
+    original = raster_module.refuse_network_sources
+    monkeypatch.setattr(raster_module, "refuse_network_sources",
+                        lambda ds, name: (calls.append(name), original(ds, name)))
+    for _ in range(3):
+        raster_module.open_dataset(path).close()
+    assert len(calls) == 1
+    with rasterio.open(path, "r+") as ds:  # changed file: checked again
+        ds.update_tags(edited="yes")
+    raster_module.open_dataset(path).close()
+    assert len(calls) == 2
