@@ -65,8 +65,10 @@ class _Level:
 class StreamedOverviews:
     """Overview levels of one single-band uint8 raster, fed with its rows in order.
 
-    ``nodata`` marks invalid pixels of masks (written as values); without it validity goes to
-    an internal mask per level, as for the full-resolution raster.
+    ``nodata`` marks invalid pixels of masks (written as values). Without it only the values
+    are streamed (invalid blocks as 0) and the COG driver derives the mask's overviews from the
+    full-resolution mask itself: writing GDAL mask bands of the levels from the writer thread
+    while reader threads read masks crashed GDAL once (a segfault in CI).
     """
 
     base: Path
@@ -126,7 +128,6 @@ class StreamedOverviews:
         window = Window(0, level.row, ds.width, small.shape[0])
         if self.nodata is None:
             ds.write(np.where(small_valid, small, 0)[None], window=window)
-            ds.write_mask(small_valid.view(np.uint8) * np.uint8(255), window=window)
         else:
             ds.write(small[None], window=window)
         level.row += small.shape[0]
@@ -138,22 +139,20 @@ class StreamedOverviews:
             return (f'<SourceFilename relativeToVRT="0">{html.escape(str(path))}</SourceFilename>'
                     f"<SourceBand>{band}</SourceBand>")
 
-        def band(kind: str) -> str:
-            overviews = "".join(f"<Overview>{source(self.level_path(level.factor), kind)}"
-                                "</Overview>" for level in self.levels)
-            return f"<SimpleSource>{source(self.base, kind)}</SimpleSource>{overviews}"
-
+        overviews = "".join(f"<Overview>{source(self.level_path(level.factor), '1')}</Overview>"
+                            for level in self.levels)
         nodata = "" if self.nodata is None else f"<NoDataValue>{self.nodata:g}</NoDataValue>"
-        mask = ("" if self.nodata is not None else
-                f'<MaskBand><VRTRasterBand dataType="Byte">{band("mask,1")}</VRTRasterBand>'
-                "</MaskBand>")
+        mask = ("" if self.nodata is not None else  # overviews of the mask: made by the driver
+                '<MaskBand><VRTRasterBand dataType="Byte"><SimpleSource>'
+                f'{source(self.base, "mask,1")}</SimpleSource></VRTRasterBand></MaskBand>')
         srs = "" if crs is None else f"<SRS>{html.escape(crs.to_wkt())}</SRS>"
         metadata = "".join(f'<MDI key="{html.escape(k)}">{html.escape(v)}</MDI>'
                            for k, v in tags.items())
         xml = (f'<VRTDataset rasterXSize="{self.width}" rasterYSize="{self.height}">{srs}'
                f"<GeoTransform>{', '.join(repr(v) for v in transform.to_gdal())}</GeoTransform>"
                f"<Metadata>{metadata}</Metadata>"
-               f'<VRTRasterBand dataType="Byte" band="1">{nodata}{band("1")}</VRTRasterBand>'
+               f'<VRTRasterBand dataType="Byte" band="1">{nodata}<SimpleSource>'
+               f'{source(self.base, "1")}</SimpleSource>{overviews}</VRTRasterBand>'
                f"{mask}</VRTDataset>")
         path = self.base.with_name(f"{self.base.name}.vrt")
         path.write_text(xml, encoding="utf-8")
