@@ -41,6 +41,7 @@ from roadprn.inference import (
 from roadprn.io import TMP_MARKER, atomic_output, check_writable
 from roadprn.overviews import StreamedOverviews
 from roadprn.raster import (
+    MASK_IO_LOCK,
     BandNormalizer,
     SceneInfo,
     check_band_count,
@@ -457,7 +458,9 @@ def _write_outputs(
                 prob = scaled.astype(np.uint8)
                 prob[invalid] = 0
                 prob_ds.write(prob[None], window=window)
-                prob_ds.write_mask(strip.valid.view(np.uint8) * np.uint8(255), window=window)
+                with MASK_IO_LOCK:
+                    prob_ds.write_mask(strip.valid.view(np.uint8) * np.uint8(255),
+                                       window=window)
                 if raw_prob in pyramids:
                     pyramids[raw_prob].add(prob, strip.valid)
             stats["road_pixels"] += float(np.count_nonzero(mask == 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,11 @@ from roadprn.errors import InputError
 _GEOD = Geod(ellps="WGS84")
 
 DEFAULT_GDAL_CACHE_MB = 64
+
+#: Held around GDAL mask-band reads and writes that run on different threads at once (reader
+#: threads reading a scene's masks while the writer thread writes an output's mask): one CI run
+#: segfaulted with the two inside GDAL's mask code together. Both calls are short.
+MASK_IO_LOCK = threading.Lock()
 
 
 def limit_gdal_cache(megabytes: int = DEFAULT_GDAL_CACHE_MB) -> None:
@@ -430,7 +436,8 @@ def read_window(
     inner = Window(c0, r0, c1 - c0, r1 - r0)
     try:
         raw = ds.read(list(bands), window=inner)
-        masks = ds.read_masks(list(bands), window=inner)
+        with MASK_IO_LOCK:
+            masks = ds.read_masks(list(bands), window=inner)
     except RasterioError as exc:
         raise InputError(f"{ds.name}: cannot read window {_window_text(inner)} ({_gdal_reason(exc)})") from None
     data = raw.astype(np.float32, copy=False)
