@@ -41,6 +41,7 @@ from roadprn.inference import (
 from roadprn.io import TMP_MARKER, atomic_output, check_writable
 from roadprn.overviews import StreamedOverviews
 from roadprn.raster import (
+    DEFAULT_GDAL_CACHE_MB,
     MASK_IO_LOCK,
     BandNormalizer,
     SceneInfo,
@@ -63,7 +64,7 @@ WRITE_BLOCK = 256
 COG_BLOCK = 512
 # GDAL's block cache (MB) while writing: strips are full-width and block-aligned, so blocks are
 # complete when written and need no caching; GDAL's default (5 % of RAM) would grow with the scene.
-GDAL_CACHE_MB = 64
+GDAL_CACHE_MB = DEFAULT_GDAL_CACHE_MB
 
 
 @dataclass(frozen=True)
@@ -422,7 +423,8 @@ def _write_outputs(
     threshold = config.output.threshold
     profile = _raw_profile(info, grid, config.output.compress)
     stats.update(road_pixels=0.0, valid_pixels=0.0, write_wait_seconds=0.0)
-    pyramids: dict[Path, StreamedOverviews] = {}
+    mask_levels: StreamedOverviews | None = None
+    prob_levels: StreamedOverviews | None = None
     # exits in reverse: the writer thread finishes before anything it writes to is closed
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB), \
             _open_raw(raw_mask, profile, nodata=MASK_NODATA, tags=tags) as mask_ds, \
@@ -430,14 +432,13 @@ def _write_outputs(
             contextlib.ExitStack() as closing, \
             ThreadPoolExecutor(1, "roadprn-write") as writer_pool:
         if overviews:
-            pyramids[raw_mask] = StreamedOverviews(raw_mask, grid.width, grid.height, profile,
-                                                   "nearest", nodata=MASK_NODATA,
-                                                   blocksize=COG_BLOCK)
-            closing.callback(pyramids[raw_mask].close)
+            mask_levels = StreamedOverviews(raw_mask, grid.width, grid.height, profile,
+                                            "nearest", nodata=MASK_NODATA, blocksize=COG_BLOCK)
+            closing.callback(mask_levels.close)
             if raw_prob is not None:
-                pyramids[raw_prob] = StreamedOverviews(raw_prob, grid.width, grid.height,
-                                                       profile, "average", blocksize=COG_BLOCK)
-                closing.callback(pyramids[raw_prob].close)
+                prob_levels = StreamedOverviews(raw_prob, grid.width, grid.height, profile,
+                                                "average", blocksize=COG_BLOCK)
+                closing.callback(prob_levels.close)
 
         def write(strip: Strip) -> None:
             # uint8 throughout: a full-width strip of a wide scene is tens of MB per copy
@@ -446,8 +447,8 @@ def _write_outputs(
             mask = (strip.prob > threshold).view(np.uint8)
             mask[invalid] = MASK_NODATA
             mask_ds.write(mask[None], window=window)
-            if raw_mask in pyramids:
-                pyramids[raw_mask].add(mask, strip.valid)
+            if mask_levels is not None:
+                mask_levels.add(mask, strip.valid)
             if prob_ds is not None:
                 # in place: the strip is this writer's own copy, and a scaled copy of a wide
                 # strip would be the largest temporary of the run
@@ -461,8 +462,8 @@ def _write_outputs(
                 with MASK_IO_LOCK:
                     prob_ds.write_mask(strip.valid.view(np.uint8) * np.uint8(255),
                                        window=window)
-                if raw_prob in pyramids:
-                    pyramids[raw_prob].add(prob, strip.valid)
+                if prob_levels is not None:
+                    prob_levels.add(prob, strip.valid)
             stats["road_pixels"] += float(np.count_nonzero(mask == 1))
             stats["valid_pixels"] += float(np.count_nonzero(strip.valid))
 
@@ -479,10 +480,11 @@ def _write_outputs(
         finally:
             for fut in pending:
                 fut.cancel()
+    # the levels were closed (odd rows flushed) on leaving the block above
     sources = {raw: raw for raw in (raw_mask, raw_prob) if raw is not None}
-    for raw, pyramid in pyramids.items():
-        pyramid.close()
-        sources[raw] = pyramid.write_vrt(info.crs, grid.transform, tags)
+    for levels in (mask_levels, prob_levels):
+        if levels is not None:
+            sources[levels.base] = levels.write_vrt(info.crs, grid.transform, tags)
     return sources
 
 

@@ -419,7 +419,8 @@ def simplify_without_new_contacts(lines: list[shapely.LineString],
             return list(after)
         tolerance /= 2
         after[suspects] = shapely.simplify(before[suspects], tolerance, preserve_topology=True)
-    after[_new_contacts(before, after)] = before[_new_contacts(before, after)]
+    suspects = _new_contacts(before, after)
+    after[suspects] = before[suspects]
     return list(after)
 
 
