@@ -1,7 +1,7 @@
 """Road mask or probability raster → clean road network (LineStrings + junctions).
 
-Pipeline: cleanup (m²) → skeleton (scikit-image) → graph (skan) per tile with a halo, pieces
-joined across seams → spur pruning, junction merging, gap bridging (metres) → topology-preserving
+Pipeline: cleanup (m²) → skeleton (scikit-image) → paths (numpy + scipy, identical to skan's)
+per tile with a halo, pieces joined across seams → spur pruning, junction merging, gap bridging (metres) → topology-preserving
 simplification → GeoDataFrames with attributes.
 """
 
@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 # Public names and the submodule each lives in. Imported lazily so that ``roadprn.config``
-# (which needs only VectorizeParams) does not pull in skan, geopandas and numba at start-up.
+# (which needs only VectorizeParams) does not pull in geopandas and scipy at start-up.
 _EXPORTS = {
     "ArraySource": "source", "FileSource": "source", "MaskProbabilitySource": "source",
     "open_source": "source", "PixelScale": "scale", "pixel_scale": "scale",

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import skan
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
 from roadprn.vectorize.scale import PixelScale
+from roadprn.vectorize.skeleton_paths import skeleton_paths
 
 
 @dataclass
@@ -35,25 +35,11 @@ class Piece:
     end_cut: bool
 
 
-def _padded_shifts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows above | below, the row itself), each padded by one column on both sides."""
-    p = np.pad(mask, 1)
-    return p[:-2] | p[2:], p[1:-1]
-
-
 def dilate8(mask: np.ndarray) -> np.ndarray:
     """Binary dilation by a 3×3 square, via boolean shifts (~30× faster than scipy.ndimage)."""
-    vertical, row = _padded_shifts(mask)
-    both = vertical | row
+    p = np.pad(mask, 1)
+    both = p[:-2] | p[2:] | p[1:-1]
     return both[:, :-2] | both[:, 1:-1] | both[:, 2:]
-
-
-def _drop_isolated(skel: np.ndarray) -> np.ndarray:
-    """Skeleton pixels with no 8-neighbour are zero-length; skan cannot graph them."""
-    vertical, row = _padded_shifts(skel)
-    has_neighbour = (vertical[:, :-2] | vertical[:, 1:-1] | vertical[:, 2:]
-                     | row[:, :-2] | row[:, 2:])
-    return skel & has_neighbour
 
 
 def road_width_m(road: np.ndarray, points: np.ndarray, scale: PixelScale) -> np.ndarray:
@@ -87,25 +73,23 @@ def window_pieces(road: np.ndarray, prob: np.ndarray | None, origin: tuple[int, 
     ``origin`` is the window's global (row, col); ``core`` the owned global box
     (row0, col0, row1, col1), half-open.
     """
-    skel = _drop_isolated(skeletonize(road))
-    if not skel.any():
+    graph = skeleton_paths(skeletonize(road))  # pixels without a neighbour are in no path
+    if graph.n_paths == 0:
         return []
-    graph = skan.Skeleton(skel)
-    coords_all = graph.coordinates.astype(np.int64)
-    width_all = road_width_m(road, coords_all, scale)
+    coords = graph.coordinates  # window pixels
+    width_all = road_width_m(road, coords, scale)
     if prob is None:
-        prob_all = np.full(len(coords_all), np.nan)
+        prob_all = np.full(len(coords), np.nan)
     else:
-        prob_all = prob[coords_all[:, 0], coords_all[:, 1]].astype(np.float64)
-    coords_all += np.asarray(origin, dtype=np.int64)
-    return _owned_pieces(graph.paths.indptr, graph.paths.indices, coords_all, width_all,
+        prob_all = prob[coords[:, 0], coords[:, 1]].astype(np.float64)
+    return _owned_pieces(graph.indptr, graph.indices, coords + np.asarray(origin), width_all,
                          prob_all, core, scale)
 
 
 def _owned_pieces(indptr: np.ndarray, indices: np.ndarray, coords_all: np.ndarray,
                   width_all: np.ndarray, prob_all: np.ndarray,
                   core: tuple[int, int, int, int], scale: PixelScale) -> list[Piece]:
-    """Cut skan's paths (CSR rows of pixel indices, in path order) into owned runs.
+    """Cut skeleton paths (CSR rows of pixel indices, in path order) into owned runs.
 
     Vectorised over all segments of all paths at once; Python only loops over the resulting
     pieces (a per-path loop of small numpy calls dominated the tile time).

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import dask
 
+from roadprn.memory import bound_heap_growth, release_free_memory
 from roadprn.parallel import local_thread_count
 from roadprn.raster import bounded_gdal_cache
 from roadprn.vectorize.cleanup import clean_mask
@@ -57,7 +58,10 @@ def tile_pieces(source: RoadSource, box: TileBox, scale: PixelScale,
         return []
     road = clean_mask(pixels.road, params.min_component_area_m2 / scale.area_m2,
                       params.min_hole_area_m2 / scale.area_m2)
-    return window_pieces(road, pixels.prob, (wr0, wc0), box.core, scale)
+    pieces = window_pieces(road, pixels.prob, (wr0, wc0), box.core, scale)
+    del pixels, road
+    release_free_memory()  # the window's temporaries, so kept pieces do not pin them
+    return pieces
 
 
 def vectorize_source(source: RoadSource, params: VectorizeParams, workers: int | None = None,
@@ -70,6 +74,7 @@ def vectorize_source(source: RoadSource, params: VectorizeParams, workers: int |
     ``scheduler`` is any Dask scheduler name to override that ("processes", "sync").
     """
     workers = local_thread_count(workers)
+    bound_heap_growth()  # else each worker thread's heap keeps its largest tile's temporaries
     scale = pixel_scale(source.transform, source.crs, source.shape, source.name)
     boxes = tile_grid(source.shape, params.tile_size_px, halo_pixels(params, scale))
     tasks = [dask.delayed(tile_pieces, pure=True)(source, box, scale, params) for box in boxes]

@@ -226,14 +226,12 @@ def test_simplification_never_makes_roads_meet_that_did_not() -> None:
 def test_boolean_shift_morphology_equals_scipy() -> None:
     from scipy import ndimage
 
-    from roadprn.vectorize.skeleton import _drop_isolated, dilate8
+    from roadprn.vectorize.skeleton import dilate8
 
     rng = np.random.default_rng(3)
     mask = rng.random((57, 91)) < 0.05
     eight = np.ones((3, 3), bool)
     assert np.array_equal(dilate8(mask), ndimage.binary_dilation(mask, structure=eight))
-    counts = ndimage.convolve(mask.astype(np.uint8), eight.astype(np.uint8), mode="constant")
-    assert np.array_equal(_drop_isolated(mask), mask & (counts > 1))
 
 
 def test_thread_count_defaults_to_cores_and_respects_a_request() -> None:
@@ -241,3 +239,31 @@ def test_thread_count_defaults_to_cores_and_respects_a_request() -> None:
 
     assert local_thread_count(3) == 3
     assert local_thread_count(None) == max(1, min(8, available_cores()))
+
+
+@pytest.mark.parametrize(("shape", "block"), [((1000, 3000), (256, 256)), ((70, 5000), (1, 5000)),
+                                              ((513, 17), (512, 512)), ((1, 1), (1, 1)),
+                                              ((3000, 2000), (3000, 2000))])
+def test_scan_windows_cover_the_raster_once_on_block_edges(shape: tuple[int, int],
+                                                           block: tuple[int, int]) -> None:
+    from roadprn.vectorize.source import SCAN_PIXELS, scan_windows
+
+    seen = np.zeros(shape, np.uint8)
+    for w in scan_windows(*shape, block):
+        if block[0] * block[1] <= SCAN_PIXELS:
+            assert w.row_off % block[0] == 0 and w.col_off % block[1] == 0
+        assert w.height * w.width <= max(SCAN_PIXELS, 64 * block[0] * block[1])
+        seen[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] += 1
+    assert (seen == 1).all()
+
+
+def test_heap_release_is_safe_and_user_malloc_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from roadprn import memory
+
+    assert memory.release_free_memory() is sys.platform.startswith("linux")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert memory.bound_heap_growth.__wrapped__() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    assert memory.bound_heap_growth.__wrapped__() is sys.platform.startswith("linux")
