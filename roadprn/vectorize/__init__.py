@@ -1,8 +1,8 @@
 """Road mask or probability raster → clean road network (LineStrings + junctions).
 
 Pipeline: cleanup (m²) → skeleton (scikit-image) → paths (numpy + scipy, identical to skan's)
-per tile with a halo, pieces joined across seams → spur pruning, junction merging, gap bridging (metres) → topology-preserving
-simplification → GeoDataFrames with attributes.
+per tile with a halo, pieces joined across seams → spur pruning, junction merging, gap bridging
+(metres) → topology-preserving simplification → GeoDataFrames with attributes.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ def vectorize_file(raster: str | Path, out_dir: str | Path, params: VectorizePar
 
 def vectorize_to_files(source: RoadSource, input_path: str | Path, out_dir: str | Path,
                        params: VectorizeParams, *, fmt: str = "gpkg", dst_crs: str | None = None,
-                       overwrite: bool = False, workers: int | None = None, scheduler: str | None = None,
+                       overwrite: bool = False, workers: int | None = None,
+                       scheduler: str | None = None,
                        config: Mapping[str, Any] | None = None,
                        model_hashes: Mapping[str, str] | None = None,
                        command: str = "vectorize") -> VectorizeResult:
