@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
@@ -173,12 +174,72 @@ def test_percentile_normalizer_uses_valid_pixels_only(make_raster):
     np.testing.assert_allclose(out[0, 0], [0.0, 0.5, 1.0, 1.0])
 
 
-def test_percentile_sample_is_decimated(make_raster):
+class _ReadCounter:
+    """A dataset that records the pixels each read asks for."""
+
+    def __init__(self, ds):
+        self._ds, self.pixels, self.windows = ds, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self._ds, name)
+
+    def read(self, *args, window=None, out_shape=None, **kw):
+        self.windows += 1
+        if window is not None:
+            self.pixels += window.height * window.width
+        else:
+            shape = out_shape or (self._ds.height, self._ds.width)
+            self.pixels += shape[-1] * shape[-2]
+        return self._ds.read(*args, window=window, out_shape=out_shape, **kw)
+
+
+def test_percentile_sample_is_decimated_when_overviews_serve_it(make_raster):
     path = make_raster(ramp(300, 200))
+    with rasterio.open(path, "r+") as ds:
+        ds.build_overviews([2, 4], Resampling.nearest)
     with open_raster(path) as ds:
-        lows, highs = estimate_percentiles(ds, [1], (0.0, 100.0), sample_size=50)
+        counter = _ReadCounter(ds)
+        lows, highs = estimate_percentiles(counter, [1], (0.0, 100.0), sample_size=50)
+    assert counter.windows == 1 and counter.pixels == 50 * 33
     # nearest-neighbour decimation: within the value range, not necessarily its extremes
     assert 0 <= lows[0] < 2000 and 58000 < highs[0] <= 59999
+
+
+def test_large_scene_without_overviews_is_sampled_in_windows(make_raster):
+    """A decimated read would decode every block; a grid of windows decodes few."""
+    arr = np.full((1, 640, 960), 100, np.uint16)
+    arr[0, 320:, :] = 900  # lower half brighter: the sample must see both halves
+    arr[0, :, 480:] += 20  # and both sides
+    path = make_raster(arr, tiled=True, blockxsize=64, blockysize=64)
+    with open_raster(path) as ds:
+        counter = _ReadCounter(ds)
+        lows, highs = estimate_percentiles(counter, [1], (0.0, 100.0), sample_size=64)
+    assert counter.windows == 64 and counter.pixels <= 64 * 64
+    assert lows == (100.0,) and highs == (920.0,)
+
+
+@pytest.mark.parametrize(("shape", "block"), [
+    ((5000, 7000), (512, 512)), ((5000, 7000), (1, 7000)), ((300, 90000), (256, 256)),
+    ((100, 100), (100, 100))])
+def test_sample_windows_spread_inside_blocks(shape, block):
+    from roadprn.raster import sample_windows
+
+    windows = sample_windows(*shape, block, sample_size=1024)
+    assert len(windows) == 64
+    for w in windows:
+        assert 0 <= w.row_off and w.row_off + w.height <= shape[0]
+        assert 0 <= w.col_off and w.col_off + w.width <= shape[1]
+        for off, size, b, extent in ((w.row_off, w.height, block[0], shape[0]),
+                                     (w.col_off, w.width, block[1], shape[1])):
+            partial_last = extent % b and off + size > extent // b * b
+            if b >= size and not partial_last:  # inside one block
+                assert off // b == (off + size - 1) // b
+    rows = sorted({w.row_off for w in windows})
+    cols = sorted({w.col_off for w in windows})
+    if shape[0] >= 8 * 128:  # one window per grid cell: spread over the whole scene
+        assert rows[0] < shape[0] / 8 and rows[-1] >= shape[0] * 7 / 8 - 128
+        assert len(rows) == 8
+    assert cols[0] < shape[1] / 8 and cols[-1] >= shape[1] * 7 / 8 - 128
 
 
 def test_fixed_and_dtype_normalizers(make_raster):
