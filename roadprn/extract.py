@@ -175,12 +175,12 @@ def _later_stages(run: ExtractRun, scene: str | Path, paths: ExtractPaths, confi
         log.warning("%s: not georeferenced; skipping vectorisation (road lengths need metres)", scene)
         return
     t0 = time.perf_counter()
-    _vectorize(run, paths, config, base_model)
+    _vectorize(run, paths, config, base_model, progress)
     stages["vectorize"] = time.perf_counter() - t0
 
 
 def _vectorize(run: ExtractRun, paths: ExtractPaths, config: Config,
-               base_model: SegmentationModel) -> None:
+               base_model: SegmentationModel, progress: bool) -> None:
     from roadprn.vectorize.run import vectorize_to_files
     from roadprn.vectorize.source import MaskProbabilitySource
 
@@ -194,7 +194,7 @@ def _vectorize(run: ExtractRun, paths: ExtractPaths, config: Config,
         source, run.scene, paths.folder, config.vectorize,
         fmt=config.output.vector_format, dst_crs=config.output.dst_crs,
         overwrite=config.output.overwrite, workers=config.vectorize.workers,
-        config=config.to_yaml_dict(), model_hashes=hashes, command="extract",
+        config=config.to_yaml_dict(), model_hashes=hashes, command="extract", progress=progress,
     )
     run.files["roads"] = result.files[0]
     if len(result.files) > 1:

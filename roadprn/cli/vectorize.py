@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
+from roadprn.cli.common import show_progress
 from roadprn.errors import ConfigError, InputError
 from roadprn.gpkg import FORMATS
 from roadprn.vectorize import VectorizeParams
@@ -77,7 +78,7 @@ def vectorize(ctx: click.Context, raster: Path, out_dir: Path, threshold: float 
     if not raster.is_file():
         raise InputError(f"input raster not found: {raster}")
     result = vectorize_file(raster, out_dir, params, fmt=fmt, dst_crs=dst_crs,
-                            overwrite=overwrite, workers=workers)
+                            overwrite=overwrite, workers=workers, progress=show_progress(ctx))
     if not (ctx.obj or {}).get("quiet"):
         click.echo(f"{result.files[0]}: {result.roads} roads, {result.junctions} junctions, "
                    f"{result.length_m / 1000:.3f} km")

@@ -31,13 +31,13 @@ def vectorize_file(raster: str | Path, out_dir: str | Path, params: VectorizePar
                    workers: int | None = None, scheduler: str | None = None,
                    config: Mapping[str, Any] | None = None,
                    model_hashes: Mapping[str, str] | None = None,
-                   command: str = "vectorize") -> VectorizeResult:
+                   command: str = "vectorize", progress: bool = False) -> VectorizeResult:
     """Vectorise ``raster`` into ``out_dir``; ``config``/``model_hashes`` go to provenance."""
     source = open_source(raster, params.threshold)
     return vectorize_to_files(source, raster, out_dir, params, fmt=fmt, dst_crs=dst_crs,
                               overwrite=overwrite, workers=workers, scheduler=scheduler,
                               config={**dict(config or {}), "input_kind": source.kind},
-                              model_hashes=model_hashes, command=command)
+                              model_hashes=model_hashes, command=command, progress=progress)
 
 
 def vectorize_to_files(source: RoadSource, input_path: str | Path, out_dir: str | Path,
@@ -46,11 +46,12 @@ def vectorize_to_files(source: RoadSource, input_path: str | Path, out_dir: str 
                        scheduler: str | None = None,
                        config: Mapping[str, Any] | None = None,
                        model_hashes: Mapping[str, str] | None = None,
-                       command: str = "vectorize") -> VectorizeResult:
+                       command: str = "vectorize", progress: bool = False) -> VectorizeResult:
     """Vectorise any road source and write the network files (``input_path`` for provenance)."""
     for final in output_paths(out_dir, source.name, fmt):
         check_writable(final, overwrite)  # fail before the work, not after
-    network = vectorize_source(source, params, workers=workers, scheduler=scheduler)
+    network = vectorize_source(source, params, workers=workers, scheduler=scheduler,
+                               progress=progress)
     roads, junctions = network_frames(network, source.transform, source.crs, source.name,
                                       dst_crs)
     provenance = {**dict(config or {}), "vectorize": params.model_dump(),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import dask
+from dask.callbacks import Callback
 
 from roadprn.memory import bound_heap_growth, release_free_memory
 from roadprn.parallel import local_thread_count
@@ -64,14 +66,32 @@ def tile_pieces(source: RoadSource, box: TileBox, scale: PixelScale,
     return pieces
 
 
+class _TileProgress(Callback):
+    """A tqdm bar advanced by each finished tile task (Dask's local schedulers)."""
+
+    def __init__(self, total: int, name: str, enabled: bool) -> None:
+        super().__init__()
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="tile", desc=f"{name} vectorize",
+                        disable=not enabled, dynamic_ncols=True, leave=False)
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        self.bar.update(1)
+
+    def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
+        self.bar.close()
+
+
 def vectorize_source(source: RoadSource, params: VectorizeParams, workers: int | None = None,
-                     scheduler: str | None = None) -> RoadNetwork:
+                     scheduler: str | None = None, progress: bool = False) -> RoadNetwork:
     """Road network of a whole scene, computed tile by tile.
 
     ``workers`` threads (default: one per core, 1 inside a Dask worker) share one process:
     reading, labelling and skeletonising release the GIL, so threads scale about as well as
     processes without their start-up cost or per-process copies of the libraries.
-    ``scheduler`` is any Dask scheduler name to override that ("processes", "sync").
+    ``scheduler`` is any Dask scheduler name to override that ("processes", "sync");
+    ``progress`` shows a bar of tiles done.
     """
     workers = local_thread_count(workers)
     bound_heap_growth()  # else each worker thread's heap keeps its largest tile's temporaries
@@ -79,7 +99,8 @@ def vectorize_source(source: RoadSource, params: VectorizeParams, workers: int |
     boxes = tile_grid(source.shape, params.tile_size_px, halo_pixels(params, scale))
     tasks = [dask.delayed(tile_pieces, pure=True)(source, box, scale, params) for box in boxes]
     chosen = scheduler or ("threads" if workers > 1 else "sync")
-    with bounded_gdal_cache():  # windows are read once: a large cache only grows memory
+    with bounded_gdal_cache(), _TileProgress(len(tasks), source.name, progress):
+        # windows are read once: a large GDAL cache would only grow memory
         per_tile = dask.compute(*tasks, scheduler=chosen, num_workers=workers)
     graph = from_pieces((p for pieces in per_tile for p in pieces), scale)
     clean_graph(graph, params)

@@ -267,3 +267,16 @@ def test_heap_release_is_safe_and_user_malloc_settings_win(monkeypatch: pytest.M
     assert memory.bound_heap_growth.__wrapped__() is False
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     assert memory.bound_heap_growth.__wrapped__() is sys.platform.startswith("linux")
+
+
+def test_progress_bar_counts_every_tile(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update
+    src = synthetic_network(n=400, res=0.5, seed=1)
+    quiet = vectorize_source(src, VectorizeParams(tile_size_px=100), workers=2)
+    shown = vectorize_source(src, VectorizeParams(tile_size_px=100), workers=2, progress=True)
+    err = capsys.readouterr().err
+    assert "array vectorize" in err and "16/16" in err
+    assert len(shown.lines) == len(quiet.lines)
+    vectorize_source(src, VectorizeParams(tile_size_px=100), workers=2)
+    assert capsys.readouterr().err == ""
