@@ -271,7 +271,12 @@ def test_heap_release_is_safe_and_user_malloc_settings_win(monkeypatch: pytest.M
 
 def test_progress_bar_counts_every_tile(capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update
+    from functools import partialmethod
+
+    import tqdm
+
+    # draw every update (tqdm otherwise redraws at most every 0.1 s)
+    monkeypatch.setattr(tqdm.tqdm, "__init__", partialmethod(tqdm.tqdm.__init__, mininterval=0))
     src = synthetic_network(n=400, res=0.5, seed=1)
     quiet = vectorize_source(src, VectorizeParams(tile_size_px=100), workers=2)
     shown = vectorize_source(src, VectorizeParams(tile_size_px=100), workers=2, progress=True)
