@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pytest
 import shapely
@@ -285,3 +288,45 @@ def test_progress_bar_counts_every_tile(capsys: pytest.CaptureFixture[str],
     assert len(shown.lines) == len(quiet.lines)
     vectorize_source(src, VectorizeParams(tile_size_px=100), workers=2)
     assert capsys.readouterr().err == ""
+
+
+_READS: list[tuple[int, int]] = []
+
+
+@dataclass(frozen=True)
+class _RecordingSource:
+    """Records the window sizes read (module-level: Dask may copy task arguments)."""
+
+    inner: Any
+    shape: tuple[int, int]
+    transform: Any
+    crs: Any
+    name: str
+
+    def read(self, row: int, col: int, height: int, width: int) -> Any:
+        _READS.append((height, width))
+        return self.inner.read(row, col, height, width)
+
+
+def test_tiles_read_only_their_window(tmp_path) -> None:
+    """Memory is bounded by the tile: no read is larger than a tile plus its halo."""
+    import rasterio
+
+    from roadprn.vectorize import open_source
+    from roadprn.vectorize.tiled import halo_pixels
+
+    src = synthetic_network(n=1024, res=0.5, seed=5)
+    path = tmp_path / "mask.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=1024, height=1024, count=1,
+                       dtype="uint8", crs=src.crs, transform=src.transform) as ds:
+        ds.write(src.road.astype("uint8"), 1)
+    file_source = open_source(path, 0.5)
+    recording = _RecordingSource(file_source, file_source.shape, file_source.transform,
+                                 file_source.crs, file_source.name)
+    params = VectorizeParams(tile_size_px=256)
+    _READS.clear()
+    tiled = vectorize_source(recording, params, workers=2)
+    halo = halo_pixels(params, pixel_scale(src.transform, src.crs, src.shape, "t"))
+    assert len(_READS) == 16
+    assert max(h * w for h, w in _READS) <= (256 + 2 * halo) ** 2
+    assert len(tiled.lines) == len(vectorize_source(src, params, workers=1).lines) > 10
