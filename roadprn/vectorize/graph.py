@@ -8,7 +8,7 @@ merging, bridging or simplification, and tiled and whole-scene results are the s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -383,8 +383,16 @@ class RoadNetwork:
     junction_degree: list[int]
 
 
-def _new_contacts(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Indices of lines in ``after`` that meet another line in a way they did not in ``before``.
+#: lines (or line pairs) handled at once while simplifying: bounds the GEOS copies held
+SIMPLIFY_CHUNK = 4096
+
+#: original lines by index → their geometries (built on demand, so the scene's full-detail
+#: lines never exist all at once)
+LineSource = Callable[[np.ndarray], np.ndarray]
+
+
+def _new_contacts(original: LineSource, after: np.ndarray) -> np.ndarray:
+    """Indices of lines in ``after`` that meet another line in a way they did not originally.
 
     Edges of the road graph meet only at shared end nodes; a pair is suspect when its
     simplified lines intersect while the originals did not, or their interiors now intersect.
@@ -393,12 +401,37 @@ def _new_contacts(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     i, j = tree.query(after, predicate="intersects")
     keep = i < j
     i, j = i[keep], j[keep]
-    if len(i) == 0:
+    bad_parts = []
+    for start in range(0, len(i), SIMPLIFY_CHUNK):
+        ci, cj = i[start:start + SIMPLIFY_CHUNK], j[start:start + SIMPLIFY_CHUNK]
+        ids, where = np.unique(np.concatenate([ci, cj]), return_inverse=True)
+        before = original(ids)
+        bi, bj = before[where[:len(ci)]], before[where[len(ci):]]
+        was_apart = ~shapely.intersects(bi, bj)
+        interiors_meet = ~shapely.touches(after[ci], after[cj]) & shapely.touches(bi, bj)
+        bad = was_apart | interiors_meet
+        bad_parts += [ci[bad], cj[bad]]
+    if not bad_parts:
         return np.empty(0, dtype=np.int64)
-    was_apart = ~shapely.intersects(before[i], before[j])
-    interiors_meet = ~shapely.touches(after[i], after[j]) & shapely.touches(before[i], before[j])
-    bad = was_apart | interiors_meet
-    return np.unique(np.concatenate([i[bad], j[bad]]))
+    return np.unique(np.concatenate(bad_parts))
+
+
+def _simplify_lines(original: LineSource, count: int, tolerance_m: float) -> np.ndarray:
+    """Douglas-Peucker per line, redone at smaller tolerances where lines would newly meet."""
+    after = np.empty(count, dtype=object)
+    for start in range(0, count, SIMPLIFY_CHUNK):
+        ids = np.arange(start, min(count, start + SIMPLIFY_CHUNK))
+        after[ids] = shapely.simplify(original(ids), tolerance_m, preserve_topology=True)
+    tolerance = tolerance_m
+    for _ in range(4):
+        suspects = _new_contacts(original, after)
+        if len(suspects) == 0:
+            return after
+        tolerance /= 2
+        after[suspects] = shapely.simplify(original(suspects), tolerance, preserve_topology=True)
+    suspects = _new_contacts(original, after)
+    after[suspects] = original(suspects)
+    return after
 
 
 def simplify_without_new_contacts(lines: list[shapely.LineString],
@@ -411,17 +444,7 @@ def simplify_without_new_contacts(lines: list[shapely.LineString],
     a neighbour they did not before are redone with half the tolerance, finally unsimplified.
     """
     before = np.asarray(lines, dtype=object)
-    after = shapely.simplify(before, tolerance_m, preserve_topology=True)
-    tolerance = tolerance_m
-    for _ in range(4):
-        suspects = _new_contacts(before, after)
-        if len(suspects) == 0:
-            return list(after)
-        tolerance /= 2
-        after[suspects] = shapely.simplify(before[suspects], tolerance, preserve_topology=True)
-    suspects = _new_contacts(before, after)
-    after[suspects] = before[suspects]
-    return list(after)
+    return list(_simplify_lines(lambda ids: before[ids], len(before), tolerance_m))
 
 
 def simplified_network(graph: RoadGraph, tolerance_m: float) -> RoadNetwork:
@@ -430,10 +453,19 @@ def simplified_network(graph: RoadGraph, tolerance_m: float) -> RoadNetwork:
                   tuple(graph.edges[e].coords[-1]) + (graph.edges[e].length_m,))
     edges = [graph.edges[e] for e in eids if graph.edges[e].length_m > 0]
     sx, sy = graph.scale.dx_m, graph.scale.dy_m
-    metric = [shapely.LineString(np.column_stack([e.coords[:, 1] * sx, e.coords[:, 0] * sy]))
-              for e in edges]
-    if tolerance_m > 0 and metric:
-        metric = simplify_without_new_contacts(metric, tolerance_m)
+
+    def metric_lines(ids: np.ndarray) -> np.ndarray:
+        out = np.empty(len(ids), dtype=object)
+        out[:] = [shapely.LineString(np.column_stack([edges[k].coords[:, 1] * sx,
+                                                      edges[k].coords[:, 0] * sy]))
+                  for k in ids.tolist()]
+        return out
+
+    if tolerance_m > 0 and edges:
+        # pixel paths stay the source: full-detail GEOS copies exist one chunk at a time
+        metric = _simplify_lines(metric_lines, len(edges), tolerance_m)
+    else:
+        metric = metric_lines(np.arange(len(edges)))
     lines, widths, probs = [], [], []
     for edge, geom in zip(edges, metric, strict=True):
         xy = shapely.get_coordinates(geom)
