@@ -125,7 +125,7 @@ def parse_bands(text: str | None) -> list[int] | None:
 
 def show_progress(ctx: click.Context) -> bool:
     """Bars only for a person at a terminal: not with --quiet, not in CI, not when piped."""
-    if ctx.find_root().obj.get("quiet"):
+    if (ctx.find_root().obj or {}).get("quiet"):  # obj is None when a command runs alone
         return False
     if os.environ.get("CI"):
         return False

@@ -84,6 +84,16 @@ def test_probability_raster_thresholded_with_attributes(tmp_path: Path) -> None:
     assert pyogrio.read_info(gpkg, layer="roads")["features"] == 0
 
 
+def test_command_runs_on_its_own_without_the_root_group(tmp_path: Path) -> None:
+    """scripts/qgis_check.sh calls the command directly (no root context object)."""
+    from roadprn.cli.vectorize import vectorize
+
+    src = write_raster(tmp_path / "prob.tif", cross_probability())
+    result = CliRunner().invoke(vectorize, [str(src), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o" / "prob_roads.gpkg").is_file()
+
+
 def test_empty_mask_and_nodata(tmp_path: Path) -> None:
     data = np.zeros((200, 200), np.uint8)
     data[:, :100] = 255  # left half would be one big road, but it is nodata
