@@ -149,8 +149,7 @@ def base(ctx: click.Context, pair_items, pairs_csv, output, arch, arch_kwargs, b
         device=device, amp=not no_amp, threads=threads, num_workers=workers,
         max_minutes=max_minutes,
     )
-    obj = ctx.find_root().obj
-    progress = show_progress(ctx) if isinstance(obj, dict) else False
+    progress = show_progress(ctx)
     result = train_base(pairs, options, output, resume=resume, overwrite=overwrite,
                         cache_dir=cache_dir, progress=progress)
     last = result.history[-1] if result.history else {}

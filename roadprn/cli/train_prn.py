@@ -128,7 +128,7 @@ def prn(ctx: click.Context, base_model, pair_items, pairs_csv, prob_items, outpu
     if not base.sha256:
         raise ModelError(f"base model {base_model}: no sha256 to pair the PRN with")
 
-    progress = show_progress(ctx) if ctx.find_root().obj is not None else False
+    progress = show_progress(ctx)
     config = load_config(None, {"output.overwrite": True, "inference.device": device})
     maps_dir = Path(work_dir) if work_dir else out.with_name(out.name + ".maps")
     explicit: dict[str, list[PRNMaps]] = {"train": [], "val": []}
