@@ -15,7 +15,7 @@ from typing import Any
 import dask
 from dask.callbacks import Callback
 
-from roadprn.memory import bound_heap_growth, release_free_memory
+from roadprn.memory import bounded_heap, release_free_memory
 from roadprn.parallel import local_thread_count
 from roadprn.raster import bounded_gdal_cache
 from roadprn.vectorize.cleanup import clean_mask
@@ -94,17 +94,18 @@ def vectorize_source(source: RoadSource, params: VectorizeParams, workers: int |
     ``progress`` shows a bar of tiles done.
     """
     workers = local_thread_count(workers)
-    bound_heap_growth()  # else each worker thread's heap keeps its largest tile's temporaries
     scale = pixel_scale(source.transform, source.crs, source.shape, source.name)
     boxes = tile_grid(source.shape, params.tile_size_px, halo_pixels(params, scale))
     tasks = [dask.delayed(tile_pieces, pure=True)(source, box, scale, params) for box in boxes]
     chosen = scheduler or ("threads" if workers > 1 else "sync")
-    with bounded_gdal_cache(), _TileProgress(len(tasks), source.name, progress):
-        # windows are read once: a large GDAL cache would only grow memory
-        per_tile = dask.compute(*tasks, scheduler=chosen, num_workers=workers)
-    graph = from_pieces((p for pieces in per_tile for p in pieces), scale)
-    clean_graph(graph, params)
-    return simplified_network(graph, params.simplify_tolerance_m)
+    # windows are read once: a large GDAL cache would only grow memory
+    with bounded_heap(), bounded_gdal_cache():
+        with _TileProgress(len(tasks), source.name, progress):
+            per_tile = dask.compute(*tasks, scheduler=chosen, num_workers=workers)
+        graph = from_pieces((p for pieces in per_tile for p in pieces), scale)
+        del per_tile
+        clean_graph(graph, params)
+        return simplified_network(graph, params.simplify_tolerance_m)
 
 
 def vectorize_whole(source: RoadSource, params: VectorizeParams) -> RoadNetwork:
