@@ -579,15 +579,15 @@ def sample_windows(height: int, width: int, block_shape: tuple[int, int],
     side = max(1, sample_size // grid)
     side_r, side_c = min(height, side), min(width, side)
 
-    def starts(extent: int, side: int, block: int) -> list[int]:
+    def starts(extent: int, length: int, block: int) -> list[int]:
         out = []
         for k in range(grid):
             centre = int((k + 0.5) * extent / grid)
-            start = centre - side // 2
-            if block >= side:  # moved the least that puts it inside the block of its centre
+            start = centre - length // 2
+            if block >= length:  # moved the least that puts it inside the block of its centre
                 first = centre // block * block
-                start = min(max(start, first), min(first + block, extent) - side)
-            out.append(min(max(start, 0), extent - side))
+                start = min(max(start, first), min(first + block, extent) - length)
+            out.append(min(max(start, 0), extent - length))
         return out
 
     block_h, block_w = block_shape

@@ -3,8 +3,9 @@
 The baseline is what one would write without tiling: read the whole mask, skimage
 ``skeletonize`` + ``skan.Skeleton`` on the full array. Each variant runs in its own child process;
 peak memory is the sampled sum over the child and any worker processes (RSS and PSS; PSS counts
-pages shared between forked workers once; ``--scheduler processes`` compares process workers). Optionally the same pipeline as one whole tile
-(``--whole``) checks that tiling does not change the result (total length, junction count).
+pages shared between forked workers once; ``--scheduler processes`` compares process workers).
+Optionally the same pipeline as one whole tile (``--whole``) checks that tiling does not change
+the result (total length, junction count).
 Two more children only load each variant's libraries (the baseline's includes skan's numba JIT,
 ~0.3 GB; the tiled vectoriser builds skeleton paths with numpy + scipy and loads ~0.19 GB), so the
 memory that grows with the scene can be compared on its own.

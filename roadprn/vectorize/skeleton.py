@@ -60,10 +60,15 @@ def road_width_m(road: np.ndarray, points: np.ndarray, scale: PixelScale) -> np.
     return np.maximum(2.0 * dist - 0.5 * pixel_m, pixel_m)
 
 
+def step_lengths_m(step: np.ndarray, scale: PixelScale) -> np.ndarray:
+    """Length in metres of (row, col) pixel steps."""
+    step = np.asarray(step, dtype=np.float64)
+    return np.hypot(step[:, 0] * scale.dy_m, step[:, 1] * scale.dx_m)
+
+
 def segment_lengths_m(coords: np.ndarray, scale: PixelScale) -> np.ndarray:
     """Length in metres of each step of a (row, col) pixel path."""
-    step = np.diff(coords, axis=0)
-    return np.hypot(step[:, 0] * scale.dy_m, step[:, 1] * scale.dx_m)
+    return step_lengths_m(np.diff(coords, axis=0), scale)
 
 
 def window_pieces(road: np.ndarray, prob: np.ndarray | None, origin: tuple[int, int],
@@ -95,8 +100,6 @@ def _owned_pieces(indptr: np.ndarray, indices: np.ndarray, coords_all: np.ndarra
     pieces (a per-path loop of small numpy calls dominated the tile time).
     """
     n_pix = np.diff(indptr)
-    if len(indices) < 2 or not (n_pix >= 2).any():
-        return []
     path_of = np.repeat(np.arange(len(n_pix)), n_pix)  # path id per position in ``indices``
     last_pos = indptr[1:] - 1  # position of each path's last pixel
     # segment j joins positions j and j + 1 of the same path
@@ -112,8 +115,7 @@ def _owned_pieces(indptr: np.ndarray, indices: np.ndarray, coords_all: np.ndarra
              & (owner[:, 1] >= c0) & (owner[:, 1] < c1))
     if not owned.any():
         return []
-    step = (b - a).astype(np.float64)
-    seg_len = np.hypot(step[:, 0] * scale.dy_m, step[:, 1] * scale.dx_m)
+    seg_len = step_lengths_m(b - a, scale)
     w, p = width_all[indices], prob_all[indices]
     seg_w = 0.5 * (w[seg] + w[seg + 1]) * seg_len
     seg_p = 0.5 * (p[seg] + p[seg + 1]) * seg_len
