@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from roadprn import __version__
-from roadprn.errors import Interrupted, RoadprnError
+from roadprn.errors import Interrupted, RoadprnError, io_error_line
 from roadprn.raster import limit_gdal_cache
 from roadprn.signals import sigterm_as_keyboard_interrupt
 
@@ -39,7 +39,20 @@ class RoadprnGroup(click.Group):
             # Disk full, permission denied and the like: one line, not a traceback.
             if log.isEnabledFor(logging.DEBUG):
                 log.exception("I/O error")
-            _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
+            _fail(io_error_line(exc), 1)
+        except Exception as exc:  # noqa: BLE001 - the last resort: a bug, reported in one line
+            _internal_error(exc, ctx)
+
+
+def _internal_error(exc: Exception, ctx: click.Context) -> None:
+    """A bug: one line naming a log file with the traceback (shown too with ``-v``), exit 70."""
+    from roadprn.crashlog import INTERNAL_ERROR_EXIT, internal_error_line, write_crash_log
+
+    path = write_crash_log(exc, context=" ".join(sys.argv))
+    if (ctx.obj or {}).get("verbose"):
+        log.error("internal error", exc_info=exc)
+    click.echo(f"roadprn: {internal_error_line(exc, path)}", err=True)
+    sys.exit(INTERNAL_ERROR_EXIT)
 
 
 def _fail(message: str, code: int) -> None:
