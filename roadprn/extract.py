@@ -6,6 +6,7 @@ outputs whichever way it is processed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -17,8 +18,8 @@ from roadprn.config import Config
 from roadprn.errors import ConfigError
 from roadprn.gpkg import output_paths
 from roadprn.inference import SegmentationModel
-from roadprn.io import check_writable
 from roadprn.pipeline import ExtractPaths, ExtractResult, extract_probability
+from roadprn.staging import staged_run
 from roadprn.stitch import Strip
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class ExtractRun:
         }
 
 
-def _model_spec(scene: str | Path, config: Config) -> str:
+def model_spec_for_scene(scene: str | Path, config: Config) -> str:
     """``default`` picks the panchromatic default model for 1-band scenes (unless bands are set)."""
     from roadprn.models.loading import model_for_scene
     from roadprn.raster import open_scene
@@ -118,12 +119,9 @@ def run_extract(
     """
     from roadprn.models.loading import load_segmentation_model
 
-    paths = ExtractPaths.for_scene(scene, out_dir)
-    if config.vectorize.enabled:  # refuse before any work if an output is in the way
-        for final in vector_outputs(paths, config):
-            check_writable(final, config.output.overwrite)
+    final_paths = ExtractPaths.for_scene(scene, out_dir)
     if base_model is None:
-        base_model = load_segmentation_model(_model_spec(scene, config))
+        base_model = load_segmentation_model(model_spec_for_scene(scene, config))
     prn = resolve_refine_model(config, base_model)
     if prn is not None and not config.output.write_probability:
         if config.refine.method == "prn":
@@ -131,38 +129,49 @@ def run_extract(
                               "--refine prn with --no-probability")
         log.info("no probability raster requested: PRN refinement skipped")
         prn = None
-    if prn is not None:
-        check_writable(refined_mask_path(paths), config.output.overwrite)
 
-    stages: dict[str, float] = {}
-    t0 = time.perf_counter()
-    base = extract_probability(scene, base_model, config, out_dir, progress=progress,
-                               precomputed_strips=base_strips)
-    stages["base"] = time.perf_counter() - t0
-    files = {"mask": paths.mask}
-    if paths.probability.exists() and config.output.write_probability:
-        files["probability"] = paths.probability
-    run = ExtractRun(str(scene), paths.folder, files, base, stages)
-    try:
-        _later_stages(run, scene, paths, config, base_model, prn, progress)
-    except BaseException:
-        # all or nothing: a failure or Ctrl-C in a later stage must not leave this run's
-        # finished rasters behind, where they would look like a complete result
-        for path in run.files.values():
-            Path(path).unlink(missing_ok=True)
-        raise
+    scene_name = final_paths.mask.name.removesuffix("_mask.tif")
+    with staged_run(final_paths.folder, scene_name, planned_outputs(final_paths, config, prn),
+                    config.output.overwrite) as staged:
+        # every stage writes into the staging folder; nothing has a final name until all are done
+        paths = ExtractPaths.for_scene(scene, staged.folder)
+        stages: dict[str, float] = {}
+        t0 = time.perf_counter()
+        base = extract_probability(scene, base_model, config, staged.folder, progress=progress,
+                                   precomputed_strips=base_strips)
+        stages["base"] = time.perf_counter() - t0
+        files = {"mask": paths.mask}
+        if paths.probability.exists() and config.output.write_probability:
+            files["probability"] = paths.probability
+        run = ExtractRun(str(scene), final_paths.folder, files, base, stages)
+        _later_stages(run, scene, paths, final_paths, config, base_model, prn, progress)
+    run.files = {key: staged.final_path(path) for key, path in run.files.items()}
+    run.base = dataclasses.replace(base, paths=final_paths)
     return run
 
 
-def _later_stages(run: ExtractRun, scene: str | Path, paths: ExtractPaths, config: Config,
-                  base_model: SegmentationModel, prn: Any, progress: bool) -> None:
+def planned_outputs(paths: ExtractPaths, config: Config, prn: Any) -> list[Path]:
+    """Every file an extract run with ``config`` may write (checked before any work)."""
+    outputs = [paths.mask]
+    if config.output.write_probability:
+        outputs.append(paths.probability)
+    if prn is not None:
+        outputs.append(refined_mask_path(paths))
+    if config.vectorize.enabled:
+        outputs += vector_outputs(paths, config)
+    return outputs
+
+
+def _later_stages(run: ExtractRun, scene: str | Path, paths: ExtractPaths,
+                  final_paths: ExtractPaths, config: Config, base_model: SegmentationModel,
+                  prn: Any, progress: bool) -> None:
     stages, files = run.stage_seconds, run.files
     if prn is not None:
         from roadprn.refine_scene import refine_scene
 
         t0 = time.perf_counter()
         refine_scene(files["probability"], refined_mask_path(paths), prn, config,
-                     progress=progress)
+                     progress=progress, source_tag=str(final_paths.probability.resolve()))
         files["refined_mask"] = refined_mask_path(paths)
         run.prn_sha256 = prn.sha256
         stages["refine"] = time.perf_counter() - t0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -19,9 +20,21 @@ from roadprn.errors import OutputError
 TMP_MARKER = ".roadprn-tmp-"
 
 
+def safe_name(text: str) -> str:
+    """``text`` with every character but letters, digits, ``.``, ``_`` and ``-`` replaced.
+
+    For the names roadprn makes up (temporary files, staging folders): GDAL and pyogrio read
+    some characters of a path as syntax (pyogrio's URI parsing cuts a path at ``;``, GDAL
+    treats ``?``, ``!`` and ``,`` specially in some drivers), so a made-up name never carries
+    the user's odd characters; only the final rename gives a file its user-chosen name.
+    """
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
 def temporary_sibling(final: Path) -> Path:
     """A unique temporary name in the same folder (so the final rename is atomic)."""
-    return final.with_name(f"{final.stem}{TMP_MARKER}{uuid.uuid4().hex[:8]}{final.suffix}")
+    return final.with_name(f"{safe_name(final.stem)}{TMP_MARKER}{uuid.uuid4().hex[:8]}"
+                           f"{safe_name(final.suffix)}")
 
 
 def check_writable(final: Path, overwrite: bool) -> None:
@@ -54,11 +67,24 @@ def atomic_output(final: str | os.PathLike[str], overwrite: bool = False) -> Ite
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
-        _remove(tmp)
-        # GDAL sidecars (.aux.xml, .ovr, -journal) share the temporary stem
-        for sidecar in tmp.parent.glob(tmp.name + "*"):
-            _remove(sidecar)
+        remove_with_sidecars(tmp)
         raise
+
+
+def remove_with_sidecars(path: Path) -> None:
+    """Remove ``path`` and GDAL's sidecars of it (``.aux.xml``, ``.ovr``, ``-journal``).
+
+    Matched by name prefix, never by a glob pattern: a scene called ``scene[1].tif`` makes
+    ``[1]`` a character class in a pattern, which matched nothing and left the files behind.
+    """
+    _remove(path)
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return
+    for sibling in siblings:
+        if sibling.name.startswith(path.name):
+            _remove(sibling)
 
 
 def _remove(path: Path) -> None:

@@ -38,7 +38,7 @@ from roadprn.inference import (
     configure_torch_threads,
     resolve_device,
 )
-from roadprn.io import TMP_MARKER, atomic_output, check_writable
+from roadprn.io import atomic_output, check_writable, remove_with_sidecars, temporary_sibling
 from roadprn.overviews import StreamedOverviews
 from roadprn.raster import (
     DEFAULT_GDAL_CACHE_MB,
@@ -240,8 +240,9 @@ def extract_probability(
             mask_final = stack.enter_context(atomic_output(paths.mask, overwrite))
             prob_final = (stack.enter_context(atomic_output(paths.probability, overwrite))
                           if config.output.write_probability else None)
-            raw_mask = paths.folder / f"{paths.mask.stem}{TMP_MARKER}raw.tif"
-            raw_prob = paths.folder / f"{paths.probability.stem}{TMP_MARKER}raw.tif"
+            raw_mask = temporary_sibling(paths.mask.with_name(f"{paths.mask.stem}_raw.tif"))
+            raw_prob = temporary_sibling(paths.probability.with_name(
+                f"{paths.probability.stem}_raw.tif"))
             tmp_files += [raw_mask, raw_prob]
             if predictor is not None:
                 strips = predict_strips(
@@ -258,7 +259,7 @@ def extract_probability(
                                      overviews=not grid.resampled)
             t_cog = time.perf_counter()
             if grid.resampled:  # back to the scene grid, still window by window
-                back = paths.folder / f"{paths.mask.stem}{TMP_MARKER}back.tif"
+                back = temporary_sibling(paths.mask.with_name(f"{paths.mask.stem}_back.tif"))
                 tmp_files.append(back)
                 if prob_final is not None:
                     _resample_to_scene(raw_prob, back, info, config, tags, kind="probability")
@@ -280,8 +281,7 @@ def extract_probability(
             stats["cog_seconds"] = time.perf_counter() - t_cog
     finally:
         for tmp in tmp_files:
-            for leftover in tmp.parent.glob(tmp.name + "*"):
-                leftover.unlink(missing_ok=True)
+            remove_with_sidecars(tmp)
 
     seconds = time.perf_counter() - t_start
     return ExtractResult(

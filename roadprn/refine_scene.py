@@ -25,7 +25,7 @@ from roadprn.config import Config
 from roadprn.errors import ModelError
 from roadprn.grid import scene_grid
 from roadprn.inference import configure_torch_threads, resolve_device
-from roadprn.io import TMP_MARKER, atomic_output, check_writable
+from roadprn.io import atomic_output, check_writable, remove_with_sidecars, temporary_sibling
 from roadprn.pipeline import MASK_NODATA, _to_cog, _write_outputs, predict_strips
 from roadprn.raster import BandNormalizer, open_scene
 from roadprn.refine import FUSION_RULES, default_halo, fuse
@@ -96,8 +96,13 @@ def refine_scene(
     config: Config,
     *,
     progress: bool = False,
+    source_tag: str | None = None,
 ) -> dict[str, float]:
-    """Write the refined mask COG (0/1, nodata 255) for a base probability raster."""
+    """Write the refined mask COG (0/1, nodata 255) for a base probability raster.
+
+    ``source_tag``: the probability raster's name to record (its final path when it is still
+    being staged under another).
+    """
     t0 = time.perf_counter()
     out_mask = Path(out_mask)
     check_writable(out_mask, config.output.overwrite)
@@ -110,7 +115,7 @@ def refine_scene(
     predictor = PRNPredictor(prn, device, config.refine.fusion)
     to_unit = BandNormalizer((1.0 / 255.0,), (0.0,), clip=True)
     stats: dict[str, float] = {}
-    raw = out_mask.with_name(f"{out_mask.stem}{TMP_MARKER}raw.tif")
+    raw = temporary_sibling(out_mask.with_name(f"{out_mask.stem}_raw.tif"))
     try:
         with atomic_output(out_mask, config.output.overwrite) as final:
             strips = predict_strips(
@@ -120,13 +125,12 @@ def refine_scene(
                 stats=stats, progress=progress,
             )
             tags = {"ROADPRN_REFINED_BY": prn.name, "ROADPRN_PRN_SHA256": prn.sha256,
-                    "ROADPRN_FUSION": config.refine.fusion, "ROADPRN_SOURCE": info.path}
+                    "ROADPRN_FUSION": config.refine.fusion, "ROADPRN_SOURCE": source_tag or info.path}
             sources = _write_outputs(strips, info, scene_grid(info), config, None, raw, tags,
                                      stats)
             _to_cog(sources[raw], final, config.output, resampling="NEAREST")
     finally:
-        for leftover in raw.parent.glob(raw.name + "*"):
-            leftover.unlink(missing_ok=True)
+        remove_with_sidecars(raw)
     stats["seconds"] = time.perf_counter() - t0
     stats["mask_nodata"] = MASK_NODATA
     return stats
