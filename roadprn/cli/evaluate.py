@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import click
 
+from roadprn.errors import ConfigError
 from roadprn.evaluate import io, report
 from roadprn.evaluate.apls import APLSParams
 from roadprn.evaluate.compare import EvalParams, Pair, evaluate_pair, read_pairs_csv, summarize
@@ -17,7 +19,42 @@ log = logging.getLogger("roadprn.evaluate")
 _PATH = click.Path(path_type=Path, dir_okay=False)
 
 
-@click.command("evaluate")
+class _Finite(click.FloatRange):
+    """A FloatRange that also refuses NaN (click lets NaN through every bound: comparisons
+    with NaN are false) and says the allowed range in its one-line error."""
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number; allowed: {self._describe_range()}",
+                      param, ctx)
+        return number
+
+
+#: bounds of every numeric option (metres unless named otherwise): wide enough for any real
+#: evaluation, narrow enough that no value makes a run allocate without bound or never end
+THRESHOLD = _Finite(0, 1)
+TOLERANCE_M = _Finite(0, 1000)
+WIDTH_M = _Finite(0, 1000, min_open=True)
+SNAP_M = _Finite(0, 1000)
+SPACING_M = _Finite(1, 100_000)
+MIN_PATH_M = _Finite(0, 1_000_000)
+PIXEL_SIZE_M = _Finite(0, 100_000, min_open=True)
+PATCH_SIZE = click.IntRange(1, 65536)
+
+
+class _OneLineCommand(click.Command):
+    """Bad options end like every other user error: one line, exit 2 (ConfigError), instead of
+    click's usage block."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise ConfigError(exc.format_message()) from None
+
+
+@click.command("evaluate", cls=_OneLineCommand)
 @click.option("--pred", type=_PATH, help="Prediction: mask/probability raster or road lines.")
 @click.option("--truth", type=_PATH, help="Truth: mask raster or road centrelines.")
 @click.option("--pairs", "pairs_csv", type=_PATH,
@@ -27,22 +64,22 @@ _PATH = click.Path(path_type=Path, dir_okay=False)
 @click.option("--image", type=_PATH, help="Image under the TP/FP/FN overlay (same grid).")
 @click.option("--ignore", type=_PATH,
               help="Ignore mask: raster (non-zero = ignore) or polygons; excluded everywhere.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--threshold", type=THRESHOLD, default=0.5, show_default=True,
               help="Probability at or above which a pixel is road.")
-@click.option("--tolerance-m", type=click.FloatRange(min=0), default=3.0, show_default=True,
+@click.option("--tolerance-m", type=TOLERANCE_M, default=3.0, show_default=True,
               help="Relaxed precision/recall distance and completeness/correctness buffer.")
-@click.option("--truth-width-m", type=click.FloatRange(min=0, min_open=True), default=4.0,
+@click.option("--truth-width-m", type=WIDTH_M, default=4.0,
               show_default=True, help="Road width when lines are rasterised.")
 @click.option("--sweep", is_flag=True, help="Threshold sweep: PR curve and best threshold.")
-@click.option("--patch-size", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--patch-size", type=PATCH_SIZE, default=64, show_default=True,
               help="Patch side (pixels) of the per-patch IoU heat map.")
-@click.option("--snap-m", type=click.FloatRange(min=0), default=4.0, show_default=True,
+@click.option("--snap-m", type=SNAP_M, default=4.0, show_default=True,
               help="APLS: how far a control point may snap onto the other graph.")
-@click.option("--control-spacing-m", type=click.FloatRange(min=0, min_open=True), default=50.0,
+@click.option("--control-spacing-m", type=SPACING_M, default=50.0,
               show_default=True, help="APLS: spacing of control points along roads.")
-@click.option("--min-path-m", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--min-path-m", type=MIN_PATH_M, default=10.0, show_default=True,
               help="APLS: shorter routes are not scored.")
-@click.option("--pixel-size-m", type=click.FloatRange(min=0, min_open=True),
+@click.option("--pixel-size-m", type=PIXEL_SIZE_M,
               help="Pixel size for rasters without georeferencing (enables relaxed metrics).")
 @click.option("--no-plots", is_flag=True, help="Only metrics.json and report.md.")
 @click.option("--overwrite", is_flag=True, help="Replace existing report files.")
@@ -59,11 +96,11 @@ def evaluate(pred: Path | None, truth: Path | None, pairs_csv: Path | None, out_
     """
     if pairs_csv is not None:
         if pred or truth or image or ignore:
-            raise click.UsageError("give either --pairs or --pred/--truth (with --image/--ignore)")
+            raise ConfigError("give either --pairs or --pred/--truth (with --image/--ignore)")
         pairs = read_pairs_csv(pairs_csv)
     else:
         if pred is None or truth is None:
-            raise click.UsageError("give --pred and --truth, or --pairs")
+            raise ConfigError("give --pred and --truth, or --pairs")
         pairs = [Pair(pred=pred, truth=truth, name=pred.stem, image=image, ignore=ignore)]
     params = EvalParams(threshold=threshold, tolerance_m=tolerance_m, truth_width_m=truth_width_m,
                         patch_size=patch_size, sweep=sweep,
@@ -96,11 +133,13 @@ def _write_figures(results: list, params: EvalParams, out_dir: Path, overwrite: 
 
     for r in results:
         if r.kind == "pixel":
-            rgb = io.read_image_rgb(r.pair.image, r.masks[0].shape) if r.pair.image else None
+            rgb = (io.read_image_rgb(r.pair.image, r.grid_shape, r.masks[0].shape)
+                   if r.pair.image else None)
             names.append(name("overlay", r))
             report.plot_overlay(r, out_dir / names[-1], overwrite, rgb)
             names.append(name("patch_iou", r))
-            report.plot_patch_iou(r, out_dir / names[-1], overwrite, params.patch_size)
+            report.plot_patch_iou(r, out_dir / names[-1], overwrite,
+                                  r.patch_size or params.patch_size)
         else:
             names.append(name("network", r))
             report.plot_network(r, out_dir / names[-1], overwrite)

@@ -30,10 +30,14 @@ import shapely
 from scipy.sparse.csgraph import dijkstra
 from shapely.geometry.base import BaseGeometry
 
+from roadprn.errors import ConfigError
 from roadprn.evaluate.graph import RoadGraph, SplitGraph, lines_to_graph, split_edges
 
 #: cap on the number of path lengths held at once (float64): ~160 MB per matrix
 _MAX_CELLS = 20_000_000
+#: control points per graph at most: routes grow with its square (20 000² = 4e8 routes take a
+#: few minutes); more means the spacing is absurd for the network or the area needs tiles
+MAX_CONTROL_POINTS = 20_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,33 @@ def control_positions(lengths: np.ndarray, spacing_m: float) -> tuple[np.ndarray
     if not edge_ids:
         return np.empty(0, np.int64), np.empty(0)
     return np.concatenate(edge_ids), np.concatenate(positions)
+
+
+def count_control_points(graph: RoadGraph, spacing_m: float) -> int:
+    """How many control points :func:`with_control_points` would make, without making them."""
+    length = graph.length
+    inserted = np.where(length < 0.75 * spacing_m, 0,
+                        np.where(length <= spacing_m, 1,
+                                 np.ceil(length / spacing_m) - 1))
+    return graph.n_nodes + int(inserted.sum())
+
+
+def check_control_points(graph: RoadGraph, spacing_m: float, name: str) -> None:
+    """Refuse (exit 2) a spacing that would make APLS run for hours on this network."""
+    n = count_control_points(graph, spacing_m)
+    if n <= MAX_CONTROL_POINTS:
+        return
+    room = MAX_CONTROL_POINTS - graph.n_nodes
+    if room <= 0:
+        hint = (f"its {graph.n_nodes} junctions and ends alone are too many: split the area "
+                "into tiles (--pairs)")
+    else:
+        needed = float(np.ceil(graph.total_length / room))
+        hint = (f"use --control-spacing-m {needed:g} or more, or split the area into tiles "
+                "(--pairs)")
+    raise ConfigError(f"APLS would place {n} control points on the {name} network "
+                      f"({graph.total_length / 1000:.1f} km at --control-spacing-m {spacing_m:g}); "
+                      f"at most {MAX_CONTROL_POINTS}: {hint}")
 
 
 def with_control_points(graph: RoadGraph, spacing_m: float) -> tuple[SplitGraph, np.ndarray]:
@@ -158,6 +189,8 @@ def apls_graphs(truth: RoadGraph, pred: RoadGraph, params: APLSParams | None = N
     if truth_empty or pred_empty:
         value = 1.0 if truth_empty and pred_empty else 0.0
         return APLSResult(value, value, value, 0, 0, 0, 0, value, value)
+    check_control_points(truth, params.control_spacing_m, "truth")
+    check_control_points(pred, params.control_spacing_m, "predicted")
     t2p = _half(truth, pred, params)
     p2t = _half(pred, truth, params)
     if t2p.score <= 0 or p2t.score <= 0:

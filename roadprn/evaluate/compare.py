@@ -8,6 +8,7 @@ before the ratios are taken; APLS is the mean over pairs (as in SpaceNet).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 from dataclasses import dataclass, field
@@ -26,13 +27,16 @@ from roadprn.evaluate.pixel import (
     PixelCounts,
     RelaxedCounts,
     best_threshold,
-    binarize,
-    patch_iou_grid,
-    pixel_metrics,
     relaxed_scores,
     scores_from_counts,
-    sweep_counts,
     sweep_scores,
+)
+from roadprn.evaluate.windowed import (
+    MAX_PATCHES,
+    WINDOW,
+    Layer,
+    relaxed_halo,
+    windowed_pixel_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class EvalParams:
     n_thresholds: int = 101
     pixel_size_m: tuple[float, float] | None = None  # only for rasters without georeferencing
     apls: APLSParams = field(default_factory=APLSParams)
+    window: int = WINDOW  # pixel metrics are computed in windows of this side (not a metric knob)
 
     def as_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "tolerance_m": self.tolerance_m,
@@ -81,11 +86,15 @@ class PairResult:
     length_counts: LengthCounts | None = None
     sweep: dict[str, np.ndarray] | None = None  # counts: threshold, tp, fp, fn
     patch_iou: np.ndarray | None = None
-    masks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # pred, truth, valid
+    #: pred, truth, valid of every stride-th pixel (at most windowed.PLOT_SIDE per side)
+    masks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    patch_size: int | None = None  # of patch_iou (raised for huge scenes)
+    grid_shape: tuple[int, int] | None = None  # (rows, cols) of the full grid
     lines: tuple[gpd.GeoSeries, gpd.GeoSeries] | None = None  # truth, pred (metric CRS)
 
 
 def evaluate_pair(pair: Pair, params: EvalParams) -> PairResult:
+    """Metrics of one pair: pixel metrics if either side is a raster, else network metrics."""
     pred_vec, truth_vec = io.is_vector(pair.pred), io.is_vector(pair.truth)
     if pred_vec and truth_vec:
         if pair.ignore is not None:
@@ -98,8 +107,8 @@ def _network_pair(pair: Pair, params: EvalParams) -> PairResult:
     truth = io.read_lines(pair.truth)
     pred = io.read_lines(pair.pred)
     metric_crs = io.local_utm_crs(truth, pred)
-    truth_m = truth.to_crs(metric_crs) if len(truth) else gpd.GeoSeries([], crs=metric_crs)
-    pred_m = pred.to_crs(metric_crs) if len(pred) else gpd.GeoSeries([], crs=metric_crs)
+    truth_m = io.to_metric(truth, metric_crs, pair.truth)
+    pred_m = io.to_metric(pred, metric_crs, pair.pred)
     if len(truth_m) and len(pred_m):
         io.check_overlap(tuple(truth_m.total_bounds), tuple(pred_m.total_bounds),
                          str(pair.truth), str(pair.pred))
@@ -120,54 +129,70 @@ def _network_pair(pair: Pair, params: EvalParams) -> PairResult:
 
 
 def _pixel_pair(pair: Pair, params: EvalParams, pred_vec: bool, truth_vec: bool) -> PairResult:
-    if pred_vec:  # lines vs a truth raster: the truth's grid is the grid
-        grid = io.read_raster(pair.truth)
-        truth_mask, truth_valid = grid.values >= 0.5, grid.valid
-        prob = _lines_on_grid(pair.pred, grid, params).astype(np.float32)
-        valid = truth_valid
-    else:
-        grid = io.read_raster(pair.pred)
-        prob, valid = grid.values, grid.valid
-        if truth_vec:
-            truth_mask = _lines_on_grid(pair.truth, grid, params)
+    """Pixel metrics window by window (memory set by the window, not the scene)."""
+    with contextlib.ExitStack() as stack:
+        grid_path = pair.truth if pred_vec else pair.pred
+        grid_raster = stack.enter_context(
+            io.RasterLayer(grid_path, role="truth" if pred_vec else "prediction"))
+        grid = grid_raster.grid
+        pred: Layer
+        truth: Layer
+        if pred_vec:  # lines vs a truth raster: the truth's grid is the grid
+            truth = grid_raster
+            pred = io.lines_layer(pair.pred, grid, params.truth_width_m)
         else:
-            truth = io.align(io.read_raster(pair.truth), grid)
-            truth_mask, valid = truth.values >= 0.5, valid & truth.valid
-    if pair.ignore is not None:
-        valid = valid & ~io.read_ignore(pair.ignore, grid)
-    if not valid.any():
+            pred = grid_raster
+            if truth_vec:
+                truth = io.lines_layer(pair.truth, grid, params.truth_width_m)
+            else:
+                truth_raster = stack.enter_context(io.RasterLayer(pair.truth, role="truth"))
+                truth = io.align(truth_raster, grid)
+        ignore = None
+        if pair.ignore is not None and io.is_vector(pair.ignore):
+            ignore = io.ignore_shapes(pair.ignore, grid)
+        elif pair.ignore is not None:
+            ignore_raster = stack.enter_context(io.RasterLayer(pair.ignore, role="ignore"))
+            ignore = io.align(ignore_raster, grid)
+        size = grid_raster.pixel_size_m or params.pixel_size_m
+        if size is None:
+            log.warning("%s: no georeferencing and no --pixel-size-m; relaxed metrics skipped",
+                        pair.pred)
+        halo = relaxed_halo(size, params.tolerance_m, str(grid_path))
+        result = windowed_pixel_metrics(
+            grid.shape, pred, truth, ignore, threshold=params.threshold, pixel_size_m=size,
+            tolerance_m=params.tolerance_m, n_thresholds=params.n_thresholds if params.sweep else 0,
+            patch_size=params.patch_size, window=params.window, halo=halo)
+    if not result.n_valid:
         raise InputError(f"{pair.pred} and {pair.truth}: no valid pixel in common "
                          "(nodata / ignore mask cover everything)")
-    size = grid.pixel_size_m or params.pixel_size_m
-    if size is None:
-        log.warning("%s: no georeferencing and no --pixel-size-m; relaxed metrics skipped",
-                    pair.pred)
-    metrics, counts, relaxed = pixel_metrics(prob, truth_mask, valid, threshold=params.threshold,
-                                             pixel_size_m=size, tolerance_m=params.tolerance_m)
-    pred_mask = binarize(prob, params.threshold)
-    sweep = None
-    if params.sweep:
-        sweep = sweep_counts(prob, truth_mask, valid, params.n_thresholds)
-        t, f1 = best_threshold(sweep_scores(sweep), "f1")
+    if not pred_vec:
+        _warn_all_below(grid_raster, result.max_prob, params.threshold)
+    if result.patch_size != params.patch_size:
+        log.warning("%s: %d x %d px: the patch IoU map uses %d px patches (at most %d patches)",
+                    grid_path, grid.width, grid.height, result.patch_size, MAX_PATCHES)
+    counts = result.counts
+    metrics = scores_from_counts(counts)
+    if result.relaxed is not None:
+        metrics.update(relaxed_scores(result.relaxed))
+    if result.sweep is not None:
+        t, f1 = best_threshold(sweep_scores(result.sweep), "f1")
         metrics.update(best_threshold=t, best_f1=f1)
-    metrics.update(truth_fraction=float(truth_mask[valid].mean()),
-                   pred_fraction=float(pred_mask[valid].mean()),
-                   valid_fraction=float(valid.mean()))
-    return PairResult(pair, "pixel", metrics, pixel_counts=counts, relaxed_counts=relaxed,
-                      sweep=sweep,
-                      patch_iou=patch_iou_grid(pred_mask, truth_mask, params.patch_size, valid),
-                      masks=(pred_mask, truth_mask, valid))
+    metrics.update(truth_fraction=(counts.tp + counts.fn) / result.n_valid,
+                   pred_fraction=(counts.tp + counts.fp) / result.n_valid,
+                   valid_fraction=result.n_valid / result.n_pixels)
+    return PairResult(pair, "pixel", metrics, pixel_counts=counts,
+                      relaxed_counts=result.relaxed, sweep=result.sweep,
+                      patch_iou=result.patch_iou, masks=result.overlay,
+                      patch_size=result.patch_size, grid_shape=grid.shape)
 
 
-def _lines_on_grid(path: Path, grid: io.RasterInput, params: EvalParams) -> np.ndarray:
-    if grid.crs is None:
-        raise InputError(f"{grid.path} has no georeferencing; cannot place the lines of {path} "
-                         "on it")
-    lines = io.read_lines(path)
-    if len(lines):
-        west, south, east, north = lines.to_crs(grid.crs).total_bounds
-        io.check_overlap((west, south, east, north), grid.bounds, str(path), grid.path)
-    return io.rasterize_lines(lines, grid.transform, grid.shape, grid.crs, params.truth_width_m)
+def _warn_all_below(raster: io.RasterLayer, max_prob: float, threshold: float) -> None:
+    """One line when an integer raster's scaling leaves every pixel below the threshold
+    (a 0-5 class raster read as 0-5/255): the metrics would silently score an empty mask."""
+    if raster.scale != 1.0 and max_prob < threshold:
+        log.warning("%s: all values are below %g after dividing by %g (the %s maximum); is it a "
+                    "probability or mask raster?", raster.path, threshold, raster.scale,
+                    raster.dtype)
 
 
 def summarize(results: list[PairResult], params: EvalParams) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Reading predictions and truths (rasters or vectors), aligning grids, local metric CRSs.
 
+Rasters are never read whole: :class:`RasterLayer` and the layers of
+:mod:`roadprn.evaluate.windowed` yield one window at a time.
+
 Everything a user can get wrong here (unreadable file, missing CRS, coordinates that cannot
 be in the declared CRS, inputs that do not overlap, one georeferenced input and one not)
 ends in an :class:`InputError` with one line naming the file.
@@ -14,16 +17,24 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pyogrio
-import rasterio
-import rasterio.features
 import rasterio.warp
 import shapely
 from affine import Affine
 from pyproj import CRS
-from rasterio.crs import CRS as RioCRS
+from rasterio._err import CPLE_BaseError
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from roadprn.errors import InputError
-from roadprn.raster import open_raster, pixel_size_m
+from roadprn.evaluate.windowed import GridSpec, Layer, ShapesLayer, WarpedLayer, clip_rect
+from roadprn.raster import (
+    MASK_IO_LOCK,
+    check_blocks_readable,
+    open_dataset,
+    open_raster,
+    pixel_size_m,
+)
 
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".geojsonl",
                    ".geojsons", ".parquet", ".geoparquet", ".sqlite"}
@@ -58,7 +69,7 @@ def read_lines(path: str | Path) -> gpd.GeoSeries:
     geoms = gdf.geometry[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
     if len(geoms) and gdf.crs is None:
         raise InputError(f"{p}: vector file has no CRS; cannot measure lengths in metres")
-    _check_geographic_range(p, gpd.GeoSeries(geoms, crs=gdf.crs))
+    _check_coordinates(p, gpd.GeoSeries(geoms, crs=gdf.crs))
     types = set(geoms.geom_type)
     lines = geoms[geoms.geom_type.isin(["LineString", "MultiLineString"])]
     if len(geoms) and not len(lines):
@@ -77,8 +88,21 @@ def _roads_layer(path: Path) -> str | None:
     return "roads" if len(names) > 1 and "roads" in names else None
 
 
-def _check_geographic_range(path: Path, geoms: gpd.GeoSeries) -> None:
-    if not len(geoms) or geoms.crs is None or not geoms.crs.is_geographic:
+#: no CRS on Earth has coordinates this large (metres, feet): larger ones are corrupt data
+MAX_PROJECTED_COORD = 1e9
+
+
+def _check_coordinates(path: Path, geoms: gpd.GeoSeries) -> None:
+    """Refuse coordinates no real file holds (NaN, inf, 1e308): they overflow later on."""
+    if not len(geoms):
+        return
+    coords = shapely.get_coordinates(geoms.values)
+    if coords.size and not (np.isfinite(coords).all()
+                            and np.abs(coords).max() <= MAX_PROJECTED_COORD):
+        bad = coords[~np.isfinite(coords) | (np.abs(coords) > MAX_PROJECTED_COORD)]
+        raise InputError(f"{path}: coordinates such as {bad.flat[0]:g} are not finite or beyond "
+                         f"{MAX_PROJECTED_COORD:g} in any CRS; the file is corrupt")
+    if geoms.crs is None or not geoms.crs.is_geographic:
         return
     minx, miny, maxx, maxy = geoms.total_bounds
     if minx < -180.5 or maxx > 360.5 or miny < -90.5 or maxy > 90.5:
@@ -92,7 +116,7 @@ def local_utm_crs(*series: gpd.GeoSeries) -> CRS:
     boxes = []
     for s in series:
         if len(s):
-            west, south, east, north = s.to_crs("EPSG:4326").total_bounds
+            west, south, east, north = finite_bounds(s.to_crs("EPSG:4326"))
             boxes.append((west, south, east, north))
     if not boxes:
         return CRS.from_epsg(32631)  # nothing to measure; any metric CRS will do
@@ -101,6 +125,25 @@ def local_utm_crs(*series: gpd.GeoSeries) -> CRS:
     east = max(b[2] for b in boxes)
     north = max(b[3] for b in boxes)
     return utm_crs_at((west + east) / 2.0, (south + north) / 2.0)
+
+
+def finite_bounds(geoms: gpd.GeoSeries, path: object = None) -> tuple[float, float, float, float]:
+    """total_bounds, refused when a reprojection produced inf/NaN (points outside the CRS)."""
+    bounds = tuple(float(b) for b in geoms.total_bounds)
+    if not all(math.isfinite(b) for b in bounds):
+        raise InputError(f"{path or 'lines'}: coordinates cannot be reprojected from "
+                         f"{geoms.crs.to_string() if geoms.crs else 'their CRS'} (they lie "
+                         "outside the area it covers); the file's CRS is wrong")
+    return bounds  # type: ignore[return-value]
+
+
+def to_metric(lines: gpd.GeoSeries, crs: CRS, path: object) -> gpd.GeoSeries:
+    """``lines`` in the metric CRS ``crs``, refusing coordinates PROJ cannot place there."""
+    if not len(lines):
+        return gpd.GeoSeries([], crs=crs)
+    out = lines.to_crs(crs)
+    finite_bounds(out, path)
+    return out
 
 
 def utm_crs_at(lon: float, lat: float) -> CRS:
@@ -118,40 +161,231 @@ def check_overlap(a_bounds: tuple[float, ...], b_bounds: tuple[float, ...], a_na
 
 # --------------------------------------------------------------------------- rasters
 
+#: the largest grid evaluate accepts (2^36 px, e.g. 262144²): windowed, memory would stay flat
+#: beyond it too, but such a run takes many hours; tiles through --pairs are the way there
+MAX_PIXELS = 1 << 36
+#: a float raster holds probabilities in [0, 1]; this much rounding outside is tolerated
+FLOAT_SLACK = 1e-3
+_SCAN = 2048  # window side of the scan that decides an integer raster's scale
 
-@dataclass
-class RasterInput:
-    """A prediction or truth raster: values in [0, 1], which pixels count, and its grid."""
 
-    path: str
-    values: np.ndarray  # float32 in [0, 1]
-    valid: np.ndarray  # bool
-    transform: Affine
-    crs: RioCRS | None  # None when the file has no georeferencing
+def _reason(exc: BaseException) -> str:
+    """GDAL's own words, following rasterio's "see previous exception" chain to the cause."""
+    seen: BaseException = exc
+    while "previous exception" in str(seen) and (seen.__cause__ or seen.__context__):
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    text = " ".join(str(seen).split())
+    return text[:200] or type(seen).__name__
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.values.shape  # type: ignore[return-value]
+
+class RasterLayer:
+    """Band 1 of a raster file on its own grid, read window by window as values in [0, 1].
+
+    Opened through :func:`roadprn.raster.open_dataset` and checked up front (size, data type,
+    first and last block readable), so a truncated or absurd file fails before any work with
+    one line naming it. Integer rasters are scaled as docs/metrics.md says; the scale depends
+    on whether any valid value exceeds 1, found by a scan that stops at the first such value.
+    A float raster whose values leave [0, 1] is refused: clipping would make metrics silently
+    meaningless. ``role="ignore"`` skips both (only "> 0" matters there).
+    """
+
+    def __init__(self, path: str | Path, role: str = "prediction") -> None:
+        self.path = str(path)
+        self.role = role
+        self.ds = open_dataset(path)
+        try:
+            self.grid = self._check()
+            self.dtype = np.dtype(self.ds.dtypes[0])
+            self.scale = 1.0 if role == "ignore" else self._decide_scale()
+        except BaseException:
+            self.ds.close()
+            raise
+
+    def __enter__(self) -> RasterLayer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def _check(self) -> GridSpec:
+        ds = self.ds
+        try:
+            width, height, count = ds.width, ds.height, ds.count
+            if width < 1 or height < 1 or count < 1:
+                raise InputError(f"{self.path}: raster is empty ({width}x{height}, "
+                                 f"{count} bands)")
+            if width * height > MAX_PIXELS:
+                raise InputError(
+                    f"{self.path}: {width} x {height} pixels ({width * height:.2g}) is more than "
+                    f"evaluate takes ({MAX_PIXELS:.2g}, e.g. 262144 x 262144); cut it into "
+                    "tiles and score them with --pairs")
+            if np.dtype(ds.dtypes[0]).kind == "c":
+                raise InputError(f"{self.path}: complex-valued band ({ds.dtypes[0]}) is not a "
+                                 "mask or probability")
+            transform = ds.transform
+            georef = ds.crs is not None and transform != Affine.identity()
+            if georef and (transform.determinant == 0
+                           or not all(math.isfinite(v) for v in transform[:6])):
+                raise InputError(f"{self.path}: geotransform {tuple(transform[:6])} has a zero "
+                                 "or non-finite pixel size")
+            crs = ds.crs if georef else None
+        except RasterioError as exc:
+            raise InputError(f"{self.path}: cannot read raster header ({_reason(exc)})") from None
+        check_blocks_readable(ds)
+        return GridSpec(self.path, width, height, transform, crs)
+
+    def _decide_scale(self) -> float:
+        if self.dtype.kind == "f":
+            return 1.0
+        for row0 in range(0, self.grid.height, _SCAN):
+            for col0 in range(0, self.grid.width, _SCAN):
+                raw, valid = self._raw(col0, row0, min(_SCAN, self.grid.width - col0),
+                                       min(_SCAN, self.grid.height - row0))
+                if np.any(raw[valid] > 1):
+                    return 255.0 if self.dtype == np.uint8 else float(np.iinfo(self.dtype).max)
+        return 1.0
+
+    def _raw(self, col0: int, row0: int, width: int, height: int,
+             out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        window = Window(col0, row0, width, height)
+        kw = {} if out_shape is None else {"out_shape": out_shape,
+                                           "resampling": Resampling.nearest}
+        try:
+            raw = self.ds.read(1, window=window, **kw)
+            with MASK_IO_LOCK:
+                valid = self.ds.read_masks(1, window=window, **kw) > 0
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise InputError(f"{self.path}: cannot read pixels at col {col0} row {row0} "
+                             f"({_reason(exc)}); the file is truncated or corrupt") from None
+        if raw.dtype.kind == "f":
+            valid &= np.isfinite(raw)
+        return raw, valid
+
+    def read(self, col0: int, row0: int, width: int, height: int,
+             out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(values in [0, 1], valid) of a rectangle; beyond the raster 0 and invalid.
+
+        ``out_shape`` reads the rectangle (which must lie inside) decimated, nearest neighbour.
+        """
+        if out_shape is not None:
+            raw, valid = self._raw(col0, row0, width, height, out_shape)
+            return self._scaled(raw, valid, col0, row0), valid
+        values = np.zeros((height, width), np.float32)
+        valid = np.zeros((height, width), bool)
+        rect = clip_rect(col0, row0, width, height, self.grid.width, self.grid.height)
+        if rect is not None:
+            c0, r0, c1, r1 = rect
+            raw, ok = self._raw(c0, r0, c1 - c0, r1 - r0)
+            dst = (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
+            values[dst] = self._scaled(raw, ok, c0, r0)
+            valid[dst] = ok
+        return values, valid
+
+    def _scaled(self, raw: np.ndarray, valid: np.ndarray, col0: int, row0: int) -> np.ndarray:
+        if raw.dtype.kind != "f":
+            out = raw.astype(np.float32)
+            return out if self.scale == 1.0 else (out / np.float32(self.scale)).clip(0.0, 1.0)
+        if self.role != "ignore" and valid.any():
+            sample = raw[valid]
+            lo, hi = float(sample.min()), float(sample.max())
+            if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+                raise InputError(
+                    f"{self.path}: a float {self.role} raster must hold values in [0, 1], found "
+                    f"{lo:g} to {hi:g} (near col {col0} row {row0}); rescale it (e.g. divide by "
+                    "255) or store it as an integer type")
+        return np.where(valid, raw, 0).astype(np.float32).clip(0.0, 1.0)
 
     @property
     def pixel_size_m(self) -> tuple[float, float] | None:
-        if self.crs is None:
+        """True pixel size in metres at the centre; None without georeferencing."""
+        grid = self.grid
+        if grid.crs is None:
             return None
-        return pixel_size_m(self.crs, self.transform, self.shape[1], self.shape[0])
+        try:
+            size = pixel_size_m(grid.crs, grid.transform, grid.width, grid.height)
+        except Exception as exc:  # noqa: BLE001 - PROJ cannot measure this CRS
+            raise InputError(f"{self.path}: cannot measure pixels in metres in its CRS "
+                             f"({' '.join(str(exc).split())[:200]})") from None
+        if not all(math.isfinite(v) and v > 0 for v in size):
+            raise InputError(f"{self.path}: pixel size in metres is {size}; the "
+                             "georeferencing is wrong")
+        return size
 
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        return _bounds(self.transform, self.shape)
+
+def align(source: RasterLayer, grid: GridSpec) -> Layer:
+    """``source`` on ``grid``'s pixels (nearest neighbour); pixels it does not cover are invalid.
+
+    Both must be georeferenced, or neither (then the sizes must match, pixel for pixel).
+    """
+    src = source.grid
+    if src.crs is None and grid.crs is None:
+        if src.shape != grid.shape:
+            raise InputError(f"{src.path} ({src.width}x{src.height}) and {grid.path} "
+                             f"({grid.width}x{grid.height}) have no georeferencing and different "
+                             "sizes; cannot align them")
+        return source
+    if src.crs is None or grid.crs is None:
+        plain, geo = (src, grid) if src.crs is None else (grid, src)
+        raise InputError(f"{plain.path} has no georeferencing while {geo.path} is in "
+                         f"{geo.crs.to_string()}; cannot align them")  # type: ignore[union-attr]
+    if src.crs == grid.crs and src.transform == grid.transform and src.shape == grid.shape:
+        return source
+    try:
+        src_bounds = rasterio.warp.transform_bounds(src.crs, grid.crs, *src.bounds)
+    except Exception as exc:  # noqa: BLE001 - PROJ cannot relate the two CRSs
+        raise InputError(f"{src.path} cannot be placed in the CRS of {grid.path} "
+                         f"({' '.join(str(exc).split())[:200]})") from None
+    check_overlap(src_bounds, grid.bounds, src.path, grid.path)
+    return WarpedLayer(source, grid)
 
 
-def _bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, float, float, float]:
-    xs, ys = zip(*(transform * (c, r) for c, r in ((0, 0), (shape[1], 0), (0, shape[0]),
-                                                  (shape[1], shape[0]))), strict=True)
-    return min(xs), min(ys), max(xs), max(ys)
+def lines_layer(path: str | Path, grid: GridSpec, width_m: float) -> ShapesLayer:
+    """Lines of ``path`` buffered to a road ``width_m`` metres wide, to burn onto ``grid``.
+
+    Buffering happens in the local UTM zone so the width is true metres whatever the grid's
+    CRS (on EPSG:4326 a buffer in degrees would be wider north-south than east-west).
+    """
+    if grid.crs is None:
+        raise InputError(f"{grid.path} has no georeferencing; cannot place the lines of {path} "
+                         "on it")
+    lines = read_lines(path)
+    if not len(lines):
+        return ShapesLayer(np.empty(0, dtype=object), grid)
+    on_grid = lines.to_crs(grid.crs)
+    check_overlap(finite_bounds(on_grid, path), grid.bounds, str(path), grid.path)
+    parts = gpd.GeoSeries(shapely.get_parts(lines.values), crs=lines.crs)
+    metric = to_metric(parts, local_utm_crs(lines), path)
+    buffered = metric.buffer(width_m / 2.0).to_crs(grid.crs)
+    finite_bounds(buffered, path)
+    return ShapesLayer(np.asarray(buffered.values), grid)
+
+
+def ignore_shapes(path: str | Path, grid: GridSpec) -> ShapesLayer:
+    """Polygons of a vector ignore mask, to burn onto ``grid`` (a raster mask: RasterLayer)."""
+    if grid.crs is None:
+        raise InputError(f"{path}: a vector ignore mask needs a georeferenced prediction")
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        gdf = gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path}: not a readable vector file ({_reason(exc)})") from None
+    geoms = gdf.geometry[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
+    if not len(geoms):
+        return ShapesLayer(np.empty(0, dtype=object), grid)
+    if gdf.crs is None:
+        raise InputError(f"{path}: vector file has no CRS")
+    _check_coordinates(Path(path), gpd.GeoSeries(geoms, crs=gdf.crs))
+    on_grid = geoms.to_crs(grid.crs)
+    finite_bounds(on_grid, path)
+    return ShapesLayer(np.asarray(on_grid.values), grid)
 
 
 def to_unit_interval(data: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Masks and probabilities as float32 in [0, 1].
+    """Masks and probabilities as float32 in [0, 1] (the rule :class:`RasterLayer` applies).
 
     uint8 with valid values above 1 is a 0-255 probability (or a {0, 255} mask) and is divided
     by 255; other integers above 1 are divided by their type's maximum; floats are clipped.
@@ -167,103 +401,32 @@ def to_unit_interval(data: np.ndarray, valid: np.ndarray | None = None) -> np.nd
     return np.nan_to_num(data.astype(np.float32), nan=0.0).clip(0.0, 1.0)
 
 
-def read_raster(path: str | Path) -> RasterInput:
-    """First band as [0, 1] values; nodata / alpha / NaN pixels are invalid."""
+def read_image_rgb(path: str | Path, shape: tuple[int, int],
+                   out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Up to three bands stretched to 0-255 (2-98 %) for overlays, read at ``out_shape``.
+
+    The image must have the grid's ``shape``; it is read decimated (nearest) to ``out_shape``
+    so that memory follows the figure, not the scene.
+    """
+    out_shape = tuple(out_shape or shape)  # type: ignore[assignment]
     with open_raster(path) as ds:
-        data = ds.read(1)
-        valid = ds.read_masks(1) > 0
-        georef = ds.crs is not None and ds.transform != Affine.identity()
-        crs = ds.crs if georef else None
-        transform = ds.transform
-    if np.issubdtype(data.dtype, np.floating):
-        valid &= np.isfinite(data)
-    return RasterInput(str(path), to_unit_interval(data, valid), valid, transform, crs)
-
-
-def align(source: RasterInput, grid: RasterInput) -> RasterInput:
-    """``source`` on ``grid``'s pixels (nearest neighbour); pixels it does not cover are invalid.
-
-    Both must be georeferenced, or neither (then the shapes must match, pixel for pixel).
-    """
-    if source.crs is None and grid.crs is None:
-        if source.shape != grid.shape:
-            raise InputError(f"{source.path} ({source.shape[1]}x{source.shape[0]}) and "
-                             f"{grid.path} ({grid.shape[1]}x{grid.shape[0]}) have no "
-                             "georeferencing and different sizes; cannot align them")
-        return source
-    if source.crs is None or grid.crs is None:
-        plain, geo = (source, grid) if source.crs is None else (grid, source)
-        raise InputError(f"{plain.path} has no georeferencing while {geo.path} is in "
-                         f"{geo.crs.to_string()}; cannot align them")
-    if source.crs == grid.crs and source.transform == grid.transform \
-            and source.shape == grid.shape:
-        return source
-    src_bounds = rasterio.warp.transform_bounds(source.crs, grid.crs, *source.bounds)
-    check_overlap(src_bounds, grid.bounds, source.path, grid.path)
-    values = np.zeros(grid.shape, dtype=np.float32)
-    covered = np.zeros(grid.shape, dtype=np.uint8)
-    common = dict(src_transform=source.transform, src_crs=source.crs,
-                  dst_transform=grid.transform, dst_crs=grid.crs,
-                  resampling=rasterio.warp.Resampling.nearest)
-    rasterio.warp.reproject(source.values, values, **common)
-    rasterio.warp.reproject(source.valid.astype(np.uint8), covered, dst_nodata=0, **common)
-    return RasterInput(source.path, values, covered > 0, grid.transform, grid.crs)
-
-
-def rasterize_lines(lines: gpd.GeoSeries, transform: Affine, shape: tuple[int, int],
-                    crs: CRS | RioCRS,
-                    width_m: float) -> np.ndarray:
-    """Boolean mask of ``lines`` buffered to a road ``width_m`` metres wide, on the given grid.
-
-    Buffering happens in the local UTM zone so the width is true metres whatever the grid's
-    CRS (on EPSG:4326 a buffer in degrees would be wider north-south than east-west).
-    TODO(lead): merge with roadprn.labels.rasterize_lines when that exists.
-    """
-    if not len(lines):
-        return np.zeros(shape, dtype=bool)
-    metric = local_utm_crs(lines)
-    buffered = lines.to_crs(metric).buffer(width_m / 2.0)
-    on_grid = buffered.to_crs(crs)
-    return rasterio.features.rasterize(
-        ((g, 1) for g in on_grid if g is not None and not g.is_empty),
-        out_shape=shape, transform=transform, fill=0, dtype=np.uint8).astype(bool)
-
-
-def read_ignore(path: str | Path, grid: RasterInput) -> np.ndarray:
-    """Pixels to ignore on ``grid``: non-zero pixels of a raster, or inside vector polygons."""
-    if is_vector(path):
-        if grid.crs is None:
-            raise InputError(f"{path}: a vector ignore mask needs a georeferenced prediction")
         try:
-            gdf = gpd.read_file(path, engine="pyogrio")
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: not a readable vector file ({exc})") from None
-        if gdf.crs is None:
-            raise InputError(f"{path}: vector file has no CRS")
-        geoms = [g for g in gdf.geometry.to_crs(grid.crs) if g is not None and not g.is_empty]
-        if not geoms:
-            return np.zeros(grid.shape, dtype=bool)
-        return rasterio.features.rasterize(((g, 1) for g in geoms), out_shape=grid.shape,
-                                           transform=grid.transform, fill=0,
-                                           dtype=np.uint8).astype(bool)
-    mask = align(read_raster(path), grid)
-    return (mask.values > 0) & mask.valid
-
-
-def read_image_rgb(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """Up to three bands stretched to 0-255 (2-98 %) for overlays; must match ``shape``."""
-    with open_raster(path) as ds:
-        if (ds.height, ds.width) != tuple(shape):
-            raise InputError(f"{path}: image is {ds.width}x{ds.height}, prediction is "
-                             f"{shape[1]}x{shape[0]}; the overlay needs the same grid")
-        bands = [1, 2, 3] if ds.count >= 3 else [1]
-        data = ds.read(bands).astype(np.float32)
-        valid = ds.read_masks(1) > 0
+            if (ds.height, ds.width) != tuple(shape):
+                raise InputError(f"{path}: image is {ds.width}x{ds.height}, prediction is "
+                                 f"{shape[1]}x{shape[0]}; the overlay needs the same grid")
+            bands = [1, 2, 3] if ds.count >= 3 else [1]
+            data = ds.read(bands, out_shape=(len(bands), *out_shape),
+                           resampling=Resampling.nearest).astype(np.float32)
+            valid = ds.read_masks(1, out_shape=out_shape, resampling=Resampling.nearest) > 0
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise InputError(f"{path}: cannot read the overlay image ({_reason(exc)}); the file "
+                             "is truncated or corrupt") from None
     out = np.empty_like(data)
     for i, band in enumerate(data):
-        sample = band[valid] if valid.any() else band.ravel()
+        finite = valid & np.isfinite(band)
+        sample = band[finite] if finite.any() else band[np.isfinite(band)]
         lo, hi = np.percentile(sample, [2, 98]) if sample.size else (0.0, 1.0)
-        out[i] = np.clip((band - lo) / max(hi - lo, 1e-6), 0, 1)
+        out[i] = np.clip((np.nan_to_num(band) - lo) / max(hi - lo, 1e-6), 0, 1)
     rgb = np.moveaxis(out, 0, -1)
     if rgb.shape[-1] == 1:
         rgb = np.repeat(rgb, 3, axis=-1)
