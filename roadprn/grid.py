@@ -10,14 +10,17 @@ and the outputs are resampled back to the scene grid at the end.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
-from roadprn.raster import SceneInfo
+from roadprn.raster import SceneInfo, read_valid, validity_sources
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +70,60 @@ def inference_grid(info: SceneInfo, gsd_m: float | None, *, resample: bool, tole
 
 
 def warped(ds: DatasetReader, grid: Grid, *, downsampling: bool | None = None) -> WarpedVRT:
-    """``ds`` seen on ``grid``; the alpha band carries the source's validity (nodata, masks)."""
+    """``ds``'s values seen on ``grid`` (bilinear up, average down), invalid sources left out.
+
+    GDAL's warper takes the source's nodata, alpha band or mask as the validity of the pixels it
+    interpolates from. No alpha band is added: rasterio refuses that for a source with one (the
+    standard SpaceNet RGBA chips), and per-pixel validity comes from :class:`ResampledScene`.
+    """
     if downsampling is None:
         downsampling = grid.width < ds.width or grid.height < ds.height
     resampling = Resampling.average if downsampling else Resampling.bilinear
     return WarpedVRT(ds, crs=ds.crs, transform=grid.transform, width=grid.width,
-                     height=grid.height, resampling=resampling, add_alpha=True)
+                     height=grid.height, resampling=resampling)
+
+
+class ResampledScene:
+    """A scene seen on a resampled grid (same CRS and footprint), for :func:`read_window`.
+
+    Values come through a GDAL warped VRT; validity is the scene's own (every source of
+    :class:`roadprn.raster.ValiditySources`) at the scene pixel under each grid pixel's centre,
+    so the scene grid and the model grid agree on which pixels are valid. GDAL's warped alpha
+    would not: it follows GDAL's single mask band, where nodata hides an alpha band and an
+    internal mask hides both, and a pixel counts as valid when any one band is.
+    """
+
+    def __init__(self, ds: DatasetReader, grid: Grid) -> None:
+        self.source = ds
+        self.grid = grid
+        self.vrt = warped(ds, grid)
+        self.name = ds.name
+        self.width, self.height = grid.width, grid.height
+        self._scale_x = ds.width / grid.width
+        self._scale_y = ds.height / grid.height
+
+    def read_valid(self, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Warped values of ``bands`` in ``window`` of the grid, and their validity."""
+        data = self.vrt.read(list(bands), window=window)
+        sources = validity_sources(self.source, bands)
+        if sources.trivial:
+            valid = np.ones(data.shape[1:], bool)
+        else:
+            rows = _source_index(window.row_off, window.height, self._scale_y, self.source.height)
+            cols = _source_index(window.col_off, window.width, self._scale_x, self.source.width)
+            src_window = Window(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1),
+                                int(rows[-1] - rows[0] + 1))
+            _, src_valid = read_valid(self.source, bands, src_window, sources=sources)
+            valid = src_valid[np.ix_(rows - rows[0], cols - cols[0])]
+        if data.dtype.kind == "f":
+            valid &= np.all(np.isfinite(data), axis=0)
+        return data, valid
+
+    def close(self) -> None:
+        self.vrt.close()
+
+
+def _source_index(offset: float, length: float, scale: float, size: int) -> np.ndarray:
+    """Scene pixel index under the centre of each grid pixel ``offset .. offset + length``."""
+    centres = (np.arange(int(offset), int(offset) + int(length)) + 0.5) * scale
+    return np.clip(np.floor(centres).astype(np.int64), 0, size - 1)

@@ -42,6 +42,7 @@ from roadprn.io import atomic_output, check_writable, remove_with_sidecars, temp
 from roadprn.overviews import StreamedOverviews
 from roadprn.raster import (
     DEFAULT_GDAL_CACHE_MB,
+    GDAL_ERRORS,
     MASK_IO_LOCK,
     BandNormalizer,
     SceneInfo,
@@ -51,7 +52,9 @@ from roadprn.raster import (
     open_dataset,
     open_raster,
     open_scene,
+    read_valid,
     read_window,
+    validity_sources,
 )
 from roadprn.stitch import Strip, StripStitcher
 from roadprn.tile_reader import DaskBatchLoader, ThreadLocalReader
@@ -262,13 +265,15 @@ def extract_probability(
                 back = temporary_sibling(paths.mask.with_name(f"{paths.mask.stem}_back.tif"))
                 tmp_files.append(back)
                 if prob_final is not None:
-                    _resample_to_scene(raw_prob, back, info, config, tags, kind="probability")
+                    _resample_to_scene(raw_prob, back, info, config, tags, kind="probability",
+                                       bands=bands)
                     _to_cog(back, prob_final, config.output, resampling="AVERAGE")
                     # the mask thresholds the resampled probability: smooth edges, not blocks
                     _resample_to_scene(raw_prob, back, info, config, tags, kind="mask",
-                                       threshold=config.output.threshold)
+                                       threshold=config.output.threshold, bands=bands)
                 else:
-                    _resample_to_scene(raw_mask, back, info, config, tags, kind="mask")
+                    _resample_to_scene(raw_mask, back, info, config, tags, kind="mask",
+                                       bands=bands)
                 _to_cog(back, mask_final, config.output, resampling="NEAREST")
             else:  # GDAL releases the GIL: both conversions run at once
                 jobs = [(sources[raw_mask], mask_final, "NEAREST")]
@@ -519,11 +524,14 @@ def _open_raw(path: Path | None, profile: dict[str, Any], *, nodata: float | Non
 
 
 def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
-                       tags: dict[str, str], *, kind: str, threshold: float | None = None) -> None:
+                       tags: dict[str, str], *, kind: str, threshold: float | None = None,
+                       bands: tuple[int, ...] = ()) -> None:
     """Warp a model-grid output back onto the scene grid in row strips (bounded memory).
 
     ``kind="mask"`` with a ``threshold`` makes the mask from a probability source (bilinear, then
-    thresholded); without one the source is a mask and is resampled nearest-neighbour.
+    thresholded); without one the source is a mask and is resampled nearest-neighbour. Pixels
+    the scene itself marks invalid in ``bands`` (nodata, alpha, masks) stay invalid, whatever
+    the round trip through the model grid interpolated there.
     """
     target = scene_grid(info)
     profile = _raw_profile(info, target, config.output.compress)
@@ -535,11 +543,15 @@ def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
             WarpedVRT(src, crs=src.crs, transform=target.transform, width=target.width,
                       height=target.height, add_alpha=True,
                       resampling=Resampling.nearest if nearest else Resampling.bilinear) as vrt, \
-            _open_raw(out, profile, nodata=MASK_NODATA if kind == "mask" else None, tags=tags) as dst:
+            _open_raw(out, profile, nodata=MASK_NODATA if kind == "mask" else None, tags=tags) as dst, \
+            open_dataset(info.path) as scene:
+        sources = validity_sources(scene, bands) if bands else None
         for row in range(0, target.height, rows):
             window = Window(0, row, target.width, min(rows, target.height - row))
             values = vrt.read(1, window=window)
             valid = vrt.read(2, window=window) > 0
+            if sources is not None and not sources.trivial:
+                valid &= _scene_valid(scene, bands, window, sources)
             if kind == "mask":
                 if threshold is not None:
                     values = values.astype(np.float32) / 255.0 > threshold
@@ -547,6 +559,16 @@ def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
             else:
                 dst.write(np.where(valid, values, 0).astype(np.uint8)[None], window=window)
                 dst.write_mask((valid * 255).astype(np.uint8), window=window)
+
+
+def _scene_valid(scene: Any, bands: tuple[int, ...], window: Window, sources: Any) -> np.ndarray:
+    """The scene's own validity in ``window`` (a GDAL failure names the scene, exit 3)."""
+    try:
+        return read_valid(scene, bands, window, sources=sources)[1]
+    except GDAL_ERRORS as exc:
+        raise InputError(f"{scene.name}: cannot read the scene's validity in rows "
+                         f"{int(window.row_off)}..{int(window.row_off + window.height)} "
+                         f"({' '.join(str(exc).split())[:200]})") from None
 
 
 def _to_cog(src: Path, dst: Path, output: OutputConfig, resampling: str) -> None:

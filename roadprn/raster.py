@@ -8,6 +8,7 @@ raw band values of any bit depth become model inputs. Nothing here reads a whole
 from __future__ import annotations
 
 import contextlib
+import html
 import math
 import os
 import threading
@@ -22,13 +23,14 @@ import rasterio
 from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from roadprn.config import NormalizationConfig
-from roadprn.errors import InputError
+from roadprn.errors import ConfigError, InputError
 
 _GEOD = Geod(ellps="WGS84")
 
@@ -38,6 +40,11 @@ DEFAULT_GDAL_CACHE_MB = 64
 #: threads reading a scene's masks while the writer thread writes an output's mask): one CI run
 #: segfaulted with the two inside GDAL's mask code together. Both calls are short.
 MASK_IO_LOCK = threading.Lock()
+
+#: What GDAL raises through rasterio: rasterio's own errors, and the CPLE_* errors that escape
+#: from attribute reads (a truncated TIFF fails in ``ds.colorinterp`` when the next directory is
+#: read). Every GDAL call after opening catches both and says which file failed.
+GDAL_ERRORS: tuple[type[BaseException], ...] = (RasterioError, CPLE_BaseError)
 
 
 def limit_gdal_cache(megabytes: int = DEFAULT_GDAL_CACHE_MB) -> None:
@@ -101,7 +108,9 @@ class SceneInfo:
         epsg = self.crs.to_epsg()
         if epsg is not None:
             return f"EPSG:{epsg}"
-        name = self.crs.to_dict().get("proj") or "custom"
+        name = self.crs.to_dict().get("proj")
+        if not name:
+            name = "custom" if self.crs.is_geographic or self.crs.is_projected else "local engineering"
         return f"custom ({name}, no EPSG code)"
 
     def as_dict(self) -> dict[str, Any]:
@@ -186,7 +195,7 @@ def _open(text: str, user_path: str) -> DatasetReader:
             return rasterio.open(text)
     except RasterioIOError as exc:
         raise InputError(f"{user_path}: not a readable raster ({_gdal_reason(exc)})") from None
-    except RasterioError as exc:
+    except GDAL_ERRORS as exc:
         raise InputError(f"{user_path}: cannot open raster ({_gdal_reason(exc)})") from None
 
 
@@ -231,6 +240,10 @@ def refuse_network_sources(ds: DatasetReader, user_path: str) -> None:
                     f"{user_path}: {'references ' + name + ', ' if name != user_path else ''}"
                     f"a {current.driver} dataset that reads from a network service; roadprn "
                     "reaches the network only for paths given on the command line")
+            if name not in seen and _is_xml(name):
+                # before asking for the file list: GDAL opens a VRT's overviews to list them
+                seen.add(name)
+                _refuse_embedded_code(name, user_path)
             for ref in current.files:
                 if is_network_path(ref):
                     raise InputError(
@@ -241,8 +254,16 @@ def refuse_network_sources(ds: DatasetReader, user_path: str) -> None:
                 seen.add(ref)
                 if _is_xml(ref):
                     _refuse_embedded_code(ref, user_path)
-                    if ref != current.name and depth < _MAX_REFERENCE_DEPTH:
-                        pending.append((None, ref, depth + 1))
+                    if ref == current.name:
+                        continue
+                    if depth + 1 > _MAX_REFERENCE_DEPTH:
+                        # GDAL recurses through each level on every read (and a deep chain
+                        # crashed it): refuse instead of silently not checking the rest
+                        raise InputError(
+                            f"{user_path}: VRT/XML files nested more than {_MAX_REFERENCE_DEPTH} "
+                            f"levels deep (at {Path(ref).name}); flatten the mosaic, e.g. point "
+                            "one VRT at the image files")
+                    pending.append((None, ref, depth + 1))
         finally:
             if opened:
                 current.close()
@@ -257,11 +278,46 @@ def _is_xml(path: str) -> bool:
 
 
 def _refuse_embedded_code(path: str, user_path: str) -> None:
+    """Refuse Python pixel functions and network paths anywhere in a VRT/XML file's text.
+
+    The file list GDAL reports leaves out some references (a band's ``<Overview>`` and
+    ``<MaskBand>`` sources are opened only when used), so the XML itself is read too.
+    """
     with open(path, "rb") as fh:
-        text = fh.read(_XML_SCAN_BYTES).lower()
-    if b"pixelfunctionlanguage" in text and b"python" in text:
+        raw = fh.read(_XML_SCAN_BYTES)
+    text = html.unescape(raw.decode("utf-8", "replace")).lower()
+    if "pixelfunctionlanguage" in text and "python" in text:
         raise InputError(f"{user_path}: {Path(path).name} holds a Python pixel function; roadprn "
                          "never runs code from input files")
+    for ref in _xml_paths(raw):
+        if is_network_path(ref):
+            raise InputError(
+                f"{user_path}: references the network path {ref[:200]} (in {Path(path).name}); "
+                "roadprn reaches the network only for paths given on the command line")
+
+
+#: XML elements whose text is never a file name (free text that may hold URLs)
+_XML_FREE_TEXT = frozenset({"metadata", "mdi", "srs", "description", "colortable", "entry",
+                            "categorynames", "category", "unittype", "histograms"})
+
+
+def _xml_paths(raw: bytes) -> list[str]:
+    """Every element text and attribute value outside free-text elements (unparseable: all)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(raw.lstrip(b"\xef\xbb\xbf \t\r\n"))
+    except ET.ParseError:
+        return [html.unescape(raw.decode("utf-8", "replace"))]
+    found: list[str] = []
+    stack = [root]
+    while stack:
+        element = stack.pop()
+        if str(element.tag).lower() in _XML_FREE_TEXT:
+            continue
+        found.extend(v for v in (element.text, *element.attrib.values()) if v and v.strip())
+        stack.extend(element)
+    return [v.strip() for v in found]
 
 
 @contextlib.contextmanager
@@ -281,7 +337,28 @@ def _gdal_reason(exc: BaseException) -> str:
 
 
 def scene_info(ds: DatasetReader) -> SceneInfo:
+    """Everything about ``ds`` but its pixels; a file GDAL cannot describe is a bad input.
+
+    GDAL reads some of a TIFF's directories lazily (overviews, masks), so a truncated file can
+    open and then fail in ``ds.colorinterp`` or ``ds.overviews``: those errors name the file.
+    """
+    try:
+        return _scene_info(ds)
+    except GDAL_ERRORS as exc:
+        raise InputError(f"{ds.name}: raster is unreadable, file truncated or corrupt "
+                         f"({_gdal_reason(exc)})") from None
+
+
+def _scene_info(ds: DatasetReader) -> SceneInfo:
     crs = ds.crs if _has_georeferencing(ds) else None
+    transform = ds.transform
+    geometry_ok = crs is not None and _usable_transform(transform)
+    resolution = None
+    if geometry_ok and crs is not None:
+        try:
+            resolution = pixel_size_m(crs, transform, ds.width, ds.height)
+        except InputError as exc:
+            raise InputError(f"{ds.name}: {exc}") from None
     return SceneInfo(
         path=ds.name,
         driver=ds.driver,
@@ -290,16 +367,22 @@ def scene_info(ds: DatasetReader) -> SceneInfo:
         count=ds.count,
         dtypes=tuple(ds.dtypes),
         crs=crs,
-        transform=ds.transform,
+        transform=transform,
         nodata=ds.nodata,
         block_shape=tuple(ds.block_shapes[0]) if ds.count else (0, 0),
         overviews=tuple(ds.overviews(1)) if ds.count else (),
         colorinterp=tuple(ci.name for ci in ds.colorinterp),
         mask_flags=tuple(tuple(f.name for f in flags) for flags in ds.mask_flag_enums),
-        resolution_m=pixel_size_m(crs, ds.transform, ds.width, ds.height) if crs else None,
-        footprint_wgs84=footprint_wgs84(crs, ds.bounds) if crs else None,
+        resolution_m=resolution,
+        footprint_wgs84=footprint_wgs84(crs, ds.bounds) if geometry_ok and crs else None,
         data_bands=data_bands(ds),
     )
+
+
+def _usable_transform(transform: Affine) -> bool:
+    """Finite coefficients and a non-zero pixel size on both axes (else no metres, no grid)."""
+    return (all(math.isfinite(v) for v in tuple(transform)[:6])
+            and math.hypot(transform.a, transform.d) > 0 and math.hypot(transform.b, transform.e) > 0)
 
 
 def _has_georeferencing(ds: DatasetReader) -> bool:
@@ -336,22 +419,66 @@ def validate_scene(ds: DatasetReader, info: SceneInfo, *, allow_ungeoreferenced:
             f"{info.path}: raster has no CRS/georeferencing; pass --allow-ungeoreferenced "
             "to work in pixel coordinates"
         )
+    if info.crs is not None:
+        _validate_georeferencing(ds, info)
     for dtype in info.dtypes:
         if np.dtype(dtype).kind == "c":
             raise InputError(f"{info.path}: complex-valued bands ({dtype}) are not imagery")
 
 
+#: latitudes a hair beyond ±90 come from rounding in pixel-is-point / edge-of-pixel footprints
+_LATITUDE_SLACK = 1e-6
+
+
+def _validate_georeferencing(ds: DatasetReader, info: SceneInfo) -> None:
+    """Refuse georeferencing that would give NaN metres or a degenerate inference grid."""
+    t = info.transform
+    if not _usable_transform(t):
+        raise InputError(f"{info.path}: the geotransform has a zero or non-finite pixel size "
+                         f"({', '.join(f'{v:g}' for v in tuple(t)[:6])}); georeferencing is broken")
+    if info.crs is not None and info.crs.is_geographic:
+        left, bottom, right, top = ds.bounds
+        south, north = min(bottom, top), max(bottom, top)
+        if south < -90 - _LATITUDE_SLACK or north > 90 + _LATITUDE_SLACK:
+            raise InputError(f"{info.path}: latitudes {south:.6g} .. {north:.6g} lie beyond "
+                             f"±90° in {info.crs_name}; the geotransform or CRS is wrong")
+    if info.resolution_m is not None and not all(
+            math.isfinite(v) and v > 0 for v in info.resolution_m):
+        raise InputError(f"{info.path}: pixel size in metres is undefined at the scene centre "
+                         f"({info.resolution_m[0]:g} x {info.resolution_m[1]:g} m); the geotransform "
+                         "or CRS is wrong")
+
+
 def check_blocks_readable(ds: DatasetReader) -> None:
-    """Read the first and last block: catches truncated files without reading the scene."""
+    """Read the first and last block of every level: catches truncated files cheaply.
+
+    GDAL writes a level's blocks in order, and overviews and masks after (or, in a COG, before)
+    the full-resolution data, so a file cut anywhere loses the last block of some level: the
+    full-resolution bands (first and last band, for band-separate files), the mask and each
+    overview level. That is two blocks per level, however large the scene.
+    """
+    try:
+        _read_level_corners(ds, ds.name)
+        for level in range(len(ds.overviews(1))):
+            with rasterio.open(ds.name, overview_level=level) as ovr:
+                _read_level_corners(ovr, ds.name)
+    except GDAL_ERRORS as exc:
+        raise InputError(f"{ds.name}: raster data is unreadable, file truncated or corrupt "
+                         f"({_gdal_reason(exc)})") from None
+
+
+def _read_level_corners(ds: DatasetReader, name: str) -> None:
     bh, bw = ds.block_shapes[0]
     bh, bw = min(bh, ds.height), min(bw, ds.width)
     last = Window(ds.width - bw, ds.height - bh, bw, bh)
-    try:
-        for window in (Window(0, 0, bw, bh), last):
-            ds.read(1, window=window)
-    except RasterioError as exc:
-        raise InputError(f"{ds.name}: raster data is unreadable, file truncated or corrupt "
-                         f"({_gdal_reason(exc)})") from None
+    explicit_mask = _explicit_mask_bands(ds, (1,))
+    for window in (Window(0, 0, bw, bh), last):
+        ds.read(1, window=window)
+        if explicit_mask:
+            with MASK_IO_LOCK:
+                ds.read_masks(1, window=window)
+    if ds.count > 1:
+        ds.read(ds.count, window=last)
 
 
 def check_band_count(info: SceneInfo, bands: Sequence[int] | None, expected: int | None) -> tuple[int, ...]:
@@ -390,8 +517,28 @@ def pixel_size_m(crs: CRS, transform: Affine, width: int, height: int) -> tuple[
         _, _, x_m = _GEOD.inv(cx - dx / 2, cy, cx + dx / 2, cy)
         _, _, y_m = _GEOD.inv(cx, cy - dy / 2, cx, cy + dy / 2)
         return float(x_m), float(y_m)
-    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-    return abs(transform.a) * factor, abs(transform.e) * factor
+    factor = linear_unit_m(crs)
+    return math.hypot(transform.a, transform.d) * factor, math.hypot(transform.b, transform.e) * factor
+
+
+def linear_unit_m(crs: CRS) -> float:
+    """Metres per CRS unit, for projected and for local engineering CRSs (no geographic base).
+
+    rasterio's ``linear_units_factor`` is defined for projected CRSs only and raises on a local
+    engineering CRS, whose axes still carry a unit (site grids in metres or feet).
+    """
+    try:
+        return float(crs.linear_units_factor[1]) if crs.linear_units_factor else 1.0
+    except CRSError:
+        pass
+    try:
+        name, factor = crs.units_factor
+    except CRSError:
+        name, factor = "unknown", float("nan")
+    if not (math.isfinite(factor) and factor > 0):
+        raise InputError(f"CRS {crs.to_string()[:80]!r} has no linear unit ({name}); pixel sizes "
+                         "in metres are unknown")
+    return float(factor)
 
 
 def footprint_wgs84(crs: CRS, bounds: Any) -> tuple[float, float, float, float] | None:
@@ -410,8 +557,81 @@ def footprint_wgs84(crs: CRS, bounds: Any) -> tuple[float, float, float, float] 
 # --------------------------------------------------------------------------- reading
 
 
+@dataclass(frozen=True)
+class ValiditySources:
+    """Where a scene's per-pixel validity comes from, each source taken on its own.
+
+    GDAL's own mask band picks one source (an explicit mask shadows nodata, nodata shadows an
+    alpha band), so an RGBA scene with a nodata value, or with an internal mask, would lose its
+    alpha. roadprn combines them all: a pixel is valid when no band read is nodata, the alpha
+    band (if any) is non-zero and the explicit mask (if any) is non-zero; non-finite values are
+    invalid too (:func:`read_valid`).
+    """
+
+    nodata: tuple[tuple[int, float], ...]  # (band, nodata value) for the bands read
+    alpha: int | None  # the alpha band's index
+    mask_bands: tuple[int, ...]  # bands read whose GDAL mask is an explicit mask (not derived)
+
+    @property
+    def trivial(self) -> bool:
+        """True when only non-finite values can make a pixel invalid."""
+        return not (self.nodata or self.alpha or self.mask_bands)
+
+
+def validity_sources(ds: DatasetReader, bands: Sequence[int]) -> ValiditySources:
+    """The validity sources of ``bands`` of ``ds`` (a few GDAL attribute reads, no pixels)."""
+    alpha = next((i for i, ci in enumerate(ds.colorinterp, start=1) if ci == ColorInterp.alpha),
+                 None)
+    nodata = tuple((b, float(v)) for b in bands
+                   if (v := ds.nodatavals[b - 1]) is not None)
+    return ValiditySources(nodata, alpha, _explicit_mask_bands(ds, bands))
+
+
+def _explicit_mask_bands(ds: DatasetReader, bands: Sequence[int]) -> tuple[int, ...]:
+    """Bands whose mask band is stored (internal/.msk/VRT mask), not derived from nodata/alpha."""
+    derived = {MaskFlags.all_valid, MaskFlags.nodata, MaskFlags.alpha}
+    return tuple(b for b in bands if not derived & set(ds.mask_flag_enums[b - 1]))
+
+
+def read_valid(ds: DatasetReader, bands: Sequence[int], window: Window | None = None, *,
+               out_shape: tuple[int, int] | None = None,
+               sources: ValiditySources | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw values of ``bands`` in ``window`` and their validity (see :class:`ValiditySources`).
+
+    ``out_shape=(h, w)`` reads decimated (nearest), e.g. from overviews. GDAL errors propagate.
+    """
+    sources = sources or validity_sources(ds, bands)
+    bands = list(bands)
+    extra = [sources.alpha] if sources.alpha is not None and sources.alpha not in bands else []
+    kwargs: dict[str, Any] = {"window": window}
+    if out_shape is not None:
+        kwargs.update(out_shape=(len(bands) + len(extra), *out_shape),
+                      resampling=Resampling.nearest)
+    raw = ds.read(bands + extra, **kwargs)
+    data = raw[:len(bands)]
+    valid = np.ones(data.shape[1:], bool)
+    for band, value in sources.nodata:
+        values = data[bands.index(band)]
+        if values.dtype.kind == "f":
+            valid &= ~np.isnan(values) if math.isnan(value) else values != values.dtype.type(value)
+        else:
+            valid &= values != value
+    if sources.alpha is not None:
+        valid &= (raw[len(bands)] if extra else data[bands.index(sources.alpha)]) > 0
+    if sources.mask_bands:
+        mask_kwargs = dict(kwargs)
+        if out_shape is not None:
+            mask_kwargs["out_shape"] = (len(sources.mask_bands), *out_shape)
+        with MASK_IO_LOCK:
+            masks = ds.read_masks(list(sources.mask_bands), **mask_kwargs)
+        valid &= np.all(masks > 0, axis=0)
+    if data.dtype.kind == "f":
+        valid &= np.all(np.isfinite(data), axis=0)
+    return data, valid
+
+
 def read_window(
-    ds: DatasetReader,
+    ds: DatasetReader | Any,
     window: Window,
     *,
     bands: Sequence[int],
@@ -423,7 +643,9 @@ def read_window(
     Returns ``(data, valid)``: data float32 (bands, h + 2·halo, w + 2·halo) with raw values,
     valid bool (h + 2·halo, w + 2·halo): False for padding, nodata, masked/alpha and non-finite
     pixels. Invalid pixels in data are filled (0, or reflected neighbours for padding) so that a
-    model never sees NaN.
+    model never sees NaN. ``ds`` is a dataset or anything with ``width``, ``height``, ``name``
+    and its own ``read_valid(bands, window)`` (a scene seen on a resampled grid,
+    :class:`roadprn.grid.ResampledScene`).
     """
     col0 = int(window.col_off) - halo
     row0 = int(window.row_off) - halo
@@ -434,19 +656,17 @@ def read_window(
     if c1 <= c0 or r1 <= r0:
         return (np.zeros((len(bands), out_h, out_w), np.float32), np.zeros((out_h, out_w), bool))
     inner = Window(c0, r0, c1 - c0, r1 - r0)
+    reader = getattr(ds, "read_valid", None)
     try:
-        raw = ds.read(list(bands), window=inner)
-        with MASK_IO_LOCK:
-            masks = ds.read_masks(list(bands), window=inner)
-    except RasterioError as exc:
+        if reader is not None:
+            raw, valid = reader(bands, inner)
+        else:
+            raw, valid = read_valid(ds, bands, inner)
+    except GDAL_ERRORS as exc:
         raise InputError(f"{ds.name}: cannot read window {_window_text(inner)} ({_gdal_reason(exc)})") from None
     data = raw.astype(np.float32, copy=False)
-    valid = np.all(masks > 0, axis=0)
-    if data.dtype.kind == "f":
-        finite = np.isfinite(data)
-        valid &= np.all(finite, axis=0)
-        if not finite.all():
-            data = np.where(finite, data, 0.0).astype(np.float32)
+    if data.dtype.kind == "f" and not valid.all():
+        data = np.where(valid[None], data, 0.0).astype(np.float32)
     pad = ((r0 - row0, row0 + out_h - r1), (c0 - col0, col0 + out_w - c1))
     if any(p for pair in pad for p in pair):
         mode = "symmetric" if pad_mode == "reflect" else "constant"
@@ -535,19 +755,20 @@ def estimate_percentiles(
     overviews (or the scene is small), else a grid of small windows (see :func:`sample_windows`).
     """
     try:
+        sources = validity_sources(ds, bands)
         if ds.overviews(bands[0]) or \
                 ds.width * ds.height <= DECIMATED_READ_MAX_RATIO * sample_size**2:
-            sample, masks = _decimated_sample(ds, bands, sample_size)
+            sample, valid = _decimated_sample(ds, bands, sample_size, sources)
         else:
-            reads = [(ds.read(list(bands), window=w), ds.read_masks(list(bands), window=w))
+            reads = [read_valid(ds, bands, w, sources=sources)
                      for w in sample_windows(ds.height, ds.width, ds.block_shapes[0], sample_size)]
             sample = np.concatenate([r.reshape(len(bands), -1) for r, _ in reads], axis=1)
-            masks = np.concatenate([m.reshape(len(bands), -1) for _, m in reads], axis=1)
-    except RasterioError as exc:
+            valid = np.concatenate([m.reshape(-1) for _, m in reads])
+    except GDAL_ERRORS as exc:
         raise InputError(f"{ds.name}: cannot read a sample for normalisation "
                          f"({_gdal_reason(exc)})") from None
-    sample = sample.astype(np.float64, copy=False)
-    valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(sample), axis=0)
+    sample = sample.reshape(len(bands), -1).astype(np.float64, copy=False)
+    valid = valid.reshape(-1)
     if not valid.any():
         raise InputError(f"{ds.name}: no valid pixels (all nodata, masked or non-finite)")
     lows, highs = [], []
@@ -558,13 +779,12 @@ def estimate_percentiles(
     return tuple(lows), tuple(highs)
 
 
-def _decimated_sample(ds: DatasetReader, bands: Sequence[int],
-                      sample_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The scene read at most ``sample_size`` pixels on its long side (nearest)."""
+def _decimated_sample(ds: DatasetReader, bands: Sequence[int], sample_size: int,
+                      sources: ValiditySources) -> tuple[np.ndarray, np.ndarray]:
+    """The scene read at most ``sample_size`` pixels on its long side (nearest), with validity."""
     factor = max(1.0, max(ds.width, ds.height) / sample_size)
-    shape = (len(bands), max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
-    return (ds.read(list(bands), out_shape=shape, resampling=Resampling.nearest),
-            ds.read_masks(list(bands), out_shape=shape, resampling=Resampling.nearest))
+    shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
+    return read_valid(ds, bands, out_shape=shape, sources=sources)
 
 
 def sample_windows(height: int, width: int, block_shape: tuple[int, int],

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import dask
 from rasterio.io import DatasetReader
 
-from roadprn.grid import Grid, warped
+from roadprn.grid import Grid, ResampledScene
 from roadprn.raster import open_dataset
 
 Item = TypeVar("Item")
@@ -26,7 +26,8 @@ _DONE = object()
 
 
 class ThreadLocalReader:
-    """GDAL handles are not thread-safe: each reader thread opens its own (warped if resampling)."""
+    """GDAL handles are not thread-safe: each reader thread opens its own (a
+    :class:`~roadprn.grid.ResampledScene` on the model's grid when resampling)."""
 
     def __init__(self, path: str, grid: Grid | None = None) -> None:
         self.path = path
@@ -35,14 +36,14 @@ class ThreadLocalReader:
         self._handles: list[Any] = []
         self._lock = threading.Lock()
 
-    def get(self) -> DatasetReader:
+    def get(self) -> DatasetReader | ResampledScene:
         ds = getattr(self._local, "ds", None)
         if ds is None:
             ds = open_dataset(self.path)
             with self._lock:
                 self._handles.append(ds)
             if self.grid is not None:
-                ds = warped(ds, self.grid)
+                ds = ResampledScene(ds, self.grid)
                 with self._lock:
                     self._handles.append(ds)
             self._local.ds = ds
