@@ -195,11 +195,11 @@ def patch_iou_grid(pred: np.ndarray, truth: np.ndarray, patch_size: int,
 
 
 def _block_sum(mask: np.ndarray, size: int) -> np.ndarray:
-    rows = -(-mask.shape[0] // size)
-    cols = -(-mask.shape[1] // size)
-    padded = np.zeros((rows * size, cols * size), dtype=np.int64)
-    padded[: mask.shape[0], : mask.shape[1]] = mask
-    return padded.reshape(rows, size, cols, size).sum(axis=(1, 3))
+    """Sums per size x size block; no padding (a patch larger than the image is one block,
+    not a padded array of patch_size² cells)."""
+    rows = np.arange(0, mask.shape[0], size)
+    cols = np.arange(0, mask.shape[1], size)
+    return np.add.reduceat(np.add.reduceat(mask.astype(np.int64), rows, axis=0), cols, axis=1)
 
 
 def pixel_metrics(prob: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None, *,
