@@ -135,6 +135,8 @@ def _pixel_pair(pair: Pair, params: EvalParams, pred_vec: bool, truth_vec: bool)
         grid_raster = stack.enter_context(
             io.RasterLayer(grid_path, role="truth" if pred_vec else "prediction"))
         grid = grid_raster.grid
+        if pair.image is not None:
+            io.check_image(pair.image, grid.shape)
         pred: Layer
         truth: Layer
         if pred_vec:  # lines vs a truth raster: the truth's grid is the grid

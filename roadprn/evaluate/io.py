@@ -116,7 +116,7 @@ def local_utm_crs(*series: gpd.GeoSeries) -> CRS:
     boxes = []
     for s in series:
         if len(s):
-            west, south, east, north = finite_bounds(s.to_crs("EPSG:4326"))
+            west, south, east, north = finite_bounds(reproject_geoms(s, "EPSG:4326"))
             boxes.append((west, south, east, north))
     if not boxes:
         return CRS.from_epsg(32631)  # nothing to measure; any metric CRS will do
@@ -141,9 +141,22 @@ def to_metric(lines: gpd.GeoSeries, crs: CRS, path: object) -> gpd.GeoSeries:
     """``lines`` in the metric CRS ``crs``, refusing coordinates PROJ cannot place there."""
     if not len(lines):
         return gpd.GeoSeries([], crs=crs)
-    out = lines.to_crs(crs)
+    out = reproject_geoms(lines, crs, path)
     finite_bounds(out, path)
     return out
+
+
+def reproject_geoms(geoms: gpd.GeoSeries, crs: object, path: object = None) -> gpd.GeoSeries:
+    """``geoms.to_crs(crs)``; a CRS pair PROJ cannot relate (a local engineering CRS, say) is
+    the user's input problem, told in one line, not a ProjError traceback."""
+    try:
+        return geoms.to_crs(crs)
+    except Exception as exc:  # noqa: BLE001 - pyproj / rasterio CRS errors of many kinds
+        source = geoms.crs.to_string() if geoms.crs is not None else "no CRS"
+        target = crs.to_string() if hasattr(crs, "to_string") else str(crs)
+        source, target = source[:60], target[:60]
+        raise InputError(f"{path or 'lines'}: cannot reproject from {source} to {target} "
+                         f"({' '.join(str(exc).split())[:160]})") from None
 
 
 def utm_crs_at(lon: float, lat: float) -> CRS:
@@ -354,11 +367,11 @@ def lines_layer(path: str | Path, grid: GridSpec, width_m: float) -> ShapesLayer
     lines = read_lines(path)
     if not len(lines):
         return ShapesLayer(np.empty(0, dtype=object), grid)
-    on_grid = lines.to_crs(grid.crs)
+    on_grid = reproject_geoms(lines, grid.crs, path)
     check_overlap(finite_bounds(on_grid, path), grid.bounds, str(path), grid.path)
     parts = gpd.GeoSeries(shapely.get_parts(lines.values), crs=lines.crs)
     metric = to_metric(parts, local_utm_crs(lines), path)
-    buffered = metric.buffer(width_m / 2.0).to_crs(grid.crs)
+    buffered = reproject_geoms(metric.buffer(width_m / 2.0), grid.crs, path)
     finite_bounds(buffered, path)
     return ShapesLayer(np.asarray(buffered.values), grid)
 
@@ -379,7 +392,7 @@ def ignore_shapes(path: str | Path, grid: GridSpec) -> ShapesLayer:
     if gdf.crs is None:
         raise InputError(f"{path}: vector file has no CRS")
     _check_coordinates(Path(path), gpd.GeoSeries(geoms, crs=gdf.crs))
-    on_grid = geoms.to_crs(grid.crs)
+    on_grid = reproject_geoms(geoms, grid.crs, path)
     finite_bounds(on_grid, path)
     return ShapesLayer(np.asarray(on_grid.values), grid)
 
@@ -399,6 +412,15 @@ def to_unit_interval(data: np.ndarray, valid: np.ndarray | None = None) -> np.nd
         scale = 255.0 if data.dtype == np.uint8 else float(np.iinfo(data.dtype).max)
         return (data.astype(np.float32) / scale).clip(0.0, 1.0)
     return np.nan_to_num(data.astype(np.float32), nan=0.0).clip(0.0, 1.0)
+
+
+def check_image(path: str | Path, shape: tuple[int, int]) -> None:
+    """Fail before any work when the overlay image is unreadable or on another grid."""
+    with open_raster(path) as ds:
+        if (ds.height, ds.width) != tuple(shape):
+            raise InputError(f"{path}: image is {ds.width}x{ds.height}, prediction is "
+                             f"{shape[1]}x{shape[0]}; the overlay needs the same grid")
+        check_blocks_readable(ds)
 
 
 def read_image_rgb(path: str | Path, shape: tuple[int, int],
