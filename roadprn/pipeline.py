@@ -176,7 +176,25 @@ def open_scene_for_model(scene: str | Path, model: SegmentationModel,
             f"but the scene has {info.count} band(s); pick bands with --bands (e.g. --bands "
             f"{','.join(['1'] * model.in_channels)}) or use a model for {info.count}-band imagery"
             + (" (--model default-pan)" if info.count == 1 else ""))
-    return info, check_band_count(info, config.input.bands or model.bands, model.in_channels)
+    bands = check_band_count(info, config.input.bands or model.bands, model.in_channels)
+    unused = [b for b in info.data_bands if b not in bands]
+    if not config.input.bands and unused:
+        # a 16-band or R,G,B,NIR scene: the model's bands may not be the scene's colours
+        log.warning("%s: %d data bands; the model reads band(s) %s (%s) and ignores %s; choose "
+                    "others with --bands", info.path, len(info.data_bands),
+                    ",".join(map(str, bands)),
+                    ", ".join(info.colorinterp[b - 1] for b in bands),
+                    _band_list(unused))
+    return info, bands
+
+
+def _band_list(bands: list[int]) -> str:
+    """``[4]`` -> "band 4"; ``[4..16]`` -> "bands 4-16" (a short line for many bands)."""
+    if len(bands) == 1:
+        return f"band {bands[0]}"
+    if bands == list(range(bands[0], bands[-1] + 1)):
+        return f"bands {bands[0]}-{bands[-1]}"
+    return "bands " + ",".join(map(str, bands))
 
 
 def prepare_inference(info: SceneInfo, bands: tuple[int, ...], model: SegmentationModel,
@@ -543,7 +561,8 @@ def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
             WarpedVRT(src, crs=src.crs, transform=target.transform, width=target.width,
                       height=target.height, add_alpha=True,
                       resampling=Resampling.nearest if nearest else Resampling.bilinear) as vrt, \
-            _open_raw(out, profile, nodata=MASK_NODATA if kind == "mask" else None, tags=tags) as dst, \
+            _open_raw(out, profile, nodata=MASK_NODATA if kind == "mask" else None,
+                      tags=tags) as dst, \
             open_dataset(info.path) as scene:
         sources = validity_sources(scene, bands) if bands else None
         for row in range(0, target.height, rows):

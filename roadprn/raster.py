@@ -110,7 +110,8 @@ class SceneInfo:
             return f"EPSG:{epsg}"
         name = self.crs.to_dict().get("proj")
         if not name:
-            name = "custom" if self.crs.is_geographic or self.crs.is_projected else "local engineering"
+            known = self.crs.is_geographic or self.crs.is_projected
+            name = "custom" if known else "local engineering"
         return f"custom ({name}, no EPSG code)"
 
     def as_dict(self) -> dict[str, Any]:
@@ -382,7 +383,8 @@ def _scene_info(ds: DatasetReader) -> SceneInfo:
 def _usable_transform(transform: Affine) -> bool:
     """Finite coefficients and a non-zero pixel size on both axes (else no metres, no grid)."""
     return (all(math.isfinite(v) for v in tuple(transform)[:6])
-            and math.hypot(transform.a, transform.d) > 0 and math.hypot(transform.b, transform.e) > 0)
+            and math.hypot(transform.a, transform.d) > 0
+            and math.hypot(transform.b, transform.e) > 0)
 
 
 def _has_georeferencing(ds: DatasetReader) -> bool:
@@ -445,8 +447,8 @@ def _validate_georeferencing(ds: DatasetReader, info: SceneInfo) -> None:
     if info.resolution_m is not None and not all(
             math.isfinite(v) and v > 0 for v in info.resolution_m):
         raise InputError(f"{info.path}: pixel size in metres is undefined at the scene centre "
-                         f"({info.resolution_m[0]:g} x {info.resolution_m[1]:g} m); the geotransform "
-                         "or CRS is wrong")
+                         f"({info.resolution_m[0]:g} x {info.resolution_m[1]:g} m); the "
+                         "geotransform or CRS is wrong")
 
 
 def check_blocks_readable(ds: DatasetReader) -> None:
@@ -499,6 +501,14 @@ def check_band_count(info: SceneInfo, bands: Sequence[int] | None, expected: int
         raise InputError(
             f"{info.path}: {len(chosen)} band(s) selected but the model expects {expected}"
         )
+    palette = [b for b in chosen
+               if b <= len(info.colorinterp) and info.colorinterp[b - 1] == "palette"]
+    if palette:
+        # colour-table indexes are labels, not intensities: any model would see noise
+        raise InputError(
+            f"{info.path}: band(s) {palette} hold colour-table (palette) indexes, not intensities; "
+            "expand them to RGB first, e.g. gdal_translate -of VRT -expand rgb "
+            f"{Path(info.path).name} {Path(info.path).stem}_rgb.vrt")
     return chosen
 
 
@@ -518,7 +528,8 @@ def pixel_size_m(crs: CRS, transform: Affine, width: int, height: int) -> tuple[
         _, _, y_m = _GEOD.inv(cx, cy - dy / 2, cx, cy + dy / 2)
         return float(x_m), float(y_m)
     factor = linear_unit_m(crs)
-    return math.hypot(transform.a, transform.d) * factor, math.hypot(transform.b, transform.e) * factor
+    return (math.hypot(transform.a, transform.d) * factor,
+            math.hypot(transform.b, transform.e) * factor)
 
 
 def linear_unit_m(crs: CRS) -> float:
@@ -720,6 +731,14 @@ def make_normalizer(
         assert spec.scale is not None
         scale = _per_band(spec.scale, n, "scale")
         offset = _per_band(spec.offset or [0.0], n, "offset")
+        for name, values in (("scale", scale), ("offset", offset)):
+            if not all(math.isfinite(v) for v in values):
+                # NaN would make every pixel NaN and the model's output meaningless, silently
+                raise ConfigError(f"bad value for config key 'input.normalization.{name}': got "
+                                  f"{values}; every value must be a finite number")
+        if not any(scale):
+            raise ConfigError(f"bad value for config key 'input.normalization.scale': got {scale}; "
+                              "a scale of 0 makes every band constant")
         return BandNormalizer(tuple(scale), tuple(offset))
     if mode == "dtype":
         lows, highs = zip(*(dtype_range(ds.dtypes[b - 1]) for b in bands), strict=True)

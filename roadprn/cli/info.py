@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -26,9 +28,24 @@ def info(path: str, as_json: bool, allow_ungeoreferenced: bool) -> None:
         return
     scene = open_scene(path, allow_ungeoreferenced=allow_ungeoreferenced)
     if as_json:
-        click.echo(json.dumps(scene.as_dict(), indent=2))
+        click.echo(json.dumps(json_safe(scene.as_dict()), indent=2, allow_nan=False))
     else:
         click.echo(format_scene(scene))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/±Inf floats as the strings "nan", "inf", "-inf" (JSON has no NaN).
+
+    A NaN nodata value (common for float reflectance) made ``info --json`` print ``NaN``,
+    which strict JSON parsers reject.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def format_scene(scene: SceneInfo) -> str:
