@@ -4,18 +4,22 @@ traceback, and nothing left in the output folder. Good-but-odd inputs succeed.""
 from __future__ import annotations
 
 import errno
+import json
 import pickle
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 import torch
 
 from roadprn.io import TMP_MARKER
 
 from .conftest import assert_clean_failure, invoke, leftovers, temp_files
+from .test_untrusted import server  # noqa: F401 - the recording HTTP server fixture
 
 
 @pytest.fixture
@@ -331,3 +335,154 @@ def test_no_temp_marker_in_names_left_by_successful_run(out, good_scene, tiny_mo
     result = extract(good_scene, tiny_model, out)
     assert result.exit_code == 0, result.output
     assert not [p for p in leftovers(out) if TMP_MARKER in p.name]
+
+
+# --------------------------------------------------------------------------- red-team cases
+
+
+@pytest.fixture(scope="module")
+def scene_with_overviews(tmp_path_factory):
+    """A GeoTIFF whose overview directories and data come after the full-resolution data."""
+    from roadprn.synth import generate_scene
+
+    folder = tmp_path_factory.mktemp("ovr")
+    path = Path(generate_scene(folder / "ovr.tif", width=600, height=500, seed=1).image_path)
+    with rasterio.open(path) as ds:
+        assert ds.overviews(1), "the fixture needs overviews"
+    cog = folder / "cog.tif"
+    rasterio.shutil.copy(path, cog, driver="COG", BLOCKSIZE=128, OVERVIEW_COUNT=2)
+    return {"gtiff": path, "cog": cog}
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.9, 0.99])
+@pytest.mark.parametrize("layout", ["gtiff", "cog"])
+@pytest.mark.parametrize("command", ["info", "extract"])
+def test_truncated_anywhere_is_one_line(tmp_path, out, scene_with_overviews, tiny_model,
+                                       layout, fraction, command):
+    """Cut at 50 % the TIFF directory of the overviews is gone (GDAL failed inside
+    ``ds.colorinterp``: a traceback); at 90 and 99 % the last overview blocks are (``info``
+    said valid). The last block of every level is read, so all are refused before any work."""
+    src = scene_with_overviews[layout]
+    scene = tmp_path / f"cut_{layout}.tif"
+    scene.write_bytes(src.read_bytes()[:int(src.stat().st_size * fraction)])
+    result = invoke("info", scene) if command == "info" else extract(scene, tiny_model, out)
+    line = assert_clean_failure(result, 3, scene.name, "truncated or corrupt", out=out)
+    assert "Traceback" not in line
+
+
+def _vrt_of(path: Path, source: Path, geotransform: str, size: tuple[int, int],
+            srs: str = "EPSG:32631", extra: str = "") -> Path:
+    width, height = size
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>{b}</SourceBand>'
+        f'</SimpleSource>{extra if b == 1 else ""}</VRTRasterBand>' for b in (1, 2, 3))
+    path.write_text(f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{srs}</SRS>'
+                    f'<GeoTransform>{geotransform}</GeoTransform>{bands}</VRTDataset>')
+    return path
+
+
+def test_zero_pixel_size_is_refused(tmp_path, out, good_scene, tiny_model):
+    """A geotransform with a zero pixel size used to end in a ZeroDivisionError."""
+    vrt = _vrt_of(tmp_path / "zero.vrt", good_scene, "600000, 0, 0, 5750000, 0, -0.5", (160, 140))
+    for result in (invoke("info", vrt), extract(vrt, tiny_model, out)):
+        assert_clean_failure(result, 3, "zero.vrt", "zero or non-finite pixel size", out=out)
+
+
+def test_latitude_beyond_90_is_refused(make_raster, out, tiny_model):
+    """EPSG:4326 rows at latitude 95: roads came out with length_m NaN, without a word."""
+    scene = make_raster(np.full((3, 60, 60), 90, np.uint8), crs="EPSG:4326",
+                        transform=rasterio.Affine(3e-6, 0, 10.0, 0, -3e-6, 95.0))
+    for result in (invoke("info", scene), extract(scene, tiny_model, out)):
+        assert_clean_failure(result, 3, scene.name, "beyond ±90", out=out)
+
+
+def test_local_engineering_crs_works(make_raster, out, tiny_model):
+    """A site grid in metres with no geographic base: rasterio's linear_units_factor raised
+    CRSError (a traceback from info and extract); its axes' unit gives the metres."""
+    from rasterio.crs import CRS
+
+    local = CRS.from_wkt('LOCAL_CS["Site grid",LOCAL_DATUM["Site",32767],UNIT["metre",1],'
+                         'AXIS["X",EAST],AXIS["Y",NORTH]]')
+    rng = np.random.default_rng(4)
+    scene = make_raster(rng.integers(0, 255, (3, 90, 100), dtype=np.uint8), crs=local,
+                        transform=rasterio.Affine(0.5, 0, 100.0, 0, -0.5, 300.0))
+    info = invoke("info", scene, "--json")
+    assert info.exit_code == 0, info.output
+    described = json.loads(info.stdout)
+    assert described["resolution_m"] == [0.5, 0.5] and "local engineering" in described["crs"]
+    result = extract(scene, tiny_model, out)
+    assert result.exit_code == 0, result.output
+    with rasterio.open(scene) as src, rasterio.open(out / f"{scene.stem}_mask.tif") as ds:
+        assert ds.crs == src.crs and ds.shape == (90, 100) and ds.transform == src.transform
+
+
+def test_vrt_overview_on_the_network_is_refused(tmp_path, out, good_scene, tiny_model, server):
+    """A band's <Overview> is not in GDAL's file list and was fetched when listed (then a
+    ZeroDivisionError); the VRT's own text is checked before GDAL lists anything."""
+    host, hits = server
+    overview = (f'<Overview><SourceFilename relativeToVRT="0">/vsicurl/http://{host}/o.tif'
+                '</SourceFilename><SourceBand>1</SourceBand></Overview>')
+    vrt = _vrt_of(tmp_path / "ovr.vrt", good_scene, "600000, 0.5, 0, 5750000, 0, -0.5",
+                  (160, 140), extra=overview)
+    for result in (invoke("info", vrt), extract(vrt, tiny_model, out)):
+        assert_clean_failure(result, 3, "ovr.vrt", "network path", out=out)
+    assert hits == []
+
+
+@pytest.mark.parametrize("depth,ok", [(9, True), (10, False), (20, False)])
+def test_deeply_nested_vrts_are_refused(tmp_path, out, good_scene, tiny_model, depth, ok):
+    """Each VRT the source of the next: 60 levels made GDAL run out of its dataset pool and
+    extract segfault; beyond 8 nested levels the chain is refused before any read."""
+    source = good_scene
+    for level in range(depth):
+        source = _vrt_of(tmp_path / f"level{level:02d}.vrt", source,
+                         "600000, 0.5, 0, 5750000, 0, -0.5", (160, 140))
+    result = extract(source, tiny_model, out, "--no-vectorize")
+    if ok:
+        assert result.exit_code == 0, result.output
+        return
+    assert_clean_failure(result, 3, source.name, "nested more than 8 levels", out=out)
+    assert_clean_failure(invoke("info", source), 3, "nested more than 8 levels")
+
+
+def test_info_json_with_nan_nodata_is_strict_json(make_raster):
+    scene = make_raster(np.full((1, 20, 20), 0.5, np.float32), nodata=float("nan"))
+    result = invoke("info", scene, "--json")
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise AssertionError(f"not JSON: {constant}")
+
+    assert json.loads(result.stdout, parse_constant=refuse)["nodata"] == "nan"
+
+
+def test_bands_the_model_ignores_are_named(make_raster, out, tiny_model):
+    """A 16-band scene ran on bands 1-3 without a word; now one warning says so."""
+    rng = np.random.default_rng(5)
+    scene = make_raster(rng.integers(0, 2000, (16, 70, 80), dtype=np.uint16))
+    result = extract(scene, tiny_model, out, "--no-vectorize")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "16 data bands" in lines[0] and "ignores bands 4-16" in lines[0], \
+        lines
+    chosen = extract(scene, tiny_model, out, "--no-vectorize", "--bands", "5,6,7", "--overwrite")
+    assert chosen.exit_code == 0 and chosen.stderr.strip() == "", chosen.stderr
+
+
+@pytest.mark.parametrize("key,value", [("scale", "[.nan]"), ("offset", "[.inf]"),
+                                       ("scale", "[0]")])
+def test_non_finite_fixed_normalisation_is_refused(out, good_scene, tiny_model, key, value):
+    """``normalization.scale=[.nan]`` made every input NaN and the outputs meaningless."""
+    result = extract(good_scene, tiny_model, out, "--set", "input.normalization.mode=fixed",
+                     "--set", "input.normalization.scale=[0.004]",
+                     "--set", f"input.normalization.{key}={value}")
+    assert_clean_failure(result, 2, f"input.normalization.{key}", out=out)
+
+
+def test_palette_image_is_refused_with_the_way_out(tmp_path, out, tiny_model):
+    from .corpus import palette
+
+    layout = palette(tmp_path)
+    assert_clean_failure(extract(layout.path, tiny_model, out, "--bands", "1,1,1"), 3,
+                         "palette", "-expand rgb", out=out)
