@@ -133,7 +133,7 @@ def _write_figures(results: list, params: EvalParams, out_dir: Path, overwrite: 
 
     for r in results:
         if r.kind == "pixel":
-            rgb = (io.read_image_rgb(r.pair.image, r.grid_shape, r.masks[0].shape)
+            rgb = (io.read_image_rgb(r.pair.image, r.grid_shape, r.packed_masks[1])
                    if r.pair.image else None)
             names.append(name("overlay", r))
             report.plot_overlay(r, out_dir / names[-1], overwrite, rgb)

@@ -86,10 +86,21 @@ class PairResult:
     length_counts: LengthCounts | None = None
     sweep: dict[str, np.ndarray] | None = None  # counts: threshold, tp, fp, fn
     patch_iou: np.ndarray | None = None
-    #: pred, truth, valid of every stride-th pixel (at most windowed.PLOT_SIDE per side)
-    masks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    #: pred, truth, valid of every stride-th pixel (at most windowed.PLOT_SIDE per side),
+    #: bit-packed: a set of many pairs keeps 1 bit per overlay pixel until the plots are drawn
+    packed_masks: tuple[np.ndarray, tuple[int, int]] | None = None
     patch_size: int | None = None  # of patch_iou (raised for huge scenes)
     grid_shape: tuple[int, int] | None = None  # (rows, cols) of the full grid
+
+    @property
+    def masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The overlay's (pred, truth, valid) boolean masks."""
+        if self.packed_masks is None:
+            return None
+        bits, shape = self.packed_masks
+        flat = np.unpackbits(bits, count=3 * shape[0] * shape[1]).astype(bool)
+        pred, truth, valid = flat.reshape(3, *shape)
+        return pred, truth, valid
     lines: tuple[gpd.GeoSeries, gpd.GeoSeries] | None = None  # truth, pred (metric CRS)
 
 
@@ -184,7 +195,8 @@ def _pixel_pair(pair: Pair, params: EvalParams, pred_vec: bool, truth_vec: bool)
                    valid_fraction=result.n_valid / result.n_pixels)
     return PairResult(pair, "pixel", metrics, pixel_counts=counts,
                       relaxed_counts=result.relaxed, sweep=result.sweep,
-                      patch_iou=result.patch_iou, masks=result.overlay,
+                      patch_iou=result.patch_iou,
+                      packed_masks=(np.packbits(np.stack(result.overlay)), result.overlay[0].shape),
                       patch_size=result.patch_size, grid_shape=grid.shape)
 
 

@@ -11,7 +11,6 @@ ends in an :class:`InputError` with one line naming the file.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd

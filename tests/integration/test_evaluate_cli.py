@@ -148,3 +148,29 @@ def test_vector_pairs_csv(realdata, tmp_path):
     assert doc["apls"] == pytest.approx(np.mean([p["apls"] for p in doc["pairs"]]))
     assert len(list((tmp_path / "o").glob("network_*.png"))) == 7
     assert "| AOI_2_Vegas_img99 |" in r.output
+
+
+def test_overlay_of_a_large_scene_is_drawn_from_decimated_reads(tmp_path, monkeypatch):
+    """The overlay and its image are read at plot size, never at scene size."""
+    from roadprn.evaluate import io, windowed
+
+    monkeypatch.setattr(windowed, "PLOT_SIDE", 40)
+    truth = _write(tmp_path / "truth.tif", _roads())
+    image = _write(tmp_path / "image.tif", (np.arange(128 * 160) % 251).astype(np.uint8)
+                   .reshape(128, 160))
+    shapes = []
+    original = io.read_image_rgb
+
+    def spy(path, shape, out_shape=None):
+        rgb = original(path, shape, out_shape)
+        shapes.append(rgb.shape)
+        return rgb
+
+    monkeypatch.setattr(io, "read_image_rgb", spy)
+    r = _cli("--pred", truth, "--truth", truth, "--image", image, "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert shapes == [(32, 40, 3)]  # stride 4: ceil(128 / 4) x ceil(160 / 4)
+    assert (tmp_path / "o" / "overlay.png").stat().st_size > 0
+    wrong = _write(tmp_path / "small.tif", _roads((64, 64)))
+    r = _cli("--pred", truth, "--truth", truth, "--image", wrong, "--out", tmp_path / "w")
+    assert r.exit_code == 3 and "same grid" in r.output
