@@ -241,7 +241,7 @@ class RasterLayer:
             georef = ds.crs is not None and transform != Affine.identity()
             if georef and (transform.determinant == 0
                            or not all(math.isfinite(v) for v in transform[:6])):
-                raise InputError(f"{self.path}: geotransform {tuple(transform[:6])} has a zero "
+                raise InputError(f"{self.path}: geotransform {transform.to_gdal()} has a zero "
                                  "or non-finite pixel size")
             crs = ds.crs if georef else None
         except RasterioError as exc:

@@ -237,3 +237,15 @@ def test_memory_is_flat_with_scene_size(tmp_path):
     assert rss_mb < 900, rss_mb
     doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert doc["iou"] == 1.0 and doc["relaxed_f1"] == 1.0
+
+
+def test_zero_pixel_size_geotransform_is_a_bad_input(tmp_path, truth):
+    """The red-team run got a ZeroDivisionError traceback from such a file."""
+    vrt = tmp_path / "zero.vrt"
+    vrt.write_text(f"""<VRTDataset rasterXSize="256" rasterYSize="256"><SRS>EPSG:32631</SRS>
+<GeoTransform>600000, 0, 0, 5800000, 0, -0.5</GeoTransform>
+<VRTRasterBand dataType="Byte" band="1"><SimpleSource>
+<SourceFilename relativeToVRT="1">{truth.name}</SourceFilename><SourceBand>1</SourceBand>
+</SimpleSource></VRTRasterBand></VRTDataset>""")
+    out = tmp_path / "out"
+    assert_clean_failure(evaluate(vrt, truth, out), 3, "zero.vrt", "pixel size", out=out)
