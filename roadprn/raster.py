@@ -501,8 +501,8 @@ def check_band_count(info: SceneInfo, bands: Sequence[int] | None, expected: int
         raise InputError(
             f"{info.path}: {len(chosen)} band(s) selected but the model expects {expected}"
         )
-    palette = [b for b in chosen
-               if b <= len(info.colorinterp) and info.colorinterp[b - 1] == "palette"]
+    palette = sorted({b for b in chosen
+                      if b <= len(info.colorinterp) and info.colorinterp[b - 1] == "palette"})
     if palette:
         # colour-table indexes are labels, not intensities: any model would see noise
         raise InputError(

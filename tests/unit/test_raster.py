@@ -14,6 +14,7 @@ from roadprn.raster import (
     open_raster,
     open_scene,
     pixel_size_m,
+    read_valid,
     read_window,
 )
 
@@ -279,3 +280,192 @@ def test_network_guard_runs_once_per_unchanged_file(tmp_path, monkeypatch):
         ds.update_tags(edited="yes")
     raster_module.open_dataset(path).close()
     assert len(calls) == 2
+
+
+# --------------------------------------------------------------------------- validity sources
+
+
+H, W = 60, 80
+ALPHA_BOX = (slice(30, 50), slice(10, 60))
+NODATA_BOX = (slice(5, 20), slice(5, 30))
+MASK_BOX = (slice(1, 11), slice(51, 80))  # odd edges: decimated reads sample 2i + 1
+BAND2_BOX = (slice(52, 58), slice(0, 20))  # nodata in band 2 only
+
+
+def _validity_case(tmp_path, name: str) -> tuple:
+    """A 3-band scene (+ alpha) with one or more validity sources, and the expected validity."""
+    from rasterio.enums import ColorInterp
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(1, 255, (3, H, W)).astype(np.uint8)
+    expected = np.ones((H, W), bool)
+    alpha = np.full((1, H, W), 255, np.uint8)
+    profile = {"driver": "GTiff", "width": W, "height": H, "crs": "EPSG:32631", "dtype": "uint8",
+               "transform": from_origin(600000, 5750000, 0.3, 0.3)}
+    if "alpha" in name:
+        alpha[0][ALPHA_BOX] = 0
+        expected[ALPHA_BOX] = False
+    if "nodata" in name:
+        rgb[(slice(None), *NODATA_BOX)] = 0
+        rgb[1][BAND2_BOX] = 0
+        expected[NODATA_BOX] = False
+        expected[BAND2_BOX] = False
+        profile["nodata"] = 0
+    data = np.concatenate([rgb, alpha]) if "alpha" in name else rgb
+    if "alpha" in name:
+        profile.update(photometric="RGB", alpha="YES")
+    path = tmp_path / f"{name}.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+            rasterio.open(path, "w", count=data.shape[0], **profile) as ds:
+        ds.write(data)
+        if "mask" in name:
+            mask = np.full((H, W), 255, np.uint8)
+            mask[MASK_BOX] = 0
+            expected[MASK_BOX] = False
+            ds.write_mask(mask)
+    with rasterio.open(path) as ds:
+        assert ("alpha" in name) == (ColorInterp.alpha in ds.colorinterp)
+    return path, expected
+
+
+VALIDITY_CASES = ["nodata", "mask", "alpha", "nodata+alpha", "mask+alpha", "nodata+mask",
+                  "nodata+mask+alpha"]
+
+
+@pytest.mark.parametrize("name", VALIDITY_CASES)
+def test_validity_combines_every_source(tmp_path, name):
+    """GDAL's one mask band shadows: nodata hid the alpha band and an internal mask hid both;
+    every source counts, and a pixel nodata in one band only is invalid."""
+    path, expected = _validity_case(tmp_path, name)
+    with open_raster(path) as ds:
+        data, valid = read_window(ds, Window(0, 0, W, H), bands=[1, 2, 3])
+        np.testing.assert_array_equal(valid, expected)
+        assert (data[:, ~valid] == 0).all()  # invalid pixels never carry raw values
+        _, decimated = read_valid(ds, [1, 2, 3], out_shape=(H // 2, W // 2))
+        np.testing.assert_array_equal(decimated, expected[1::2, 1::2])  # GDAL's nearest
+
+
+@pytest.mark.parametrize("factor", [0.6, 1.7])
+@pytest.mark.parametrize("name", VALIDITY_CASES)
+def test_resampled_reads_keep_the_scenes_validity(tmp_path, name, factor):
+    """On a model grid each pixel is valid exactly when the scene pixel under its centre is;
+    an alpha band in the source no longer makes GDAL's warper refuse (SpaceNet RGBA chips)."""
+    from rasterio.transform import Affine
+
+    from roadprn.grid import Grid, ResampledScene
+
+    path, expected = _validity_case(tmp_path, name)
+    w, h = round(W * factor), round(H * factor)
+    with open_raster(path) as ds:
+        grid = Grid(w, h, ds.transform * Affine.scale(W / w, H / h), True, "test")
+        scene = ResampledScene(ds, grid)
+        try:
+            data, valid = read_window(scene, Window(0, 0, w, h), bands=[1, 2, 3], halo=3)
+        finally:
+            scene.close()
+    rows = np.floor((np.arange(h) + 0.5) * H / h).astype(int)
+    cols = np.floor((np.arange(w) + 0.5) * W / w).astype(int)
+    np.testing.assert_array_equal(valid[3:-3, 3:-3], expected[np.ix_(rows, cols)])
+    assert not valid[:3].any() and not valid[:, :3].any()
+    inner = data[:, 3:-3, 3:-3]
+    assert (inner[:, valid[3:-3, 3:-3]] > 0).all()  # the warper filled every valid pixel
+
+
+def test_percentiles_ignore_alpha_zero_pixels_even_with_nodata(tmp_path):
+    path, expected = _validity_case(tmp_path, "nodata+alpha")
+    with rasterio.open(path, "r+") as ds:
+        data = ds.read([1, 2, 3])
+        data[:, ~expected & (ds.read(4) == 0)] = 250  # bright pixels under alpha 0
+        ds.write(data, [1, 2, 3])
+    with open_raster(path) as ds:
+        _, highs = estimate_percentiles(ds, [1, 2, 3], (0.0, 100.0))
+        valid_max = ds.read([1, 2, 3])[:, expected].max(axis=1)
+    np.testing.assert_array_equal(highs, valid_max)
+
+
+def test_validity_sources_describe_the_scene(tmp_path):
+    from roadprn.raster import validity_sources
+
+    path, _ = _validity_case(tmp_path, "nodata+mask+alpha")
+    with open_raster(path) as ds:
+        sources = validity_sources(ds, [1, 2, 3])
+    assert sources.alpha == 4 and sources.mask_bands == (1, 2, 3)
+    assert sources.nodata == ((1, 0.0), (2, 0.0), (3, 0.0)) and not sources.trivial
+    plain, _ = _validity_case(tmp_path, "plain")
+    with open_raster(plain) as ds:
+        assert validity_sources(ds, [1, 2, 3]).trivial
+
+
+def test_check_blocks_reads_the_last_overview_block(tmp_path):
+    """Overview data sits after the full-resolution blocks: a file cut at 99 % has readable
+    first and last full-resolution blocks and passed the old check."""
+    path = tmp_path / "ovr.tif"
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 255, (3, 300, 300)).astype(np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint8",
+                       crs="EPSG:32631", transform=from_origin(0, 0, 1, 1), tiled=True,
+                       blockxsize=64, blockysize=64) as ds:
+        ds.write(data)
+        ds.build_overviews([2, 4], Resampling.average)
+    open_scene(path)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(path.read_bytes()[:int(path.stat().st_size * 0.99)])
+    with rasterio.open(cut) as ds:  # what the old check read still reads
+        ds.read(1, window=Window(0, 0, 64, 64))
+        ds.read(1, window=Window(256, 256, 44, 44))
+    with pytest.raises(InputError, match="cut.tif: raster data is unreadable"):
+        open_scene(cut)
+
+
+def test_linear_units_of_projected_and_engineering_crs():
+    from rasterio.crs import CRS
+
+    from roadprn.raster import linear_unit_m
+
+    assert linear_unit_m(CRS.from_epsg(32631)) == 1.0
+    assert linear_unit_m(CRS.from_epsg(2227)) == pytest.approx(0.3048006096)  # US survey ft
+    local = CRS.from_wkt('LOCAL_CS["Site",LOCAL_DATUM["Site",32767],UNIT["foot",0.3048],'
+                         'AXIS["X",EAST],AXIS["Y",NORTH]]')
+    assert linear_unit_m(local) == pytest.approx(0.3048)
+
+
+def test_urls_in_vrt_metadata_are_not_sources(tmp_path, make_raster):
+    """Only paths count: a licence URL in <Metadata> or <Description> is no network source."""
+    src = make_raster(np.full((3, 20, 20), 9, np.uint8))
+    vrt = tmp_path / "meta.vrt"
+    bands = "".join(f'<VRTRasterBand dataType="Byte" band="{b}"><Description>see https://x.org'
+                    f'</Description><SimpleSource><SourceFilename relativeToVRT="0">{src}'
+                    f'</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource>'
+                    '</VRTRasterBand>' for b in (1, 2, 3))
+    vrt.write_text('<VRTDataset rasterXSize="20" rasterYSize="20"><SRS>EPSG:32631</SRS>'
+                   '<GeoTransform>600000, 0.5, 0, 5750000, 0, -0.5</GeoTransform>'
+                   '<Metadata><MDI key="LICENSE">https://creativecommons.org/by/4.0</MDI>'
+                   f'</Metadata>{bands}</VRTDataset>')
+    assert open_scene(vrt).count == 3
+    (tmp_path / "ref.vrt").write_text(vrt.read_text().replace(
+        "</SimpleSource></VRTRasterBand>",
+        "</SimpleSource><Overview><SourceFilename>/vsicurl/http&#58;//127.0.0.1:9/o.tif"
+        "</SourceFilename><SourceBand>1</SourceBand></Overview></VRTRasterBand>", 1))
+    with pytest.raises(InputError, match="network path /vsicurl/http://127.0.0.1:9/o.tif"):
+        open_scene(tmp_path / "ref.vrt")
+
+
+def test_palette_bands_are_refused(make_raster):
+    path = make_raster(np.zeros((1, 10, 10), np.uint8), photometric="PALETTE")
+    with rasterio.open(path, "r+") as ds:
+        ds.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 255, 255, 255)})
+    info = open_scene(path)
+    assert info.colorinterp == ("palette",)
+    with pytest.raises(InputError, match=r"band\(s\) \[1\] hold colour-table \(palette\)"):
+        check_band_count(info, [1, 1, 1], 3)
+
+
+@pytest.mark.parametrize("scale,offset", [([float("nan")], None), ([0.1], [float("inf")]),
+                                          ([0.0], None)])
+def test_fixed_normalisation_must_be_finite(make_raster, scale, offset):
+    from roadprn.errors import ConfigError
+
+    path = make_raster(np.ones((3, 8, 8), np.uint8))
+    spec = NormalizationConfig(mode="fixed", scale=scale, offset=offset)
+    with open_raster(path) as ds, pytest.raises(ConfigError, match="input.normalization"):
+        make_normalizer(ds, [1, 2, 3], spec)
