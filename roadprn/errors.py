@@ -1,10 +1,15 @@
 """Errors a user can cause, each with its own exit code.
 
 The CLI catches :class:`RoadprnError` and prints ``roadprn: error: <message>`` as one line,
-then exits with ``exit_code``. Anything else is a bug and keeps its traceback.
+then exits with ``exit_code``. Anything else is a bug: one ``internal error`` line naming a log
+file that holds the traceback (:mod:`roadprn.crashlog`), exit 70.
 """
 
 from __future__ import annotations
+
+import errno
+import os
+import shutil
 
 
 class RoadprnError(Exception):
@@ -43,6 +48,12 @@ class BatchFailuresError(RoadprnError):
     exit_code = 6
 
 
+class WriteFailed(RoadprnError):
+    """Writing outputs failed (disk full, permission lost mid-write); nothing was left."""
+
+    exit_code = 1
+
+
 class Interrupted(RoadprnError):
     """The user interrupted the run (Ctrl-C / SIGTERM); partial outputs were removed."""
 
@@ -55,32 +66,52 @@ _IO_PHRASES = {"no space left on device": "no space left on device",
                "read-only file system": "read-only file system"}
 
 
-def io_error_line(exc: OSError) -> str:
-    """One line for an I/O failure: what went wrong and the path, whoever raised it.
-
-    Python's own errors carry ``strerror`` and ``filename``; GDAL's (through rasterio) say
-    "Write failed. See previous exception for details" and hide the reason (ENOSPC, EACCES) in
-    the chained CPLE error's text, so the chain is searched for a known phrase.
-    """
-    import os
-
-    reason, path = None, exc.filename
-    if exc.errno:
-        reason = (exc.strerror or os.strerror(exc.errno)).lower()
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
-    chain = []
     while seen is not None and len(chain) < 8:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    if reason is None:
-        for item in chain:
-            text = str(item).lower()
-            reason = next((short for phrase, short in _IO_PHRASES.items() if phrase in text), None)
-            if reason:
-                break
-    if path is None:
-        path = next((getattr(i, "filename", None) for i in chain if getattr(i, "filename", None)),
-                    None)
-    if reason is None:
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return chain
+
+
+def io_error_reason(exc: OSError) -> str:
+    """What went wrong, in a few words ("no space left on device"), whoever raised it.
+
+    Python's own errors carry ``errno``; GDAL's (through rasterio) say "Write failed. See
+    previous exception for details" and hide the reason (ENOSPC, EACCES) in the chained CPLE
+    error's text, so the chain is searched for a known phrase.
+    """
+    if exc.errno and exc.errno != errno.EIO:
+        return os.strerror(exc.errno).lower()
+    for item in _chain(exc):
+        text = str(item).lower()
+        for phrase, short in _IO_PHRASES.items():
+            if phrase in text:
+                return short
+    text = exc.strerror if exc.errno else str(exc)
+    return " ".join(str(text).split())[:300] or type(exc).__name__
+
+
+def disk_nearly_full(folder: str | os.PathLike[str], margin: int = 1 << 20) -> bool:
+    """Less than ``margin`` bytes free where ``folder`` lives.
+
+    SQLite (GeoPackage) and libtiff do not always say "disk full" when the disk is full: a
+    failed page write turns up later as "no such table" or a short read. A write that failed
+    on a nearly full file system is reported as what it most likely was.
+    """
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
+
+
+def io_error_path(exc: OSError) -> str | None:
+    """The file an I/O error is about, if any error in the chain names one."""
+    return next((str(i.filename) for i in _chain(exc) if getattr(i, "filename", None)), None)
+
+
+def io_error_line(exc: OSError) -> str:
+    """One line for an I/O failure: the path (when known) and the reason."""
+    path, reason = io_error_path(exc), io_error_reason(exc)
     return f"{path}: {reason}" if path else reason

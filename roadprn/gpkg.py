@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,8 +22,8 @@ import pandas as pd
 import pyogrio
 
 from roadprn import __version__
-from roadprn.errors import ConfigError, InputError
-from roadprn.io import atomic_output, check_writable
+from roadprn.errors import ConfigError, InputError, disk_nearly_full
+from roadprn.io import atomic_output, check_writable, ogr_path
 from roadprn.io import file_sha256 as io_file_sha256
 
 OutputFormat = Literal["gpkg", "geojson", "fgb", "parquet"]
@@ -155,9 +156,24 @@ def _write_layer(frame: gpd.GeoDataFrame, path: Path, layer: str, fmt: str,
             raise ConfigError("--format parquet needs pyarrow (pip install pyarrow)") from exc
         return
     options = {"dataset_options": {"VERSION": GPKG_VERSION}} if fmt == "gpkg" else {}
-    pyogrio.write_dataframe(frame, path, layer=layer, driver=FORMATS[fmt][0],
-                            geometry_type=LAYER_TYPES[layer], promote_to_multi=False,
-                            append=append, **options)
+    try:
+        with ogr_path(path) as name:
+            pyogrio.write_dataframe(frame, name, layer=layer, driver=FORMATS[fmt][0],
+                                    geometry_type=LAYER_TYPES[layer], promote_to_multi=False,
+                                    append=append, **options)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise write_error(exc, path) from exc
+
+
+def write_error(exc: Exception, path: Path) -> OSError:
+    """GDAL's vector drivers report a full disk as text ("database or disk is full"): an
+    ``OSError`` with the errno and the path, so the CLI prints it like any other I/O error."""
+    text = str(exc).lower()
+    if "disk is full" in text or "no space left" in text or disk_nearly_full(path.parent):
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    if "permission denied" in text or "readonly" in text or "read-only" in text:
+        return OSError(errno.EACCES, "Permission denied", str(path))
+    return OSError(errno.EIO, " ".join(str(exc).split())[:300], str(path))
 
 
 def _styles_frame(layers: list[str]) -> pd.DataFrame:
@@ -189,10 +205,11 @@ def write_network(roads: gpd.GeoDataFrame, junctions: gpd.GeoDataFrame, out_dir:
         with atomic_output(finals[0], overwrite) as tmp:
             _write_layer(roads, tmp, "roads", fmt)
             _write_layer(junctions, tmp, "junctions", fmt)
-            pyogrio.write_dataframe(pd.DataFrame([dict(run)]), tmp, layer="runs",
-                                    driver="GPKG")
-            pyogrio.write_dataframe(_styles_frame(["roads", "junctions"]), tmp,
-                                    layer="layer_styles", driver="GPKG")
+            with ogr_path(tmp) as name:
+                pyogrio.write_dataframe(pd.DataFrame([dict(run)]), name, layer="runs",
+                                        driver="GPKG")
+                pyogrio.write_dataframe(_styles_frame(["roads", "junctions"]), name,
+                                        layer="layer_styles", driver="GPKG")
         return finals
     # several files: all are written under temporary names first and renamed only when every
     # one is complete, so a failure (disk full) on the last leaves none of them behind

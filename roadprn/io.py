@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,30 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def ogr_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A name for ``path`` that pyogrio hands to GDAL unchanged.
+
+    pyogrio parses a path as a URI first: it cuts it at ``;`` (URL parameters) and reads ``!``
+    as an archive separator, so ``out;1/roads.gpkg`` or ``a!b.gpkg`` reach GDAL as other files.
+    Such a path is reached through a symbolic link with a plain name in a private temporary
+    folder (to the file's folder, or to the file itself when its own name is the problem).
+    """
+    from pyogrio.util import vsi_path
+
+    text = os.fspath(path)
+    if vsi_path(text) == text:
+        yield text
+        return
+    target = Path(text).absolute()
+    with tempfile.TemporaryDirectory(prefix="roadprn-ogr-") as tmp:
+        if vsi_path(target.name) == target.name and vsi_path(tmp) == tmp:
+            link = Path(tmp) / "folder"
+            os.symlink(target.parent, link, target_is_directory=True)
+            yield str(link / target.name)
+        else:
+            link = Path(tmp) / f"file{safe_name(target.suffix)}"
+            os.symlink(target, link)
+            yield str(link)

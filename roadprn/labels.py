@@ -40,6 +40,7 @@ from rasterio.windows import Window
 from shapely.geometry import box
 
 from roadprn.errors import InputError
+from roadprn.io import ogr_path
 from roadprn.raster import data_bands, open_raster
 
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite"}
@@ -108,7 +109,8 @@ def read_centrelines(
     if not path.exists():
         raise InputError(f"labels file not found: {path}")
     try:
-        frame = gpd.read_file(path, layer=layer, engine="pyogrio")
+        with ogr_path(path) as name:
+            frame = gpd.read_file(name, layer=layer, engine="pyogrio")
     except Exception as exc:  # noqa: BLE001 - pyogrio/GDAL errors of a bad file
         reason = " ".join(str(exc).split())[:200]
         raise InputError(f"cannot read labels {path}: {reason}") from exc

@@ -10,6 +10,7 @@ renamed only when complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import logging
@@ -605,6 +606,30 @@ def _to_cog(src: Path, dst: Path, output: OutputConfig, resampling: str) -> None
         rasterio.shutil.copy(src, dst, driver="COG", BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO",
                              RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
                              **options)
+    check_reads_back(dst)
+
+
+def check_reads_back(path: Path) -> None:
+    """Open a raster just written and read its last block at every level, or raise.
+
+    GDAL's COG driver can report success for a file it could not finish (seen on a full disk:
+    the last directory missing, exit 0, a raster nobody can open). The directories and the
+    last blocks are where such a file is broken, so reading them back is a cheap, sure check.
+    """
+    from rasterio._err import CPLE_BaseError
+
+    try:
+        with rasterio.open(path) as ds:
+            count = len(ds.overviews(1))
+        for level in [None, *range(count)]:
+            with rasterio.open(path, overview_level=level) as ds:
+                row, col = max(0, ds.height - COG_BLOCK), max(0, ds.width - COG_BLOCK)
+                window = Window(col, row, ds.width - col, ds.height - row)
+                ds.read(1, window=window)
+                ds.read_masks(1, window=window)
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+        raise OSError(errno.EIO, f"the file written does not read back "
+                      f"({' '.join(str(exc).split())[:200]})", str(path)) from exc
 
 
 def _output_tags(info: SceneInfo, model: SegmentationModel, config: Config,

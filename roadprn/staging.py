@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roadprn.errors import OutputError
+from roadprn.errors import OutputError, RoadprnError, WriteFailed, disk_nearly_full, io_error_reason
 from roadprn.io import check_writable, safe_name
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,9 @@ def _acquire(marker: Path, record: dict[str, Any]) -> None:
                     f"another roadprn run (pid {previous.get('pid')} on {previous.get('host')}) "
                     f"is writing these outputs in {marker.parent}; wait for it to finish, or "
                     f"delete {marker} if that run is gone") from None
-            log.warning("%s: an earlier run was interrupted (%s); replacing what it left",
-                        marker.parent, previous.get("phase", "unknown state"))
+            log.warning("%s: an earlier run of %s was interrupted%s; removing what it left",
+                        marker.parent, marker.name.removeprefix(".").removesuffix(MARKER_SUFFIX),
+                        " while publishing" if previous.get("phase") == "publishing" else "")
             _clear_abandoned(marker, previous)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
@@ -149,6 +150,10 @@ def staged_run(final_folder: str | Path, name: str, outputs: Sequence[Path],
     under the same names. On any failure or interruption nothing of this run is left.
     """
     final_folder = Path(final_folder)
+    if any(not ch.isprintable() for ch in str(final_folder.absolute())):
+        raise OutputError(f"output folder {str(final_folder)!r} has a control character (e.g. a "
+                          "newline) in its path, where GDAL cannot create a GeoPackage; choose "
+                          "another --out")
     marker = marker_path(final_folder, name)
     check_writable(marker, overwrite=True)  # creates the folder, checks that it is writable
     staging = final_folder / f"{STAGING_PREFIX}{safe_name(name)}-{uuid.uuid4().hex[:8]}"
@@ -165,11 +170,24 @@ def staged_run(final_folder: str | Path, name: str, outputs: Sequence[Path],
         run = StagedRun(staging, final_folder, marker)
         yield run
         _publish(run, record, published)
-    except BaseException:
+    except BaseException as exc:
+        # before cleaning up: on a full disk GDAL's later errors ("failed to read directory",
+        # CPLE_AppDefinedError, not even an OSError) hide the cause
+        full = (isinstance(exc, Exception)
+                and (not isinstance(exc, RoadprnError) or staging.name in str(exc))
+                and disk_nearly_full(final_folder))
         shutil.rmtree(staging, ignore_errors=True)
         for path in published:  # a failed publish leaves no mixture
             path.unlink(missing_ok=True)
         marker.unlink(missing_ok=True)
+        if full or isinstance(exc, OSError):
+            # name the output folder: a plain write() names no file at all, GDAL names a
+            # temporary file in a staging folder that no longer exists
+            reason = io_error_reason(exc) if isinstance(exc, OSError) else ""
+            if full and reason not in ("no space left on device", "disk quota exceeded"):
+                reason = "no space left on device"
+            raise WriteFailed(f"cannot write the outputs in {final_folder}: {reason}; nothing "
+                              "was left") from exc
         raise
     shutil.rmtree(staging, ignore_errors=True)
     marker.unlink(missing_ok=True)

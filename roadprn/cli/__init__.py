@@ -14,6 +14,7 @@ import click
 
 from roadprn import __version__
 from roadprn.errors import Interrupted, RoadprnError, io_error_line
+from roadprn.gdal_messages import quiet_gdal_console
 from roadprn.raster import limit_gdal_cache
 from roadprn.signals import sigterm_as_keyboard_interrupt
 
@@ -51,12 +52,19 @@ def _internal_error(exc: Exception, ctx: click.Context) -> None:
     path = write_crash_log(exc, context=" ".join(sys.argv))
     if (ctx.obj or {}).get("verbose"):
         log.error("internal error", exc_info=exc)
-    click.echo(f"roadprn: {internal_error_line(exc, path)}", err=True)
+    click.echo(f"roadprn: {one_line(internal_error_line(exc, path))}", err=True)
     sys.exit(INTERNAL_ERROR_EXIT)
 
 
+def one_line(message: str, limit: int = 1000) -> str:
+    """Control characters shown escaped (a file name may hold a newline) and length capped, so
+    an error is always one line of readable size."""
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fail(message: str, code: int) -> None:
-    click.echo(f"roadprn: error: {message}", err=True)
+    click.echo(f"roadprn: error: {one_line(message)}", err=True)
     sys.exit(code)
 
 
@@ -70,6 +78,12 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # Other libraries (rasterio relays every GDAL error as a log record, distributed logs its
+    # shutdown) reached stderr through logging's last-resort handler: 15-20 raw libtiff lines
+    # before roadprn's one-line error on a full disk. They are shown with -v only.
+    libraries = logging.getLogger()
+    libraries.handlers[:] = [handler] if verbose else [logging.NullHandler()]
+    libraries.setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 @click.group(cls=RoadprnGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,6 +98,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     5 model/checkpoint problem, 6 some batch scenes failed, 130 interrupted.
     """
     configure_logging(verbose, quiet)
+    quiet_gdal_console(verbose)
     limit_gdal_cache()
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
