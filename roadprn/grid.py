@@ -20,7 +20,8 @@ from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from roadprn.raster import SceneInfo, read_valid, validity_sources
+from roadprn.errors import InputError
+from roadprn.raster import GDAL_ERRORS, SceneInfo, read_valid, validity_sources
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,11 @@ class ResampledScene:
     def __init__(self, ds: DatasetReader, grid: Grid) -> None:
         self.source = ds
         self.grid = grid
-        self.vrt = warped(ds, grid)
+        try:
+            self.vrt = warped(ds, grid)
+        except GDAL_ERRORS as exc:
+            raise InputError(f"{ds.name}: cannot resample onto the {grid.description} "
+                             f"({' '.join(str(exc).split())[:200]})") from None
         self.name = ds.name
         self.width, self.height = grid.width, grid.height
         self._scale_x = ds.width / grid.width

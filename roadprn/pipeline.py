@@ -565,7 +565,11 @@ def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
             _open_raw(out, profile, nodata=MASK_NODATA if kind == "mask" else None,
                       tags=tags) as dst, \
             open_dataset(info.path) as scene:
-        sources = validity_sources(scene, bands) if bands else None
+        try:
+            sources = validity_sources(scene, bands) if bands else None
+        except GDAL_ERRORS as exc:
+            raise InputError(f"{scene.name}: cannot read the scene's validity "
+                             f"({' '.join(str(exc).split())[:200]})") from None
         for row in range(0, target.height, rows):
             window = Window(0, row, target.width, min(rows, target.height - row))
             values = vrt.read(1, window=window)

@@ -297,9 +297,10 @@ def _refuse_embedded_code(path: str, user_path: str) -> None:
                 "roadprn reaches the network only for paths given on the command line")
 
 
-#: XML elements whose text is never a file name (free text that may hold URLs)
-_XML_FREE_TEXT = frozenset({"metadata", "mdi", "srs", "description", "colortable", "entry",
-                            "categorynames", "category", "unittype", "histograms"})
+#: XML elements whose text is never a file name (free text, or CRS definitions whose WKT2 may
+#: hold URIs such as http://www.opengis.net/def/crs/...); also every element ending in "srs"
+_XML_FREE_TEXT = frozenset({"metadata", "mdi", "description", "colortable", "entry",
+                            "categorynames", "category", "unittype", "histograms", "gcplist"})
 
 
 def _xml_paths(raw: bytes) -> list[str]:
@@ -314,7 +315,8 @@ def _xml_paths(raw: bytes) -> list[str]:
     stack = [root]
     while stack:
         element = stack.pop()
-        if str(element.tag).lower() in _XML_FREE_TEXT:
+        tag = str(element.tag).lower()
+        if tag in _XML_FREE_TEXT or tag.endswith("srs"):
             continue
         found.extend(v for v in (element.text, *element.attrib.values()) if v and v.strip())
         stack.extend(element)

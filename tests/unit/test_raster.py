@@ -430,7 +430,8 @@ def test_linear_units_of_projected_and_engineering_crs():
 
 
 def test_urls_in_vrt_metadata_are_not_sources(tmp_path, make_raster):
-    """Only paths count: a licence URL in <Metadata> or <Description> is no network source."""
+    """Only paths count: a licence URL in <Metadata> or <Description>, a CRS URI in WKT2, are
+    no network sources."""
     src = make_raster(np.full((3, 20, 20), 9, np.uint8))
     vrt = tmp_path / "meta.vrt"
     bands = "".join(f'<VRTRasterBand dataType="Byte" band="{b}"><Description>see https://x.org'
@@ -440,7 +441,9 @@ def test_urls_in_vrt_metadata_are_not_sources(tmp_path, make_raster):
     vrt.write_text('<VRTDataset rasterXSize="20" rasterYSize="20"><SRS>EPSG:32631</SRS>'
                    '<GeoTransform>600000, 0.5, 0, 5750000, 0, -0.5</GeoTransform>'
                    '<Metadata><MDI key="LICENSE">https://creativecommons.org/by/4.0</MDI>'
-                   f'</Metadata>{bands}</VRTDataset>')
+                   '</Metadata><GCPList Projection="ID[&quot;EPSG&quot;,4326,URI[&quot;'
+                   'http://www.opengis.net/def/crs/EPSG/0/4326&quot;]]"/>'
+                   f'{bands}</VRTDataset>')
     assert open_scene(vrt).count == 3
     (tmp_path / "ref.vrt").write_text(vrt.read_text().replace(
         "</SimpleSource></VRTRasterBand>",
