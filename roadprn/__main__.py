@@ -1,6 +1,6 @@
 """``python -m roadprn`` is the same as the ``roadprn`` command."""
 
-from roadprn.cli import main
+from roadprn.cli import run
 
 if __name__ == "__main__":
-    main(prog_name="roadprn")
+    run()

@@ -14,15 +14,42 @@ import click
 
 from roadprn import __version__
 from roadprn.errors import Interrupted, RoadprnError, io_error_line
-from roadprn.gdal_messages import quiet_gdal_console
-from roadprn.raster import limit_gdal_cache
 from roadprn.signals import sigterm_as_keyboard_interrupt
 
 log = logging.getLogger("roadprn")
 
 
+# Commands are imported when used: ``roadprn info`` need not import torch, dask or scipy.
+COMMANDS = {
+    "info": "roadprn.cli.info:info",
+    "synth": "roadprn.cli.synth:synth",
+    "extract": "roadprn.cli.extract:extract",
+    "batch": "roadprn.cli.batch:batch",
+    "vectorize": "roadprn.cli.vectorize:vectorize",
+    "evaluate": "roadprn.cli.evaluate:evaluate",
+    "train": "roadprn.cli.train:train",
+}
+
+
 class RoadprnGroup(click.Group):
-    """Turns user-facing errors into one line on stderr and a documented exit code."""
+    """Turns user-facing errors into one line on stderr and a documented exit code.
+
+    Subcommands are loaded lazily from :data:`COMMANDS` (inside :meth:`invoke`, so an error or
+    Ctrl-C while a command's libraries import is handled like any other).
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            import importlib
+
+            module, attr = COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -98,6 +125,9 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     5 model/checkpoint problem, 6 some batch scenes failed, 130 interrupted.
     """
     configure_logging(verbose, quiet)
+    from roadprn.gdal_messages import quiet_gdal_console
+    from roadprn.raster import limit_gdal_cache
+
     quiet_gdal_console(verbose)
     limit_gdal_cache()
     ctx.ensure_object(dict)
@@ -105,17 +135,28 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj["verbose"] = verbose
 
 
-def _register() -> None:
-    from roadprn.cli import batch, evaluate, extract, info, synth, train, train_prn, vectorize
 
-    train.train.add_command(train_prn.prn)
-    main.add_command(info.info)
-    main.add_command(synth.synth)
-    main.add_command(extract.extract)
-    main.add_command(batch.batch)
-    main.add_command(vectorize.vectorize)
-    main.add_command(evaluate.evaluate)
-    main.add_command(train.train)
+def run() -> None:
+    """The ``roadprn`` console script: SIGTERM and Ctrl-C are handled from the first moment.
 
+    A signal while the command's libraries are still importing (seconds on a busy machine)
+    used to end in a ``KeyboardInterrupt`` traceback or exit -15; now it is the documented
+    one line and exit 130 at any time.
+    """
+    import signal
+    import threading
 
-_register()
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+    try:
+        # not standalone: click would turn a Ctrl-C while it parses into "Aborted!", exit 1
+        code = main(prog_name="roadprn", standalone_mode=False)
+    except (KeyboardInterrupt, click.Abort):
+        _fail("interrupted; partial outputs were removed", Interrupted.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -161,3 +161,12 @@ def base(ctx: click.Context, pair_items, pairs_csv, output, arch, arch_kwargs, b
     click.echo(f"model: {result.paths.checkpoint}")
     click.echo(f"state: {result.paths.state}")
     click.echo(f"metrics: {result.paths.metrics_csv}, {result.paths.metrics_json}")
+
+
+def _register_prn() -> None:
+    from roadprn.cli.train_prn import prn
+
+    train.add_command(prn)
+
+
+_register_prn()

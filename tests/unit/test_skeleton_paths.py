@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 import skan
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 from skimage.draw import circle_perimeter
@@ -18,7 +18,11 @@ from tests.conftest import REALDATA
 
 def assert_same_as_skan(skel: np.ndarray) -> None:
     ours = skeleton_paths(skel)
-    if not skel.any():
+    neighbours = ndimage.convolve(skel.astype(np.uint8), np.ones((3, 3), np.uint8),
+                                  mode="constant") - skel
+    if not (skel & (neighbours > 0)).any():
+        # no pixel step at all: skan itself fails on such a skeleton (an empty CSR graph);
+        # seen as a hypothesis case with 2 % density that drew only lone pixels
         assert ours.n_paths == 0 and len(ours.indices) == 0
         return
     ref = skan.Skeleton(skel)
@@ -77,6 +81,7 @@ def test_only_lone_pixels_give_no_paths() -> None:
 @settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), density=st.floats(0.02, 0.7),
        smooth=st.sampled_from([0.0, 1.5, 3.0]))
+@example(seed=2334, density=0.021484375, smooth=0.0)  # only lone pixels: failed once in CI
 def test_random_pixel_sets_and_skeletons_match_skan(seed: int, density: float,
                                                     smooth: float) -> None:
     """Arbitrary pixel sets (dense junction clusters, loops) and skeletons of random blobs."""
