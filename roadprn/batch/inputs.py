@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,12 @@ LIST_SUFFIXES = (".txt", ".lst", ".csv")
 GLOB_CHARS = re.compile(r"[*?\[]")
 UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_STEM = 60
+LOG_FOLDER = ".roadprn-logs"  # crash logs of a batch run, inside --out
+SCENE_FOLDER = re.compile(r"[A-Za-z0-9_.-]+-[0-9a-f]{8}")
+# files extract writes into a scene folder (rasters; the network has other suffixes)
+OUTPUT_SUFFIXES = ("_probability.tif", "_mask.tif", "_refined_mask.tif")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,12 +47,23 @@ def is_remote(path: str) -> bool:
 
 
 def collect_inputs(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
-                   recursive: bool = True) -> list[SceneInput]:
-    """Expand files, folders, globs and list files into unique scenes, in a stable order."""
+                   recursive: bool = True, out_dir: str | Path | None = None) -> list[SceneInput]:
+    """Expand files, folders, globs and list files into unique scenes, in a stable order.
+
+    ``out_dir``: the run's output folder; a batch's own outputs there (when ``--out`` is inside
+    an input folder) are never taken for new scenes on a rerun.
+    """
     paths: list[str] = []
     for item in items:
         paths.extend(_expand(item, pattern, recursive))
     unique = list(dict.fromkeys(paths))
+    if out_dir is not None:
+        is_output = batch_output_filter(Path(out_dir))
+        kept = [p for p in unique if is_remote(p) or not is_output(p)]
+        if len(kept) < len(unique):
+            log.info("%d file(s) in %s are this batch's own outputs and not scenes",
+                     len(unique) - len(kept), out_dir)
+        unique = kept
     if not unique:
         raise InputError(f"no scenes found in {', '.join(items) or '(no inputs)'} "
                          f"(pattern {pattern!r})")
@@ -97,6 +116,41 @@ def read_list_file(path: Path) -> list[str]:
             raise InputError(f"scene list {path}: file not found: {entry}")
         out.append(str(full.resolve()))
     return out
+
+
+def batch_output_filter(out_dir: Path) -> Callable[[str], bool]:
+    """A test for "this path is something a batch run wrote into ``out_dir``".
+
+    True for the manifest, crash logs, temporary files, and files inside a scene folder: one
+    the manifest names, or one named like a scene folder (``<stem>-<8 hex>``) holding an
+    extract output or roadprn's hidden staging files (a run killed before its record).
+    A scene lying directly in ``out_dir`` stays a scene.
+    """
+    from roadprn.batch.manifest import MANIFEST_NAME, read_records
+    from roadprn.io import TMP_MARKER
+
+    root = out_dir.resolve()
+    if not root.is_dir():
+        return lambda path: False
+    named = {r["name"] for r in read_records(root / MANIFEST_NAME)
+             if r.get("type") == "scene" and isinstance(r.get("name"), str)}
+
+    def is_output(path: str) -> bool:
+        try:
+            rel = Path(path).resolve().relative_to(root)
+        except ValueError:
+            return False
+        parts = rel.parts
+        if not parts or parts[0] in (LOG_FOLDER, MANIFEST_NAME) or TMP_MARKER in rel.name:
+            return True
+        if len(parts) < 2:
+            return False
+        if parts[0] in named:
+            return True
+        return bool(SCENE_FOLDER.fullmatch(parts[0])) and (
+            rel.name.endswith(OUTPUT_SUFFIXES) or any(p.startswith(".roadprn-") for p in parts))
+
+    return is_output
 
 
 def scene_folder_name(path: str) -> str:

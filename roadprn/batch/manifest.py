@@ -11,8 +11,9 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from roadprn.config import Config
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "roadprn_manifest.jsonl"
 COMPLETE = ("done", "skipped")
+STATUSES = ("done", "skipped", "failed")
+HASH_CHUNK = 1 << 20
 # settings that change speed, not results: they must not force a rerun
 RESULT_NEUTRAL = {
     ("output", "overwrite"),
@@ -115,34 +118,151 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def latest_scene_records(path: Path) -> dict[str, dict[str, Any]]:
-    """The newest record of each scene, by output folder name."""
+    """The newest well-formed record of each scene, by output folder name.
+
+    A scene record whose fields have the wrong types (edited by hand, written by another tool)
+    is skipped with a warning: resume must never fail on it, only redo the scene.
+    """
     latest: dict[str, dict[str, Any]] = {}
     for record in read_records(path):
-        if record.get("type") == "scene" and "name" in record:
-            latest[record["name"]] = record
+        if record.get("type") != "scene":
+            continue
+        problem = record_problem(record)
+        if problem is not None:
+            log.warning("%s: a scene record is malformed (%s) and ignored", path, problem)
+            continue
+        latest[record["name"]] = record
     return latest
 
 
+def record_problem(record: dict[str, Any]) -> str | None:
+    """What makes a scene record unusable for resume, or ``None`` when it is well formed."""
+    name = record.get("name")
+    if not isinstance(name, str) or not name:
+        return "no scene folder name"
+    if record.get("status") not in STATUSES:
+        return f"unknown status {record.get('status')!r}"[:120]
+    hashes = record.get("model_hashes")
+    if hashes is not None and not (isinstance(hashes, dict)
+                                   and all(isinstance(v, str) for v in hashes.values())):
+        return "model_hashes is not a mapping of strings"
+    files = record.get("files")
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        return "files is not a mapping"
+    for key, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)
+                and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("bytes"), int) and not isinstance(entry["bytes"], bool)
+                and entry["bytes"] >= 0):
+            return f"output {key!r} lacks path, sha256 or bytes"[:120]
+    return None
+
+
 def mismatch_reason(record: dict[str, Any] | None, out_dir: Path, cfg_hash: str,
-                    model_hashes: dict[str, str]) -> str | None:
-    """Why a scene must be (re)done, or ``None`` when its recorded outputs are intact."""
+                    model_hashes: dict[str, str] | None) -> str | None:
+    """Why a scene must be (re)done, or ``None`` when its recorded outputs are intact.
+
+    ``model_hashes``: the models this run would use for the scene (``None``: unknown, e.g. its
+    header cannot be read now, so it is redone and fails or succeeds on its own).
+    """
     if record is None:
         return "not in the manifest"
+    problem = record_problem(record)
+    if problem is not None:
+        return f"malformed record ({problem})"
     if record.get("status") not in COMPLETE:
         return f"last status {record.get('status')}"
     if record.get("config_hash") != cfg_hash:
         return "config changed"
+    if model_hashes is None:
+        return "the scene's model cannot be chosen now"
     if record.get("model_hashes") != model_hashes:
         return "model changed"
     files = record.get("files") or {}
     if not files:
         return "no outputs recorded"
     for key, entry in files.items():
-        path = out_dir / entry["path"]
-        if not path.exists():
-            return f"{key} output missing"
-        if path.is_file() and path.stat().st_size != entry.get("bytes"):
-            return f"{key} output changed size"
-        if path_digest(path)[0] != entry.get("sha256"):
-            return f"{key} output checksum differs"
+        reason = _output_mismatch(out_dir, entry)
+        if reason is not None:
+            return f"{key} output {reason}"
     return None
+
+
+def _output_mismatch(out_dir: Path, entry: dict[str, Any]) -> str | None:
+    """Why one recorded output is not the file it was, reading at most its recorded size.
+
+    Only regular files (or folders of regular files) inside ``out_dir`` are hashed: a record
+    naming ``/dev/zero``, a FIFO or a path outside the run folder must not hang or leak a read.
+    """
+    rel = PurePosixPath(entry["path"])
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        return "path is outside the output folder"
+    path = out_dir / rel
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISDIR(info.st_mode):
+        return _folder_mismatch(path, entry)
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if info.st_size != entry["bytes"]:
+        return "changed size"
+    digest = bounded_sha256(path, entry["bytes"])
+    if digest is None:
+        return "changed while it was read"
+    return None if digest == entry["sha256"] else "checksum differs"
+
+
+def _folder_mismatch(path: Path, entry: dict[str, Any]) -> str | None:
+    digest = hashlib.sha256()
+    total = 0
+    children = sorted(path.rglob("*"))
+    for child in children:
+        info = os.lstat(child)
+        if stat.S_ISDIR(info.st_mode):
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            return "holds something that is not a regular file"
+        total += info.st_size
+        if total > entry["bytes"]:
+            return "changed size"
+        child_digest = bounded_sha256(child, info.st_size)
+        if child_digest is None:
+            return "changed while it was read"
+        digest.update(child.relative_to(path).as_posix().encode())
+        digest.update(child_digest.encode())
+    if total != entry["bytes"]:
+        return "changed size"
+    return None if digest.hexdigest() == entry["sha256"] else "checksum differs"
+
+
+def bounded_sha256(path: Path, size: int) -> str | None:
+    """sha256 of a regular file of exactly ``size`` bytes; ``None`` if it is not one.
+
+    Opened without following links and without blocking, checked again on the open handle,
+    and never read past ``size`` + 1 bytes.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        digest = hashlib.sha256()
+        left = size + 1
+        while left > 0:
+            block = fh.read(min(HASH_CHUNK, left))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+        if left != 1:  # shorter or longer than recorded
+            return None
+        return digest.hexdigest()

@@ -13,7 +13,6 @@ import shutil
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +34,19 @@ TRANSIENT_ERRNOS = {errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno
 
 @dataclass(frozen=True)
 class SceneTask:
-    """Everything a worker needs for one scene; small and picklable."""
+    """Everything a worker needs for one scene; small and picklable.
+
+    ``model_spec`` is the model ``extract`` would pick for this scene (see
+    :func:`roadprn.extract.model_spec_for_scene`), chosen by the driver, with its checksum in
+    ``model_hashes``; ``None`` when the driver could not read the scene's header, in which
+    case the worker chooses (and reports the scene's own error if it cannot either).
+    """
 
     path: str
     name: str
     out_root: str
     config: Config
+    model_spec: str | None
     model_hashes: dict[str, str]
     config_hash: str
     attempt: int = 1
@@ -50,23 +56,35 @@ class SceneTask:
         return Path(self.out_root) / self.name
 
 
-def cached_model(spec: str, sha256: str) -> SegmentationModel:
-    """The model for ``spec``, loaded once per worker process; refuses a file that changed."""
+def cached_model(spec: str, sha256: str | None) -> SegmentationModel:
+    """The model for ``spec``, loaded once per worker process; refuses a file that changed.
+
+    ``sha256``: the checksum the driver saw (``None``: not known, any is accepted).
+    """
     from roadprn.errors import ModelError
     from roadprn.models.loading import load_segmentation_model
 
-    key = (spec, sha256)
+    key = (spec, sha256 or "")
     with _MODELS_LOCK:
         model = _MODELS.get(key)
         if model is None:
             model = load_segmentation_model(spec)
             MODEL_LOADS.append(key)
-            if model.sha256 and model.sha256 != sha256:
+            if sha256 and model.sha256 and model.sha256 != sha256:
                 raise ModelError(f"{spec}: checkpoint changed during the batch run "
                                  f"(sha256 {model.sha256[:12]}, expected {sha256[:12]})")
             _MODELS[key] = model
             _pin_gpu()
     return model
+
+
+def task_model(task: SceneTask) -> SegmentationModel:
+    """The model of ``task``'s scene: the driver's choice, or extract's own when it had none."""
+    if task.model_spec is not None:
+        return cached_model(task.model_spec, task.model_hashes.get("base"))
+    from roadprn.extract import model_spec_for_scene
+
+    return cached_model(model_spec_for_scene(task.path, task.config), None)
 
 
 def _pin_gpu() -> None:
@@ -116,15 +134,13 @@ def process_band(task: SceneTask, tile_rows: tuple[int, int], piece: str) -> dic
     from roadprn.batch.split import predict_band
 
     try:
-        model = cached_model(task.config.model, task.model_hashes["base"])
+        model = task_model(task)
         band = predict_band(task.path, task.config, model, tile_rows, Path(piece))
         return {"status": "done", **band.as_dict(), "worker": _worker_address()}
     except Exception as exc:  # noqa: BLE001 - isolation, as in process_scene
-        if not isinstance(exc, RoadprnError):
-            log.error("%s, tile rows %d-%d: unexpected error\n%s", task.path, *tile_rows,
-                      traceback.format_exc())
-        return {"status": "failed", "tile_rows": list(tile_rows), "error": one_line(exc),
-                "error_type": type(exc).__name__, "transient": is_transient(exc, task.path)}
+        context = f"batch scene {task.path}, tile rows {tile_rows[0]}-{tile_rows[1]}"
+        return {"status": "failed", "tile_rows": list(tile_rows),
+                **failure_fields(exc, task, context)}
 
 
 def finish_split_scene(task: SceneTask, pieces: list[str],
@@ -144,6 +160,7 @@ def finish_split_scene(task: SceneTask, pieces: list[str],
             first = failed[0]
             return {**_base_record(task), "status": "failed", "error": first["error"],
                     "error_type": first["error_type"], "transient": first["transient"],
+                    **({"log": first["log"]} if first.get("log") else {}),
                     "band_errors": [{"tile_rows": b["tile_rows"], "error": b["error"]}
                                     for b in failed], "bands": len(bands)}
         record = _scene_record(
@@ -175,7 +192,8 @@ def _scene_record(task: SceneTask, extract: Callable[[SegmentationModel], Any],
     folder = task.folder
     try:
         clear_folder(folder, keep)  # stale or partial: the scene is (re)done
-        model = cached_model(task.config.model, task.model_hashes["base"])
+        model = task_model(task)
+        record["model_hashes"] = {"base": model.sha256 or "unknown"}
         run = extract(model)
         record.update(
             status="done", error=None,
@@ -187,18 +205,64 @@ def _scene_record(task: SceneTask, extract: Callable[[SegmentationModel], Any],
         )
     except Exception as exc:  # noqa: BLE001 - isolation: every scene error becomes a record
         clear_folder(folder)
-        user_error = isinstance(exc, RoadprnError)
-        if not user_error:
-            log.error("%s: unexpected error\n%s", task.path, traceback.format_exc())
-        record.update(status="failed", error=one_line(exc), error_type=type(exc).__name__,
-                      transient=is_transient(exc, task.path))
+        record.update(status="failed",
+                      **failure_fields(exc, task, f"batch scene {task.path}, "
+                                                  f"attempt {task.attempt}"))
     record["seconds"] = round(time.time() - started, 3)
     return record
 
 
+def failure_fields(exc: Exception, task: SceneTask, context: str) -> dict[str, Any]:
+    """``error`` (one line), ``error_type``, ``transient`` and, for a bug, ``log``.
+
+    A bug (not a :class:`RoadprnError`, not an I/O or network error) gets a crash log with its
+    traceback under ``OUT/.roadprn-logs/``: the console and the manifest get one line, the
+    team gets the traceback.
+    """
+    from roadprn.crashlog import short_message, write_crash_log
+
+    transient = is_transient(exc, task.path)
+    fields: dict[str, Any] = {"error": one_line(exc), "error_type": type(exc).__name__,
+                              "transient": transient}
+    if isinstance(exc, RoadprnError) or transient:
+        return fields
+    if isinstance(exc, OSError) and exc.errno is not None:
+        from roadprn.errors import io_error_line
+
+        fields["error"] = io_error_line(exc)  # disk full, permission denied: not a bug
+        return fields
+    fields["error"] = short_message(exc)
+    out_root = Path(task.out_root)
+    log_path = write_crash_log(exc, crash_log_folder(out_root),
+                               f"{context}, worker {_worker_address()}")
+    if log_path is not None:
+        fields["log"] = manifest_path_of(log_path, out_root)
+    log.debug("%s: %s", context, fields["error"], exc_info=exc)
+    return fields
+
+
+def crash_log_folder(out_root: Path) -> Path:
+    """Where a batch run's crash logs go: inside its output folder, beside the manifest."""
+    from roadprn.batch.inputs import LOG_FOLDER
+
+    return out_root / LOG_FOLDER
+
+
+def manifest_path_of(path: Path, out_root: Path) -> str:
+    """``path`` relative to the run folder if inside it (like every manifest path), else absolute."""
+    try:
+        return Path(path).resolve().relative_to(out_root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, RoadprnError) else f"{type(exc).__name__}: {text}"
+    """A user error's own message, or ``Type: message`` (capped) for anything else."""
+    from roadprn.crashlog import short_message
+
+    if isinstance(exc, RoadprnError):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return short_message(exc)
 
 
 def clear_folder(folder: Path, keep: Path | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -57,7 +58,8 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
         raise ConfigError(format_validation_error(exc).replace("config key '", "batch option '")) \
             from None
 
-    scenes = collect_inputs(inputs, pattern, recursive=not no_recursive)
+    # --out may lie inside an input folder: its own outputs are never new scenes
+    scenes = collect_inputs(inputs, pattern, recursive=not no_recursive, out_dir=out_dir)
     quiet = bool(ctx.find_root().obj.get("quiet"))
     # SIGTERM is turned into KeyboardInterrupt by the CLI group (roadprn.signals)
     summary = run_batch(scenes, config, out_dir, settings, progress=show_progress(ctx),
@@ -69,8 +71,10 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
         click.echo(f"{report['done']} done, {report['skipped']} skipped (already done), "
                    f"{len(report['failed'])} failed in {report['seconds']:.1f} s; "
                    f"{report['road_length_m'] / 1000:.3f} km of roads; manifest {summary.manifest}")
-        for failure in report["failed"]:
-            click.echo(f"failed  {failure['scene']}: {failure['error']}")
+        for failure in report["failed"]:  # one line each; a bug's traceback is in its log
+            details = (f" (details: {Path(out_dir) / failure['log']})" if failure.get("log")
+                       else "")
+            click.echo(f"failed  {failure['scene']}: {failure['error']}{details}")
     if report["failed"]:
         raise BatchFailuresError(f"{len(report['failed'])} of {len(scenes)} scene(s) failed; "
                                  f"see {summary.manifest}")
