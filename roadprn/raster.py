@@ -677,9 +677,9 @@ def read_window(
             raw, valid = read_valid(ds, bands, inner)
     except GDAL_ERRORS as exc:
         raise InputError(f"{ds.name}: cannot read window {_window_text(inner)} ({_gdal_reason(exc)})") from None
-    data = raw.astype(np.float32, copy=False)
-    if data.dtype.kind == "f" and not valid.all():
-        data = np.where(valid[None], data, 0.0).astype(np.float32)
+    data = raw.astype(np.float32, copy=False)  # a fresh read (or copy): ours to change
+    if not valid.all():
+        data[:, ~valid] = 0.0
     pad = ((r0 - row0, row0 + out_h - r1), (c0 - col0, col0 + out_w - c1))
     if any(p for pair in pad for p in pair):
         mode = "symmetric" if pad_mode == "reflect" else "constant"
