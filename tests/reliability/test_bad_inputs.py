@@ -239,7 +239,7 @@ def test_disk_full_while_writing_rasters(monkeypatch, out, good_scene, tiny_mode
 
     monkeypatch.setattr(pipeline, "_to_cog", _disk_full(pipeline._to_cog))
     result = extract(good_scene, tiny_model, out)
-    assert_clean_failure(result, 1, "No space left on device", out=out)
+    assert_clean_failure(result, 1, "no space left on device", str(out), out=out)
 
 
 def test_disk_full_while_writing_the_network(monkeypatch, out, good_scene, tiny_model):
@@ -252,7 +252,7 @@ def test_disk_full_while_writing_the_network(monkeypatch, out, good_scene, tiny_
     monkeypatch.setattr(gpkg, "_write_layer", full)
     result = extract(good_scene, tiny_model, out)
     # all or nothing: the rasters finished before the network are removed too
-    assert_clean_failure(result, 1, "No space left on device", out=out)
+    assert_clean_failure(result, 1, "no space left on device", str(out), out=out)
     assert temp_files(out) == []
 
 
