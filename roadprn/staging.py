@@ -169,7 +169,7 @@ def staged_run(final_folder: str | Path, name: str, outputs: Sequence[Path],
         staging.mkdir()
         run = StagedRun(staging, final_folder, marker)
         yield run
-        _publish(run, record, published)
+        _publish(run, record, published, overwrite)
     except BaseException as exc:
         # before cleaning up: on a full disk GDAL's later errors ("failed to read directory",
         # CPLE_AppDefinedError, not even an OSError) hide the cause
@@ -193,9 +193,17 @@ def staged_run(final_folder: str | Path, name: str, outputs: Sequence[Path],
     marker.unlink(missing_ok=True)
 
 
-def _publish(run: StagedRun, record: dict[str, Any], published: list[Path]) -> None:
-    """Rename every staged file to its final name; the marker says which, should this die."""
+def _publish(run: StagedRun, record: dict[str, Any], published: list[Path],
+             overwrite: bool) -> None:
+    """Rename every staged file to its final name; the marker says which, should this die.
+
+    Files the run did not announce up front (e.g. figures named after their results) are
+    checked here, before the first rename, so they never replace a file without ``overwrite``.
+    """
     staged = sorted(p for p in run.folder.iterdir() if p.is_file())
+    for path in staged:
+        if path.name not in record["outputs"]:
+            check_writable(run.final_path(path), overwrite)
     record = {**record, "phase": "publishing",
               "outputs": sorted(set(record["outputs"]) | {p.name for p in staged})}
     _write_marker(run.marker, record, exclusive=False)

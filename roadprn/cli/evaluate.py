@@ -13,6 +13,7 @@ from roadprn.evaluate import io, report
 from roadprn.evaluate.apls import APLSParams
 from roadprn.evaluate.compare import EvalParams, Pair, evaluate_pair, read_pairs_csv, summarize
 from roadprn.io import check_writable
+from roadprn.staging import staged_run
 
 log = logging.getLogger("roadprn.evaluate")
 
@@ -117,10 +118,14 @@ def evaluate(pred: Path | None, truth: Path | None, pairs_csv: Path | None, out_
         results.append(evaluate_pair(pair, params))
     summary = summarize(results, params)
 
-    figures = [] if no_plots else _write_figures(results, params, out_dir, overwrite)
-    report.write_json(json_path, report.metrics_document(summary, results, params), overwrite)
-    report.write_text(md_path, report.markdown_report(summary, results, params, figures),
-                      overwrite)
+    # all files appear together or none does (a full disk after two figures left them behind)
+    with staged_run(out_dir, "evaluate", [json_path, md_path], overwrite) as staged:
+        folder = staged.folder
+        figures = [] if no_plots else _write_figures(results, params, folder, overwrite)
+        report.write_json(folder / json_path.name,
+                          report.metrics_document(summary, results, params), overwrite)
+        report.write_text(folder / md_path.name,
+                          report.markdown_report(summary, results, params, figures), overwrite)
     click.echo(report.markdown_table(summary, results))
 
 

@@ -174,3 +174,33 @@ def test_overlay_of_a_large_scene_is_drawn_from_decimated_reads(tmp_path, monkey
     wrong = _write(tmp_path / "small.tif", _roads((64, 64)))
     r = _cli("--pred", truth, "--truth", truth, "--image", wrong, "--out", tmp_path / "w")
     assert r.exit_code == 3 and "same grid" in r.output
+
+
+def test_a_failure_after_some_figures_leaves_no_output(tmp_path, monkeypatch):
+    """Figures, metrics.json and report.md are published together: a full disk while the
+    second figure is written leaves none of them (the first used to stay)."""
+    import errno
+
+    from roadprn.evaluate import report
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "plot_patch_iou", full)
+    truth = _write(tmp_path / "truth.tif", _roads())
+    out = tmp_path / "out"
+    r = _cli("--pred", truth, "--truth", truth, "--out", out)
+    assert r.exit_code == 1
+    assert "no space left on device" in r.output
+    assert sorted(out.iterdir()) == []
+
+
+def test_figures_named_after_results_never_replace_a_file_without_overwrite(tmp_path):
+    truth = _write(tmp_path / "truth.tif", _roads())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "overlay.png").write_bytes(b"the user's own picture")
+    r = _cli("--pred", truth, "--truth", truth, "--out", out)
+    assert r.exit_code == 4 and "overlay.png" in r.output
+    assert (out / "overlay.png").read_bytes() == b"the user's own picture"
+    assert sorted(p.name for p in out.iterdir()) == ["overlay.png"]
