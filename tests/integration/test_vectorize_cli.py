@@ -134,3 +134,19 @@ def test_two_process_workers_and_flatgeobuf(tmp_path: Path) -> None:
     junctions = gpd.read_file(tmp_path / "p_junctions.fgb")
     assert len(roads) == 4 and list(junctions.degree) == [4]
     assert (tmp_path / "p_run.json").is_file()
+
+
+@pytest.mark.parametrize("option,value", [("--simplify-tolerance-m", "inf"),
+                                          ("--spur-length-m", "nan"),
+                                          ("--bridge-max-gap-m", "1e12"),
+                                          ("--tile-size-px", "100000000")])
+def test_non_finite_or_absurd_options_are_refused(tmp_path, option, value):
+    mask = tmp_path / "m.tif"
+    with rasterio.open(mask, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8",
+                       crs="EPSG:32631", transform=from_origin(600000, 5800000, 0.5, 0.5)) as ds:
+        ds.write(np.zeros((1, 64, 64), np.uint8))
+    result = CliRunner().invoke(main, ["vectorize", str(mask), "--out", str(tmp_path / "o"),
+                                       option, value])
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+    assert not (tmp_path / "o").exists()

@@ -291,6 +291,11 @@ BAD_CONFIG = [
     (["--set", "nonsense"], "nonsense"),
     (["--tile-size", "32", "--halo", "16"], "tiling.tile_size"),
     (["--bands", "one,two"], "--bands"),
+    # non-finite or absurd values used to be accepted silently
+    (["--set", "vectorize.simplify_tolerance_m=inf"], "vectorize.simplify_tolerance_m"),
+    (["--set", "vectorize.spur_length_m=1e9"], "vectorize.spur_length_m"),
+    (["--set", "resolution.tolerance=nan"], "resolution.tolerance"),
+    (["--set", "vectorize.tile_size_px=1000000"], "vectorize.tile_size_px"),
 ]
 
 
