@@ -3,8 +3,10 @@
 Every architecture returns one channel of road *logits* (no sigmoid) for an NCHW float input.
 Names are case-insensitive. Three families:
 
-* built in, pure PyTorch: ``dlinknet34`` (the PRN paper's base model), ``dlinknet18`` and
-  ``tiny_unet`` (a few thousand parameters, for tests and smoke runs);
+* built in, pure PyTorch: ``dlinknet34`` (the PRN paper's base model), ``dlinknet18``,
+  ``effnet_lite{0,1,2}_linknet`` (EfficientNet-Lite encoder, LinkNet decoder; the only ones with
+  pretrained weights, see :func:`load_pretrained`) and ``tiny_unet`` (a few thousand
+  parameters, for tests and smoke runs);
 * ``smp.<Arch>`` (``smp.Unet``, ``smp.Linknet``, ``smp.DeepLabV3Plus``, ``smp.FPN``, ...) from
   segmentation-models-pytorch, with ``encoder_name`` (default ``resnet34``). They exist only where
   that package imports: it needs torchvision, and PyPI's torchvision wheels are linked against
@@ -30,6 +32,8 @@ from torch import nn
 
 from roadprn.errors import ModelError
 from roadprn.models.dlinknet import dlinknet18, dlinknet34, pad_to_multiple
+from roadprn.models.torchscript_guard import check_torchscript_archive
+from roadprn.models.lite_linknet import ARCHITECTURES as LITE_LINKNETS
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -92,7 +96,10 @@ _REGISTRY: dict[str, ModelBuilder] = {
     "dlinknet34": dlinknet34,
     "dlinknet18": dlinknet18,
     "tiny_unet": TinyUNet,
+    **LITE_LINKNETS,
 }
+# architectures whose models have a load_pretrained() method (ImageNet encoder weights)
+PRETRAINED_ARCHITECTURES = frozenset(LITE_LINKNETS)
 
 
 def register_model(name: str, builder: ModelBuilder) -> None:
@@ -139,6 +146,21 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
         return builder(**kwargs)
     except TypeError as exc:  # wrong keyword arguments
         raise ModelError(f"bad arguments for architecture {arch!r}: {exc}") from exc
+
+
+def load_pretrained(model: nn.Module, arch: str) -> str:
+    """Initialise ``model`` from its architecture's pretrained weights; a provenance line.
+
+    Only for training: the weights come from an installed package (an optional extra), and the
+    checkpoint a run writes holds every weight, so inference never needs that package.
+    """
+    loader = getattr(model, "load_pretrained", None)
+    if arch.lower() not in PRETRAINED_ARCHITECTURES or not callable(loader):
+        raise ModelError(
+            f"--pretrained: architecture {arch!r} has no pretrained weights; architectures "
+            f"that have: {', '.join(sorted(PRETRAINED_ARCHITECTURES))}"
+        )
+    return str(loader())
 
 
 def _import_plugins() -> None:
@@ -212,13 +234,15 @@ def archive_kind(path: Path) -> str:
 
 
 def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
-    """Load a TorchScript model on the CPU, in eval mode.
+    """Load a TorchScript model on the CPU, in eval mode, after checking it without running it.
 
-    Why this is allowed while arbitrary pickles are not: ``torch.jit.load`` reads the archive
-    with TorchScript's own restricted unpickler, which can only rebuild tensors and TorchScript
-    types, and the model's code is TorchScript IR run by the TorchScript interpreter, which can
-    only call registered torch operators, never arbitrary Python. It is not a sandbox against a
-    model that wastes memory or time, so load models from sources you trust.
+    ``torch.jit.load`` is not a sandbox: the archive's code is compiled at load time, a class's
+    ``__setstate__`` runs while loading, and TorchScript can call operators that create, read
+    and write files (``torch.from_file``, ``torch.save``) or reach the network. So the archive
+    is first inspected by :func:`roadprn.models.torchscript_guard.check_torchscript_archive`
+    (zip layout, pickle globals, every construct of its code against an allow-list of tensor
+    operators); anything else is refused before torch sees the file. The guard does not limit
+    memory or time a model may use.
 
     ``torch.export`` files (``.pt2``) are refused: ``torch.export.load`` unpickles parts of the
     archive with ``weights_only=False`` when the file asks for it, so a crafted file could run
@@ -235,6 +259,7 @@ def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
         )
     if kind != "torchscript":
         raise ModelError(f"{path} is not a TorchScript model (found: {kind} file)")
+    check_torchscript_archive(path)  # torch.jit.load may run the file's code: inspect it first
     try:
         with warnings.catch_warnings():
             # torch 2.13 deprecates TorchScript in favour of torch.export, whose loader is unsafe
