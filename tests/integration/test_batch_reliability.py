@@ -201,7 +201,7 @@ def test_malformed_manifest_records_are_skipped_and_resume_never_hangs(tmp_path,
     results: dict[str, str | None] = {}
 
     def check() -> None:
-        for path, _ in cases.items():
+        for path in cases:
             results[path] = mismatch_reason({**base, "name": "s-00000001", **entry(path)},
                                             out, "c", hashes)
 
@@ -220,6 +220,30 @@ def test_malformed_manifest_records_are_skipped_and_resume_never_hangs(tmp_path,
     # unknown model (the scene's header cannot be read now): redone, not skipped
     assert mismatch_reason({**base, "name": "s", **entry("s-00000001/s_mask.tif")}, out, "c",
                            None) is not None
+
+
+def test_failure_fields_log_bugs_only(tmp_path, checkpoint):
+    """Bugs (also a band's, which its split scene reports) get a crash log; user and I/O
+    errors get their one line only."""
+    import errno
+
+    from roadprn.batch.worker import SceneTask, failure_fields
+    from roadprn.errors import InputError
+
+    task = SceneTask("/x/s.tif", "s-00000001", str(tmp_path), load_config(), None, {}, "c")
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        bug = failure_fields(exc, task, "batch scene /x/s.tif, tile rows 0-4")
+    assert bug["error"] == "KeyError: 'missing'" and not bug["transient"]
+    log = tmp_path / bug["log"]
+    assert log.parent == tmp_path / LOG_FOLDER and "tile rows 0-4" in log.read_text()
+    assert "Traceback (most recent call last)" in log.read_text()
+    full = failure_fields(OSError(errno.ENOSPC, "No space left on device", "/o/a.tif"), task, "")
+    assert full["error"] == "/o/a.tif: no space left on device" and "log" not in full
+    user = failure_fields(InputError("/x/s.tif: no CRS"), task, "")
+    assert user["error"] == "/x/s.tif: no CRS" and "log" not in user
+    assert len(list((tmp_path / LOG_FOLDER).iterdir())) == 1
 
 
 def test_a_bad_model_stops_the_run_before_any_scene(tmp_path, scene_files):
@@ -353,7 +377,7 @@ def test_sigterm_prints_the_one_documented_line(tmp_path, scene_files, checkpoin
     assert not [p for p in out.iterdir() if p.is_dir()]  # no scene folder left
 
 
-# --------------------------------------------------------------------------- same choices as extract
+# --------------------------------------------------------------------------- as extract
 
 
 @pytest.mark.slow
