@@ -118,8 +118,24 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
 
     def build_model(self) -> nn.Module:
-        """The architecture with these weights, on the CPU, in eval mode."""
-        model = build_model(self.meta.arch, **self.meta.arch_kwargs)
+        """The architecture with these weights, on the CPU, in eval mode.
+
+        The file's architecture arguments are checked against bounds first, and the model is
+        built once on the ``meta`` device (no memory) to compare its tensor shapes with the
+        weights: a forged ``width: 100000`` would otherwise allocate hundreds of GB before
+        ``load_state_dict`` notices.
+        """
+        check_architecture(self.meta, self.path)
+        try:
+            with torch.device("meta"):
+                skeleton = _build(self.meta, self.path)
+        except ModelError:
+            raise
+        except Exception:  # noqa: BLE001 - a third-party init that needs real memory
+            skeleton = None  # the bounds above still hold
+        if skeleton is not None:
+            _check_shapes(skeleton, self.state_dict, self.meta, self.path)
+        model = _build(self.meta, self.path)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
@@ -221,6 +237,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if payload.get("weights_sha256") != weights_sha256(state_dict):
         raise ModelError(f"{path} is corrupt: its weights do not match their stored checksum")
     meta = _validate_meta(payload.get("meta"), path)
+    check_architecture(meta, path)
     return Checkpoint(path, file_sha256(path), meta, state_dict)
 
 
@@ -350,6 +367,139 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- architecture bounds
+
+PRN_ARCH = "prn"
+_CHANNELS = ("int", 1, 64)  # input bands
+# Per architecture: argument -> ("int"|"float", low, high) or a tuple of allowed strings.
+# Generous enough for any real model; tight enough that no forged value allocates absurdly.
+ARCH_BOUNDS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "tiny_unet": {"in_channels": _CHANNELS, "width": ("int", 1, 256)},
+    "dlinknet18": {"in_channels": _CHANNELS, "width": ("int", 1, 256)},
+    "dlinknet34": {"in_channels": _CHANNELS, "width": ("int", 1, 256)},
+    PRN_ARCH: {
+        "variant": ("paper", "fast"), "grid": ("int", 0, 16), "map_size": ("int", 8, 8192),
+        "width": ("float", 0.01, 4.0), "downsample": ("int", 1, 32),
+        "head": ("map", "recalibrate"), "input_pooling": ("avg", "avgmax"),
+        "recurrence": ("int", 0, 4), "norm": ("batch", "group"),
+    },
+}
+# smp.* models: only these arguments, each bounded; encoder names are checked by smp itself.
+SMP_BOUNDS: dict[str, tuple[Any, ...]] = {
+    "in_channels": _CHANNELS, "encoder_depth": ("int", 1, 5),
+    "decoder_channels": ("ints", 1, 2048), "decoder_attention_type": ("scse",),
+    "decoder_use_batchnorm": ("bool",), "encoder_name": ("str", 1, 64),
+    "decoder_pyramid_channels": ("int", 1, 2048), "decoder_segmentation_channels": ("int", 1, 2048),
+    "decoder_dropout": ("float", 0.0, 1.0), "encoder_output_stride": ("int", 8, 32),
+    "upsampling": ("int", 1, 32), "psp_out_channels": ("int", 1, 2048),
+    "encoder_weights": ("none",), "decoder_merge_policy": ("add", "cat"),
+}
+
+
+def check_architecture(meta: CheckpointMeta, path: Path) -> None:
+    """ModelError (one line) unless ``kind``, ``arch`` and every argument are plausible.
+
+    Runs before any model is built: a checkpoint's metadata is not covered by its weights'
+    checksum, so anyone can edit it.
+    """
+    arch = meta.arch.lower()
+    if (meta.kind == "prn") != (arch == PRN_ARCH):
+        want = f"architecture {PRN_ARCH!r}" if meta.kind == "prn" else "a base architecture"
+        raise ModelError(f"{path}: a {meta.kind!r} checkpoint needs {want}, not {meta.arch!r}")
+    if arch.startswith("smp."):
+        bounds = SMP_BOUNDS
+    elif arch in ARCH_BOUNDS:
+        bounds = ARCH_BOUNDS[arch]
+    else:
+        return  # unknown names are refused by build_model; registered plugins check their own
+    for key, value in meta.arch_kwargs.items():
+        rule = bounds.get(key)
+        if rule is None and bounds is SMP_BOUNDS:
+            rule = ("plain",)  # smp has many more options: any bounded plain value
+        if rule is None:
+            raise ModelError(f"{path}: architecture {meta.arch!r} has no argument {key!r} "
+                             f"(known: {', '.join(sorted(bounds))})")
+        problem = _bound_problem(value, rule)
+        if problem:
+            raise ModelError(f"{path}: architecture argument {key}={_short(value)} {problem}")
+    if meta.input is not None:
+        channels = meta.arch_kwargs.get("in_channels", 3 if meta.kind == "base" else None)
+        if channels is not None and channels != len(meta.input.bands):
+            raise ModelError(f"{path}: architecture takes {channels} input channel(s) but "
+                             f"'input.bands' lists {len(meta.input.bands)}")
+
+
+def _bound_problem(value: Any, rule: tuple[Any, ...]) -> str | None:
+    kind = rule[0]
+    if kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return "must be an integer"
+        return None if rule[1] <= value <= rule[2] else f"is outside {rule[1]}..{rule[2]}"
+    if kind == "float":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return "must be a number"
+        ok = rule[1] <= value <= rule[2]  # NaN fails both comparisons
+        return None if ok else f"is outside {rule[1]:g}..{rule[2]:g}"
+    if kind == "ints":
+        if not isinstance(value, list) or not 1 <= len(value) <= 8:
+            return "must be a list of 1 to 8 integers"
+        for item in value:
+            problem = _bound_problem(item, ("int", rule[1], rule[2]))
+            if problem:
+                return f"holds {_short(item)}, which {problem}"
+        return None
+    if kind == "plain":
+        if value is None or isinstance(value, bool):
+            return None
+        if isinstance(value, (int, float)):
+            return None if abs(value) <= 4096 else "is outside -4096..4096"
+        if isinstance(value, str):
+            return None if len(value) <= 64 else "is longer than 64 characters"
+        if isinstance(value, list):
+            return _bound_problem(value, ("ints", -4096, 4096))
+        return "must be a number, a name, true/false, null or a list of integers"
+    if kind == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind == "none":
+        return None if value is None else "must be null"
+    if kind == "str":
+        ok = isinstance(value, str) and rule[1] <= len(value) <= rule[2]
+        return None if ok else f"must be a name of {rule[1]} to {rule[2]} characters"
+    return None if value in rule else f"must be one of {', '.join(map(str, rule))}"
+
+
+def _build(meta: CheckpointMeta, path: Path) -> nn.Module:
+    try:
+        return build_model(meta.arch, **meta.arch_kwargs)
+    except (ValueError, TypeError, RuntimeError) as exc:  # architecture's own argument checks
+        raise ModelError(f"{path}: cannot build architecture {meta.arch!r} "
+                         f"{_kwargs_text(meta.arch_kwargs)}: {_one_line(exc)}") from exc
+
+
+def _check_shapes(skeleton: nn.Module, state_dict: dict[str, torch.Tensor],
+                  meta: CheckpointMeta, path: Path) -> None:
+    """ModelError unless the weights have exactly the tensors the architecture has."""
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    for name, shape in expected.items():
+        tensor = state_dict.get(name)
+        found = None if tensor is None else tuple(tensor.shape)
+        if found != shape:
+            raise ModelError(
+                f"{path}: weights do not fit architecture {meta.arch!r} "
+                f"{_kwargs_text(meta.arch_kwargs)}: {name} is "
+                f"{'missing' if found is None else list(found)}, the architecture has "
+                f"{list(shape)}")
+    extra = sorted(set(state_dict) - set(expected))
+    if extra:
+        raise ModelError(f"{path}: weights do not fit architecture {meta.arch!r}: unexpected "
+                         f"tensor(s) {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --------------------------------------------------------------------------- helpers

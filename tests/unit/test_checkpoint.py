@@ -183,7 +183,7 @@ def test_unknown_architecture(tmp_path: Path, model: torch.nn.Module):
 
 
 def test_weights_that_do_not_fit_the_architecture(tmp_path: Path, model: torch.nn.Module):
-    meta = base_meta(arch_kwargs={"in_channels": 4})
+    meta = base_meta(4)  # 4 bands and 4 input channels, but the weights take 3
     path = _write_payload(tmp_path / "m.pt", model, meta=meta)
     with pytest.raises(ModelError, match="do not fit architecture 'tiny_unet'") as info:
         load_checkpoint(path).build_model()
@@ -208,10 +208,12 @@ def test_newer_format_and_bad_metadata(tmp_path: Path, model: torch.nn.Module):
         save_checkpoint(tmp_path / "b.pt", model, wrong_bands)
 
 
-def test_prn_checkpoint_records_base_model(tmp_path: Path, model: torch.nn.Module, saved):
+def test_prn_checkpoint_records_base_model(tmp_path: Path, saved):
     _, base_sha = saved
     path = tmp_path / "prn.pt"
-    save_checkpoint(path, model, base_meta(kind="prn", base_model_sha256=base_sha))
+    prn = build_model("prn", variant="fast", grid=2, map_size=64)
+    save_checkpoint(path, prn, {"kind": "prn", "arch": "prn", "arch_kwargs": prn.arch_kwargs,
+                                "base_model_sha256": base_sha})
     checkpoint = load_checkpoint(path)
     assert checkpoint.meta.base_model_sha256 == base_sha
     assert describe_checkpoint(checkpoint)["base model sha256"] == base_sha
@@ -239,3 +241,96 @@ def test_describe_checkpoint(saved: tuple[Path, str]):
     assert "a.tif" in lines["training data"]
     assert "val_iou=0.61" in lines["metrics"]
     assert all(isinstance(v, str) and "\n" not in v for v in lines.values())
+
+
+# --------------------------------------------------------------------------- forged metadata
+# A checkpoint's metadata is not covered by the weights' checksum: anyone can edit it. Every
+# architecture argument is checked against bounds before a model is built.
+
+
+def _forged(tmp_path: Path, model: torch.nn.Module, **meta: object) -> Path:
+    return _write_payload(tmp_path / "forged.pt", model, meta=base_meta(**meta))
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"in_channels": 3, "width": 100000}, "width=100000 is outside 1..256"),
+    ({"in_channels": 3, "width": -4}, "width=-4 is outside"),
+    ({"in_channels": 3, "width": 0}, "width=0 is outside"),
+    ({"in_channels": 1000000}, "in_channels=1000000 is outside 1..64"),
+    ({"in_channels": True}, "in_channels=True must be an integer"),
+    ({"in_channels": 3, "width": 8.5}, "width=8.5 must be an integer"),
+    ({"in_channels": 3, "width": "8"}, "must be an integer"),
+    ({"in_channels": 3, "depth": 9}, "has no argument 'depth'"),
+])
+def test_forged_architecture_arguments_refused_before_building(
+        tmp_path: Path, model: torch.nn.Module, kwargs, words, monkeypatch):
+    from roadprn.models import checkpoint as module
+
+    built: list[str] = []
+    real = module.build_model
+    monkeypatch.setattr(module, "build_model", lambda *a, **k: built.append(a[0]) or real(*a, **k))
+    path = _forged(tmp_path, model, arch_kwargs=kwargs)
+    for load in (load_checkpoint, load_model_file, describe_checkpoint):
+        with pytest.raises(ModelError, match=words) as info:
+            load(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert built == []  # refused from the metadata alone
+
+
+def test_prn_kind_needs_prn_architecture_and_back(tmp_path: Path, model: torch.nn.Module):
+    path = _forged(tmp_path, model, kind="prn", base_model_sha256="a" * 64)
+    with pytest.raises(ModelError, match="'prn' checkpoint needs architecture 'prn', not "
+                                         "'tiny_unet'"):
+        load_checkpoint(path)
+    path = _forged(tmp_path, model, arch="PRN", arch_kwargs={"variant": "fast"})
+    with pytest.raises(ModelError, match="'base' checkpoint needs a base architecture"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"grid": 100000}, "grid=100000 is outside 0..16"),
+    ({"width": float("nan")}, "width=nan is outside"),
+    ({"variant": "huge"}, "variant='huge' must be one of paper, fast"),
+    ({"grid": 16, "map_size": 100}, "cannot build architecture 'prn'"),
+])
+def test_forged_prn_arguments(tmp_path: Path, kwargs, words):
+    prn = build_model("prn", variant="fast", grid=2, map_size=64)
+    state_dict = prn.state_dict()
+    meta = {"kind": "prn", "arch": "prn", "arch_kwargs": {**prn.arch_kwargs, **kwargs},
+            "base_model_sha256": "b" * 64}
+    path = tmp_path / "prn.pt"
+    torch.save({"format": FORMAT_NAME, "format_version": 1, "meta": meta,
+                "state_dict": state_dict, "weights_sha256": weights_sha256(state_dict)}, path)
+    with pytest.raises(ModelError, match=words) as info:
+        load_checkpoint(path).build_model()
+    assert "\n" not in str(info.value)
+
+
+def test_in_bounds_but_oversized_architecture_is_checked_on_the_meta_device(
+        tmp_path: Path, model: torch.nn.Module, monkeypatch):
+    """width 256 is within bounds, but the weights are width 8: refused from shapes computed on
+    the meta device, before the real (large) model is allocated."""
+    from roadprn.models import checkpoint as module
+
+    devices: list[str] = []
+    real = module.build_model
+
+    def spy(*args, **kwargs):
+        built = real(*args, **kwargs)
+        devices.append(next(built.parameters()).device.type)
+        return built
+
+    monkeypatch.setattr(module, "build_model", spy)
+    path = _forged(tmp_path, model, arch_kwargs={"in_channels": 3, "width": 256})
+    with pytest.raises(ModelError, match=r"enc1.0.weight is \[8, 3, 3, 3\], the architecture "
+                                         r"has \[256, 3, 3, 3\]"):
+        load_checkpoint(path).build_model()
+    assert devices == ["meta"]
+
+
+def test_in_channels_must_match_the_bands(tmp_path: Path, model: torch.nn.Module):
+    meta = base_meta()
+    meta["input"] = {**meta["input"], "bands": [1, 2]}
+    path = _write_payload(tmp_path / "m.pt", model, meta=meta)
+    with pytest.raises(ModelError, match="takes 3 input channel\\(s\\) but 'input.bands' lists 2"):
+        load_checkpoint(path)
