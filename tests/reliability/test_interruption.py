@@ -46,6 +46,7 @@ def _slow(*args, **kwargs):
     deadline = time.monotonic() + _delay
     while time.monotonic() < deadline:
         time.sleep(0.05)
+    marker.with_name(marker.name + '.held_to_the_end').touch()
     return result if _when == 'after' else _original(*args, **kwargs)
 setattr(_owner, _name, _slow)
 """
@@ -63,16 +64,17 @@ def test_signal_during_stage(tmp_path, good_scene, tiny_model, stage, signum):
     marker = tmp_path / "stage_reached"
     args = ["extract", str(good_scene), "--model", str(tiny_model), "--out", str(out)]
     proc = cli_process(args, hook=HOOK_CODE.format(spec=HOOKS[stage]), env={"MARKER": str(marker)})
-    deadline = time.monotonic() + 120
+    # generous bounds that only catch a hang: a busy CI machine may take minutes to start
+    deadline = time.monotonic() + 600
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.exists(), proc.communicate()
     proc.send_signal(signum)
-    sent = time.monotonic()
-    _, stderr = proc.communicate(timeout=60)
-    took = time.monotonic() - sent
+    _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 130, stderr
-    assert took < 15, f"took {took:.1f} s to stop"
+    if HOOKS[stage][3] >= 60:
+        # stopped promptly: the signal cut the held stage short (an event, not a stopwatch)
+        assert not marker.with_name(marker.name + ".held_to_the_end").exists()
     assert "interrupted" in stderr and "Traceback" not in stderr, stderr
     assert temp_files(out) == []
     # all or nothing: even outputs finished before the signal are removed

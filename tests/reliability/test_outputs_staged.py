@@ -51,7 +51,7 @@ def test_sigkill_leaves_no_final_names_and_a_rerun_replaces_it(tmp_path, good_sc
     proc = cli_process(args, hook=HOOK_CODE.format(spec=HOOKS[stage]), env={"MARKER": str(marker)})
     _wait_for(marker, proc)
     proc.kill()
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL
     assert _final_outputs(out) == []
     hidden = _hidden(out)
@@ -77,7 +77,7 @@ def test_sigkill_during_refinement(tmp_path, good_scene):
     staged = [p.name for p in out.glob(f"{STAGING_PREFIX}*/*")]
     assert f"{good_scene.stem}_mask.tif" in staged, staged
     proc.kill()
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=600)
     assert _final_outputs(out) == []
     again = invoke(*args)
     assert again.exit_code == 0, again.output
@@ -98,7 +98,7 @@ def test_a_second_run_on_the_same_outputs_is_refused(tmp_path, good_scene, tiny_
         assert _final_outputs(out) == []
     finally:
         first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=120)
+        first.communicate(timeout=600)
     assert first.returncode == 130
     assert leftovers(out) == []
 

@@ -19,7 +19,7 @@ def test_soak_every_good_scene_done_every_bad_one_recorded(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "soak_batch.py"), "--scenes", "10",
          "--fail-every", "2", "--size", "96", "--seed", "1", "--out", str(tmp_path), "--json"],
-        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+        capture_output=True, text=True, timeout=1200, cwd=REPO_ROOT)
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, (report["problems"], proc.stderr[-3000:])
     outcome = report["outcome"]
