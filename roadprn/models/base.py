@@ -32,8 +32,8 @@ from torch import nn
 
 from roadprn.errors import ModelError
 from roadprn.models.dlinknet import dlinknet18, dlinknet34, pad_to_multiple
-from roadprn.models.torchscript_guard import check_torchscript_archive
 from roadprn.models.lite_linknet import ARCHITECTURES as LITE_LINKNETS
+from roadprn.models.torchscript_guard import check_torchscript_archive
 
 ModelBuilder = Callable[..., nn.Module]
 
