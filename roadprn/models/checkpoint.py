@@ -33,6 +33,7 @@ from roadprn.config import NormalizationConfig
 from roadprn.errors import ModelError
 from roadprn.io import atomic_output, file_sha256
 from roadprn.models.base import archive_kind, build_model, load_torchscript
+from roadprn.models.torchscript_guard import check_torchscript_archive
 
 FORMAT_NAME = "roadprn-checkpoint"
 FORMAT_VERSION = 1
@@ -319,6 +320,10 @@ def check_scene_bands(
 
 def describe_checkpoint(source: str | Path | Checkpoint) -> dict[str, str]:
     """Human-readable lines for ``roadprn info model.pt``, keyed by label."""
+    if not isinstance(source, Checkpoint):
+        _check_file(Path(source))
+        if archive_kind(Path(source)) == "torchscript":
+            return describe_torchscript(Path(source))
     checkpoint = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     meta = checkpoint.meta
     n_params = sum(t.numel() for t in checkpoint.state_dict.values() if t.is_floating_point())
@@ -353,6 +358,26 @@ def describe_checkpoint(source: str | Path | Checkpoint) -> dict[str, str]:
     lines["roadprn version"] = meta.roadprn_version
     lines["created"] = meta.created
     return lines
+
+
+def describe_torchscript(path: Path) -> dict[str, str]:
+    """``roadprn info`` for a TorchScript model: the safety check and the sidecar, read without
+    loading (so without running) the model."""
+    check_torchscript_archive(path)
+    spec = read_sidecar(path)
+    sidecar = sidecar_path(path)
+    return {
+        "file": str(path),
+        "sha256": file_sha256(path),
+        "format": f"TorchScript with YAML sidecar ({sidecar.name if sidecar else '?'})",
+        "code check": "passed: only allow-listed tensor operators (not loaded by info)",
+        "output": spec.output,
+        "bands": ", ".join(str(b) for b in spec.bands),
+        "normalization": _normalization_text(spec.normalization),
+        "resolution": f"{spec.gsd_m:g} m per pixel",
+        "tiles": f"{spec.tile_size} px with {spec.halo} px halo",
+        "size": _size_text(path),
+    }
 
 
 def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:

@@ -242,3 +242,105 @@ def test_extract_output_names_stay_in_out(tmp_path, tiny_model, name):
     files = leftovers(out)
     assert files and all(p.parent == out for p in files)
     assert {p.name for p in tmp_path.iterdir()} == {name, "out"}
+
+
+# --------------------------------------------------------------------------- TorchScript models
+# A TorchScript archive carries code that torch.jit.load compiles and may run (__setstate__
+# runs while loading). roadprn inspects the archive without running it and refuses anything
+# outside its allow-list of tensor operators (roadprn/models/torchscript_guard.py).
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    from .hostile_torchscript import all_hostile
+
+    folder = tmp_path_factory.mktemp("hostile")
+    marker = folder / "MARKER"
+    return all_hostile(folder / "models", marker), marker
+
+
+def test_the_hostile_archives_really_write_when_loaded_by_torch(hostile, tmp_path):
+    """Control: without roadprn's check, each archive writes its marker (so the refusals below
+    are what keeps the marker away)."""
+    import torch
+
+    archives, marker = hostile
+    for case, path in archives.items():
+        marker.unlink(missing_ok=True)
+        try:
+            torch.jit.load(str(path))(torch.zeros(1, 3, 8, 8))
+        except RuntimeError:  # the __setstate__ one fails to load, *after* writing
+            assert case == "__setstate__ from_file"
+        assert marker.exists(), case
+    marker.unlink()
+
+
+@pytest.mark.parametrize("case", ["forward from_file", "__setstate__ from_file",
+                                  "reads a second file", "torch.save", "ops.aten.from_file"])
+def test_hostile_torchscript_refused_by_extract_and_info(hostile, good_scene, tmp_path, case):
+    archives, marker = hostile
+    model = archives[case]
+    marker.unlink(missing_ok=True)
+    out = tmp_path / "out"
+    result = invoke("extract", good_scene, "--model", model, "--out", out, "--no-vectorize")
+    line = assert_clean_failure(result, 5, str(model), "refused before loading", out=out)
+    assert not marker.exists(), (case, line)
+    result = invoke("info", model)
+    assert_clean_failure(result, 5, str(model), "refused before loading")
+    assert not marker.exists(), case
+
+
+def test_hostile_torchscript_names_the_construct(hostile, good_scene, tmp_path):
+    archives, _ = hostile
+    expected = {
+        "forward from_file": "calls torch.from_file",
+        "__setstate__ from_file": "defines __getstate__",  # the hooks come first in the file
+        "reads a second file": "calls torch.from_file",
+        "torch.save": "calls torch.save",
+        "ops.aten.from_file": "calls ops.aten.from_file",
+    }
+    for case, words in expected.items():
+        result = invoke("info", archives[case])
+        assert_clean_failure(result, 5, words, "code/__torch__/tests/reliability/")
+
+
+def test_hostile_torchscript_refused_by_batch(hostile, good_scene, tmp_path):
+    archives, marker = hostile
+    marker.unlink(missing_ok=True)
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    (scenes / "a.tif").symlink_to(good_scene)
+    out = tmp_path / "out"
+    result = invoke("batch", scenes, "--model", archives["__setstate__ from_file"], "--out", out,
+                    "--workers", "1")
+    assert result.exit_code == 5, result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("roadprn: error: ")]
+    assert len(errors) == 1 and "refused before loading" in errors[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not marker.exists()
+
+
+def test_legitimate_torchscript_still_runs_through_extract_and_info(tmp_path, good_scene):
+    """A traced and a scripted export of the project's tiny U-Net pass the check and run."""
+    import warnings
+
+    import torch
+
+    from roadprn.models.base import build_model
+
+    from .hostile_torchscript import write_sidecar
+
+    model = build_model("tiny_unet", in_channels=3).eval()
+    traced, scripted = tmp_path / "traced.pt", tmp_path / "scripted.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(model, torch.zeros(1, 3, 64, 64), check_trace=False).save(str(traced))
+    torch.jit.script(model).save(str(scripted))
+    for path in (traced, scripted):
+        write_sidecar(path)
+        out = tmp_path / f"out-{path.stem}"
+        result = invoke("extract", good_scene, "--model", path, "--out", out, "--no-vectorize")
+        assert result.exit_code == 0, result.output
+        assert (out / "good_probability.tif").is_file()
+        result = invoke("info", path)
+        assert result.exit_code == 0 and "code check" in result.output, result.output
