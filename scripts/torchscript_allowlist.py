@@ -125,7 +125,7 @@ class FPN(nn.Module):
         feats = self.enc(x)
         lats: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
-        for i, (lat, seg) in enumerate(zip(self.lat, self.seg)):
+        for i, (lat, seg) in enumerate(zip(self.lat, self.seg)):  # noqa: B905 - TorchScript
             lats.append(lat(feats[i]))
             if i < 3:
                 maps.append(seg(lats[i]))

@@ -216,7 +216,7 @@ def _check_archive(archive: zipfile.ZipFile) -> Finding | None:
     if "constants.pkl" not in {rel for rel, _ in pickles} or not code:
         return Finding("lacks code/ or constants.pkl: not a TorchScript archive", "the archive")
     defined: set[str] = set()
-    for rel, info in code + pickles:
+    for _, info in code + pickles:
         budget -= info.file_size
         if budget < 0:
             return Finding(f"holds more than {MAX_CODE_BYTES >> 20} MB of code and pickles",
