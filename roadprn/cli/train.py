@@ -100,10 +100,10 @@ def _parse_pair_percentiles(text: str) -> tuple[float, float]:
 @click.option("--scale-jitter", type=float, default=1.25, show_default=True,
               help="Chip scale varies in [1/J, J].")
 @click.option("--no-augment", is_flag=True, help="No flips, rotations, colour or scale jitter.")
-@click.option("--tile-size", type=int, default=512, show_default=True,
-              help="Tile size recorded for inference.")
-@click.option("--halo", type=int, default=32, show_default=True,
-              help="Tile halo recorded for inference.")
+@click.option("--tile-size", type=int, default=None,
+              help="Tile size recorded for inference (default: 512; effnet_lite*: 768).")
+@click.option("--halo", type=int, default=None,
+              help="Tile halo recorded for inference (default: 32; effnet_lite*: 64).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--no-amp", is_flag=True, help="No mixed precision on CUDA.")

@@ -36,7 +36,7 @@ from roadprn.config import NormalizationConfig
 from roadprn.errors import ConfigError, ModelError, OutputError
 from roadprn.inference import resolve_device
 from roadprn.io import atomic_output, check_writable
-from roadprn.models.base import build_model, load_pretrained
+from roadprn.models.base import build_model, default_tiling, load_pretrained
 from roadprn.models.checkpoint import (
     FORMAT_NAME,
     CheckpointMeta,
@@ -150,7 +150,16 @@ class TrainResult:
 
 
 def make_options(**values: Any) -> TrainBaseOptions:
-    """Options from keyword values, with validation errors as one-line ConfigErrors."""
+    """Options from keyword values, with validation errors as one-line ConfigErrors.
+
+    A tile size or halo that is missing or None is the architecture's default
+    (:func:`roadprn.models.base.default_tiling`).
+    """
+    arch = values.get("arch") or TrainBaseOptions.model_fields["arch"].default
+    tiling = default_tiling(arch) if isinstance(arch, str) else None
+    for key, index in (("tile_size", 0), ("halo", 1)):
+        if values.get(key) is None and tiling is not None:
+            values[key] = tiling[index]
     try:
         return TrainBaseOptions(**values)
     except ValidationError as exc:

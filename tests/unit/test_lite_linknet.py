@@ -180,3 +180,13 @@ def test_train_pretrained_without_the_package_is_one_line(scene, tmp_path, monke
                                        str(tmp_path / "t.pt"), "--arch", "tiny_unet",
                                        "--pretrained"], catch_exceptions=False)
     assert result.exit_code == 5 and "no pretrained weights" in result.output
+
+
+def test_training_records_the_architectures_tiling_unless_told():
+    from roadprn.train import make_options
+
+    lite_options = make_options(arch="EffNet_Lite0_LinkNet")
+    assert (lite_options.tile_size, lite_options.halo) == (768, 64)
+    assert (make_options(arch="tiny_unet").tile_size, make_options().halo) == (512, 32)
+    told = make_options(arch="effnet_lite0_linknet", tile_size=512, halo=None)
+    assert (told.tile_size, told.halo) == (512, 64)
