@@ -335,7 +335,11 @@ def reference_models() -> Iterator[tuple[str, Callable[[], nn.Module], int, bool
 
 def reference_exports(folder: Path, *, scripted: bool = True, traced: bool = True
                       ) -> list[tuple[str, Path, nn.Module, int]]:
-    """Save every reference model as TorchScript under ``folder``: (label, path, model, bands)."""
+    """Save every reference model as TorchScript under ``folder``: (label, path, model, bands).
+
+    (``torch.jit.optimize_for_inference`` output is not among them: it uses mkldnn constants
+    that torch 2.13 cannot load back from a saved file anyway.)
+    """
     torch.manual_seed(0)
     out: list[tuple[str, Path, nn.Module, int]] = []
     for name, builder, bands, scriptable in reference_models():
@@ -353,6 +357,14 @@ def reference_exports(folder: Path, *, scripted: bool = True, traced: bool = Tru
                 warnings.simplefilter("ignore")
                 torch.jit.script(model).save(str(path))
             out.append((f"{name} (script)", path, model, bands))
+        if name in ("tiny_unet", "dlinknet18"):  # torch.jit.freeze folds batch norm
+            path = folder / f"{name}_frozen.pt"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scripted_or_traced = (torch.jit.script(model) if scriptable
+                                      else torch.jit.trace(model, example, check_trace=False))
+                torch.jit.freeze(scripted_or_traced).save(str(path))
+            out.append((f"{name} (frozen)", path, model, bands))
     return out
 
 

@@ -50,7 +50,8 @@ def plain(tmp_path_factory) -> Path:
 def test_every_reference_export_passes_loads_and_runs(exports):
     labels = {label for label, *_ in exports}
     assert {"tiny_unet (trace)", "tiny_unet (script)", "dlinknet34 (trace)",
-            "prn_fast (trace)", "unet (script)", "segformerlike (script)"} <= labels
+            "prn_fast (trace)", "unet (script)", "segformerlike (script)",
+            "tiny_unet (frozen)", "dlinknet18 (frozen)"} <= labels
     for label, path, model, bands in exports:
         assert find_unsafe_construct(path) is None, label
         loaded = load_torchscript(path)
