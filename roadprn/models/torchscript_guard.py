@@ -141,6 +141,7 @@ _EXTRA = re.compile(r"^extra/[^/]+$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_.][A-Za-z0-9_.\-]*)*$")
 MAX_ENTRIES = 200_000
 MAX_CODE_BYTES = 64 * 1024 * 1024  # all code and pickles together; tensor data is not read
+_ODD_CHARACTER = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\x85\u2028\u2029]")
 _STRING_TOKEN = re.compile(r"""^(["'])(?:[^"'\\\n]|\\[^\n])*\1$""")
 
 
@@ -335,6 +336,8 @@ def _check_token_forms(tokens: list[tokenize.TokenInfo], rel: str) -> Finding | 
         if token.type == tokenize.STRING and not _STRING_TOKEN.match(token.string):
             return Finding(f"holds a string literal in a form roadprn does not accept "
                            f"({token.string[:30]!r})", where)
+        if token.type in (tokenize.NAME, tokenize.OP) and not token.string.isascii():
+            return Finding(f"holds the non-ASCII name {token.string[:30]!r}", where)
         if token.type == tokenize.OP and token.string in ("@", "@=", ":="):
             return Finding(f"uses the form {token.string!r}", where)
         if token.type not in (tokenize.NAME, tokenize.OP, tokenize.NUMBER, tokenize.STRING,
@@ -354,6 +357,10 @@ def _check_token_names(tokens: list[tokenize.TokenInfo], rel: str) -> Finding | 
 
 def check_source(text: str, rel: str = "code") -> Finding | None:
     """The first refused construct in one TorchScript source file, or None."""
+    odd = _ODD_CHARACTER.search(text)
+    if odd is not None:  # line ends and blanks TorchScript's lexer might read differently
+        line = text.count("\n", 0, odd.start()) + 1
+        return Finding(f"holds the control character {odd.group()!r}", f"{rel} line {line}")
     tokens = _tokens(text, rel)
     if isinstance(tokens, Finding):
         return tokens

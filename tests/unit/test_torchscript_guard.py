@@ -95,6 +95,16 @@ def test_refused_constructs(body: str, words: str):
     assert finding is not None and words in f"{finding.where} {finding.what}", finding
 
 
+@pytest.mark.parametrize("body,words", [
+    ("    # note\r    _0 = torch.relu(x)\n    return x\n", "control character"),
+    ("    _0 = torch.relu(x)\t\n    return x\n", "control character"),
+    ("    \uff46 = torch.relu(x)\n    return x\n", "non-ASCII"),
+])
+def test_characters_a_lexer_might_read_differently(body: str, words: str):
+    finding = check_source(_source(body), "code/__torch__.py")
+    assert finding is not None and words in finding.what, finding
+
+
 def test_refused_module_forms():
     for header, words in [("import os\n", "import os"),
                           ("from torch import save\n", "import save")]:
