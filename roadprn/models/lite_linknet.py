@@ -18,7 +18,7 @@ checkpoint holds every weight, so running a trained model never needs those pack
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -152,7 +152,8 @@ def _per_channel(name: str, value: float | Sequence[float], channels: int,
     return torch.tensor(values, dtype=torch.float32).view(1, channels, 1, 1)
 
 
-def _builder(variant: int):
+def _builder(variant: int) -> Callable[..., LiteLinkNet]:
+    """A registry builder for one variant (a named function, so errors and listings read well)."""
     def build(in_channels: int = 3, decoder_width: int = 32,
               input_mean: float | Sequence[float] = PRETRAIN_MEAN,
               input_std: float | Sequence[float] = PRETRAIN_STD) -> LiteLinkNet:
