@@ -165,6 +165,11 @@ def test_train_pretrained_then_extract_without_the_package(scene, tmp_path, monk
                                        "--no-vectorize"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "x" / "s_mask.tif").is_file()
+    # resuming needs no package either (the weights come from the state), and keeps provenance
+    result = _train(scene, out, "--pretrained", "--epochs", "2", "--resume", str(out))
+    assert result.exit_code == 0, result.output
+    state = torch.load(out.with_suffix(".state.pt"), weights_only=True)
+    assert state["epoch"] == 2 and weights.sha256 in state["pretrained_note"]
 
 
 def test_train_pretrained_without_the_package_is_one_line(scene, tmp_path, monkeypatch):
