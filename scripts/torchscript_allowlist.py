@@ -32,7 +32,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from roadprn.models.base import build_model  # noqa: E402
+from roadprn.models.base import build_model, list_models  # noqa: E402
 from roadprn.models.torchscript_guard import _refusal, source_constructs  # noqa: E402
 
 SIZE = 64
@@ -326,6 +326,8 @@ def reference_models() -> Iterator[tuple[str, Callable[[], nn.Module], int, bool
     yield "tiny_unet", lambda: build_model("tiny_unet", in_channels=3), 3, True
     yield "dlinknet18", lambda: build_model("dlinknet18", width=8), 3, False
     yield "dlinknet34", lambda: build_model("dlinknet34", width=8), 3, False
+    if "effnet_lite0_linknet" in list_models():
+        yield "effnet_lite0_linknet", lambda: build_model("effnet_lite0_linknet"), 3, False
     yield "prn_paper", lambda: PRNTracer("paper"), 1, False
     yield "prn_fast", lambda: PRNTracer("fast"), 1, False
     for cls in (UNet, LinkNet, FPN, DeepLabV3Plus, PSPNet, PANLike, MobileSeg, SegformerLike,

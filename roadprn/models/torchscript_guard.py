@@ -22,12 +22,13 @@ nothing compiled) and accepts it only when
 
 The allow-list (:data:`ALLOWED_ATEN`, :data:`ALLOWED_PRIM`, :data:`ALLOWED_NAMES`) was made by
 ``scripts/torchscript_allowlist.py``: it scripts and traces the project's architectures
-(tiny_unet, D-LinkNet 18/34, PatchRefineNet paper/fast) and smp-style reference models (U-Net,
-FPN, DeepLabV3+ with ASPP, LinkNet, SE/attention blocks, a Segformer-like transformer block,
-MobileNet/EfficientNet-style blocks) with torch 2.13 and collects every construct their saved
-code uses; container, scalar and shape operators that such code needs were added by hand
-(marked below). ``tests/unit/test_torchscript_guard.py`` checks that every export of those
-architectures still passes, so the list cannot silently go stale.
+(tiny_unet, D-LinkNet 18/34, EfficientNet-Lite LinkNet, PatchRefineNet paper/fast) and
+smp-style reference models (U-Net, FPN, DeepLabV3+ with ASPP, LinkNet, SE/attention blocks, a
+Segformer-like transformer block, MobileNet/EfficientNet-style blocks) with torch 2.13 and
+collects every construct their saved code uses; container, scalar and shape operators that
+such code needs were added by hand (marked below). ``tests/unit/test_torchscript_guard.py``
+checks that every export of those architectures still passes, so the list cannot silently go
+stale.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ ALLOWED_ATEN: frozenset[str] = frozenset({
     "sigmoid_", "sign", "sin", "softplus", "split", "sqrt", "squeeze", "stack", "std", "str",
     "stride", "sum", "tanh", "tanh_", "tensor", "threshold", "to", "tolist", "true_divide",
     "type_as", "unbind", "unsqueeze", "values", "var", "where", "zeros", "zeros_like",
+    # in-place forms of allowed elementwise operators (nn.ReLU6(inplace=True) and friends)
+    "celu_", "clamp_", "clamp_max_", "clamp_min_", "div_", "elu_", "mish_", "relu6_",
+    "selu_", "sub_", "threshold_",
 })
 
 # ``ops.prim.<op>``: what the TorchScript printer emits for shapes, optionals and errors.
