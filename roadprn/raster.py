@@ -29,8 +29,14 @@ from rasterio.io import DatasetReader
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from roadprn import gdal_guard
 from roadprn.config import NormalizationConfig
 from roadprn.errors import ConfigError, InputError
+from roadprn.gdal_guard import is_network_path
+
+# Before anything here opens a file: no input reaches the network unless the user gave a network
+# path (every command and batch worker imports this module before its first open).
+gdal_guard.install()
 
 _GEOD = Geod(ellps="WGS84")
 
@@ -158,20 +164,29 @@ def _check_path(path: str | Path) -> str:
 def open_dataset(path: str | Path) -> DatasetReader:
     """rasterio.open with a clear one-line error instead of a GDAL traceback; caller closes it.
 
-    A local file may not make GDAL reach the network (see :func:`refuse_network_sources`).
+    A local file may not make GDAL reach the network: GDAL itself refuses (see
+    :mod:`roadprn.gdal_guard`), and :func:`refuse_network_sources` checks the file's references
+    first, so the user learns which path was refused. Only a network path the user gave opens
+    with network access.
     """
+    gdal_guard.install()
     text = _check_path(path)
+    if is_network_path(text):
+        return _open(text, text)
+    key = _file_key(text)
+    checked = key is not None and key in _VERIFIED_LOCAL
+    if not checked:
+        # before GDAL opens it: a warped VRT opens its source inside rasterio.open
+        _refuse_embedded_code(text, text)
     ds = _open(text, text)
-    if not is_network_path(text):
-        key = _file_key(text)
-        if key is None or key not in _VERIFIED_LOCAL:
-            try:
-                refuse_network_sources(ds, text)
-            except BaseException:
-                ds.close()
-                raise
-            if key is not None:
-                _VERIFIED_LOCAL.add(key)
+    if not checked:
+        try:
+            refuse_network_sources(ds, text)
+        except BaseException:
+            ds.close()
+            raise
+        if key is not None:
+            _VERIFIED_LOCAL.add(key)
     return ds
 
 
@@ -189,41 +204,41 @@ def _file_key(path: str) -> tuple[str, int, int] | None:
     return (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
 
 
-def _open(text: str, user_path: str) -> DatasetReader:
+def _open(text: str, user_path: str, **kwargs: Any) -> DatasetReader:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), gdal_guard.network_allowed(text):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(text)
+            return rasterio.open(text, **kwargs)
     except RasterioIOError as exc:
         raise InputError(f"{user_path}: not a readable raster ({_gdal_reason(exc)})") from None
     except GDAL_ERRORS as exc:
         raise InputError(f"{user_path}: cannot open raster ({_gdal_reason(exc)})") from None
 
 
-# GDAL file systems and drivers that fetch data over a network. A user who passes such a path
-# asks for network access; a local file (a VRT, a WMS description) must not get it on its own,
-# because archives of unknown origin could make roadprn fetch or leak data.
-_NETWORK_FILESYSTEMS = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss",
-                        "/vsiswift", "/vsihdfs", "/vsiwebhdfs")
-_NETWORK_DRIVERS = frozenset({"WMS", "WMTS", "WCS", "HTTP", "DAAS", "EEDAI", "PLMOSAIC",
-                              "PLSCENES", "OGCAPI", "STACIT", "STACTA", "NGW", "RASTERLITE2"})
+# GDAL drivers that fetch data over a network. A user who passes a network path asks for
+# network access; a local file (a VRT, a WMS description) must not get it on its own, because
+# archives of unknown origin could make roadprn fetch or leak data. GDAL no longer registers
+# these (gdal_guard); the check names them should a GDAL build keep one.
+_NETWORK_DRIVERS = frozenset(d.upper() for d in gdal_guard.NETWORK_DRIVERS)
+#: Drivers whose file is an XML description of other sources: refused when their text cannot
+#: be read for the checks below (a container GDAL reads but roadprn cannot).
+_XML_DRIVERS = frozenset({"VRT", "GTI", "DERIVED"})
 _MAX_REFERENCE_DEPTH = 8
 _XML_SCAN_BYTES = 16 << 20
+_NOT_NETWORK = ("roadprn reaches the network only for paths given on the command line "
+                "(pass that path itself)")
 
 
-def is_network_path(path: str) -> bool:
-    """True for URLs and GDAL network file systems, also inside chains (/vsizip//vsicurl/...)."""
-    text = path.lower()
-    return "://" in text or any(prefix in text for prefix in _NETWORK_FILESYSTEMS)
-
-
-def refuse_network_sources(ds: DatasetReader, user_path: str) -> None:
+def refuse_network_sources(ds: DatasetReader, user_path: str,
+                           scanned: dict[str, bool] | None = None) -> None:
     """Refuse a local dataset that would read from the network or run embedded code.
 
     GDAL opens VRT sources lazily, so nothing has been fetched yet when this runs: it follows
     the files the dataset references (nested VRTs included), refuses network paths and
-    network-backed drivers, and refuses VRT pixel functions written in Python.
+    network-backed drivers, and refuses VRT pixel functions written in Python. ``scanned``:
+    XML files already read in this check (path -> is XML).
     """
+    scanned = {} if scanned is None else scanned
     seen: set[str] = set()
     pending: list[tuple[DatasetReader | None, str, int]] = [(ds, user_path, 0)]
     while pending:
@@ -236,65 +251,109 @@ def refuse_network_sources(ds: DatasetReader, user_path: str) -> None:
                 continue  # an unreadable source fails later, when it is read, as any bad pixel
         assert current is not None
         try:
-            if current.driver.upper() in _NETWORK_DRIVERS:
+            driver = current.driver.upper()
+            if driver in _NETWORK_DRIVERS:
                 raise InputError(
                     f"{user_path}: {'references ' + name + ', ' if name != user_path else ''}"
                     f"a {current.driver} dataset that reads from a network service; roadprn "
                     "reaches the network only for paths given on the command line")
-            if name not in seen and _is_xml(name):
+            if name not in seen:
                 # before asking for the file list: GDAL opens a VRT's overviews to list them
                 seen.add(name)
-                _refuse_embedded_code(name, user_path)
+                is_xml = _refuse_embedded_code(name, user_path, depth, scanned)
+                if not is_xml and driver in _XML_DRIVERS:
+                    raise InputError(f"{user_path}: {_short(name)} is a {current.driver} "
+                                     "description roadprn cannot read to check its sources; "
+                                     "unpack it to a plain file")
             for ref in current.files:
                 if is_network_path(ref):
-                    raise InputError(
-                        f"{user_path}: references the network path {ref}; roadprn reaches the "
-                        "network only for paths given on the command line (pass that path itself)")
+                    raise InputError(f"{user_path}: references the network path "
+                                     f"{_short(ref)}; {_NOT_NETWORK}")
                 if ref in seen:
                     continue
                 seen.add(ref)
-                if _is_xml(ref):
-                    _refuse_embedded_code(ref, user_path)
+                if _refuse_embedded_code(ref, user_path, depth + 1, scanned):
                     if ref == current.name:
                         continue
-                    if depth + 1 > _MAX_REFERENCE_DEPTH:
-                        # GDAL recurses through each level on every read (and a deep chain
-                        # crashed it): refuse instead of silently not checking the rest
-                        raise InputError(
-                            f"{user_path}: VRT/XML files nested more than {_MAX_REFERENCE_DEPTH} "
-                            f"levels deep (at {Path(ref).name}); flatten the mosaic, e.g. point "
-                            "one VRT at the image files")
+                    _check_depth(depth + 1, ref, user_path)
                     pending.append((None, ref, depth + 1))
         finally:
             if opened:
                 current.close()
 
 
-def _is_xml(path: str) -> bool:
+def _check_depth(depth: int, ref: str, user_path: str) -> None:
+    if depth > _MAX_REFERENCE_DEPTH:
+        # GDAL recurses through each level on every read (and a deep chain crashed it):
+        # refuse instead of silently not checking the rest
+        raise InputError(
+            f"{user_path}: VRT/XML files nested more than {_MAX_REFERENCE_DEPTH} levels deep "
+            f"(at {Path(ref).name}); flatten the mosaic, e.g. point one VRT at the image files")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _xml_text(path: str) -> bytes | None:
+    """The file's bytes when it is XML (byte-order mark and any leading blanks dropped)."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(512).lstrip().startswith(b"<")
-    except OSError:
-        return False
+        raw = gdal_guard.read_head(path, _XML_SCAN_BYTES)
+    except ValueError:
+        return None  # a network path: refused by the caller
+    if raw is None:
+        return None
+    body = raw.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return body if body.startswith(b"<") else None
 
 
-def _refuse_embedded_code(path: str, user_path: str) -> None:
+def _is_xml(path: str) -> bool:
+    return _xml_text(path) is not None
+
+
+def _refuse_embedded_code(path: str, user_path: str, depth: int = 0,
+                          scanned: dict[str, bool] | None = None) -> bool:
     """Refuse Python pixel functions and network paths anywhere in a VRT/XML file's text.
 
     The file list GDAL reports leaves out some references (a band's ``<Overview>`` and
-    ``<MaskBand>`` sources are opened only when used), so the XML itself is read too.
+    ``<MaskBand>`` sources are opened only when used, a warped VRT's source is opened before
+    any list exists), so the XML itself is read too, and local XML files it names are read in
+    turn. Returns whether ``path`` is XML (False: not XML or unreadable, nothing checked);
+    ``scanned`` remembers the files already read in one check.
     """
-    with open(path, "rb") as fh:
-        raw = fh.read(_XML_SCAN_BYTES)
+    scanned = {} if scanned is None else scanned
+    if path in scanned:
+        return scanned[path]
+    raw = _xml_text(path)
+    scanned[path] = raw is not None
+    if raw is None:
+        return False
     text = html.unescape(raw.decode("utf-8", "replace")).lower()
     if "pixelfunctionlanguage" in text and "python" in text:
         raise InputError(f"{user_path}: {Path(path).name} holds a Python pixel function; roadprn "
                          "never runs code from input files")
+    folder = os.path.dirname(path)
     for ref in _xml_paths(raw):
         if is_network_path(ref):
-            raise InputError(
-                f"{user_path}: references the network path {ref[:200]} (in {Path(path).name}); "
-                "roadprn reaches the network only for paths given on the command line")
+            raise InputError(f"{user_path}: references the network path {_short(ref)} "
+                             f"(in {Path(path).name}); {_NOT_NETWORK}")
+        if "\n" in ref or "<" in ref or len(ref) > 4096:
+            continue  # free text (an unparseable file yields its whole text), never a path
+        for candidate in {ref, os.path.join(folder, ref)}:
+            if candidate != path and _is_local_xml_file(candidate):
+                _check_depth(depth + 1, candidate, user_path)
+                _refuse_embedded_code(candidate, user_path, depth + 1, scanned)
+    return True
+
+
+def _is_local_xml_file(path: str) -> bool:
+    """A plain local file or /vsi container member named in XML that is itself XML."""
+    if path.startswith("/vsi"):
+        return _is_xml(path)
+    try:
+        return os.path.isfile(path) and _is_xml(path)
+    except (OSError, ValueError):
+        return False
 
 
 #: XML elements whose text is never a file name (free text, or CRS definitions whose WKT2 may
@@ -308,7 +367,7 @@ def _xml_paths(raw: bytes) -> list[str]:
     import xml.etree.ElementTree as ET
 
     try:
-        root = ET.fromstring(raw.lstrip(b"\xef\xbb\xbf \t\r\n"))
+        root = ET.fromstring(raw)
     except ET.ParseError:
         return [html.unescape(raw.decode("utf-8", "replace"))]
     found: list[str] = []
@@ -464,7 +523,8 @@ def check_blocks_readable(ds: DatasetReader) -> None:
     try:
         _read_level_corners(ds, ds.name)
         for level in range(len(ds.overviews(1))):
-            with rasterio.open(ds.name, overview_level=level) as ovr:
+            with gdal_guard.network_allowed(ds.name), \
+                    rasterio.open(ds.name, overview_level=level) as ovr:
                 _read_level_corners(ovr, ds.name)
     except GDAL_ERRORS as exc:
         raise InputError(f"{ds.name}: raster data is unreadable, file truncated or corrupt "
