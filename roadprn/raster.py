@@ -265,7 +265,10 @@ def refuse_network_sources(ds: DatasetReader, user_path: str,
                     raise InputError(f"{user_path}: {_short(name)} is a {current.driver} "
                                      "description roadprn cannot read to check its sources; "
                                      "unpack it to a plain file")
-            for ref in current.files:
+            refs = list(current.files)
+            if driver == "GTI":
+                refs += _tile_index_locations(name, user_path, depth)
+            for ref in refs:
                 if is_network_path(ref):
                     raise InputError(f"{user_path}: references the network path "
                                      f"{_short(ref)}; {_NOT_NETWORK}")
@@ -280,6 +283,48 @@ def refuse_network_sources(ds: DatasetReader, user_path: str,
         finally:
             if opened:
                 current.close()
+
+
+def _tile_index_locations(path: str, user_path: str, depth: int) -> list[str]:
+    """The tile paths of a GDAL tile index (GTI): rows of a vector layer, in no file list.
+
+    GDAL opens the tiles only when pixels are read, so without this a tile on the network is
+    met only as a failed read (GDAL refuses it; see :mod:`roadprn.gdal_guard`). The index is
+    read with pyogrio; an index that is itself XML (an OGR VRT) is scanned first.
+    """
+    import xml.etree.ElementTree as ET
+
+    import pyogrio
+
+    index, layer, field_name = path.removeprefix("GTI:"), None, "location"
+    raw = _xml_text(path)
+    if raw is not None:
+        try:
+            root = ET.fromstring(raw)
+        except ET.ParseError:
+            return []  # GDAL cannot open it either
+        values = {child.tag.lower(): (child.text or "").strip() for child in root}
+        index = values.get("indexdataset", "")
+        if index and not index.startswith("/vsi") and not os.path.isabs(index):
+            index = os.path.join(os.path.dirname(path), index)
+        layer = values.get("indexlayer") or None
+        field_name = values.get("locationfield") or field_name
+    if not index or is_network_path(index):
+        return [index] if index else []
+    _refuse_embedded_code(index, user_path, depth + 1)
+    try:
+        if layer is None:
+            layer = str(pyogrio.list_layers(index)[0][0])
+        meta = pyogrio.read_info(index, layer=layer).get("layer_metadata") or {}
+        field_name = meta.get("LOCATION_FIELD", field_name)
+        _, _, _, columns = pyogrio.raw.read(index, layer=layer, columns=[field_name],
+                                            read_geometry=False)
+    except Exception as exc:  # noqa: BLE001 - any failure: refuse rather than not check
+        raise InputError(f"{user_path}: cannot read the tile index {_short(index)} to check "
+                         f"its tiles ({_short(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 150)})") from None
+    folder = os.path.dirname(index)
+    return [str(v) if is_network_path(str(v)) or os.path.isabs(str(v)) or str(v).startswith("/vsi")
+            else os.path.join(folder, str(v)) for v in columns[0] if v]
 
 
 def _check_depth(depth: int, ref: str, user_path: str) -> None:

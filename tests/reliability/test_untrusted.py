@@ -186,7 +186,8 @@ def test_local_wms_description_is_refused(tmp_path, server):
 <TileLevel>18</TileLevel><TileCountX>1</TileCountX><TileCountY>1</TileCountY></DataWindow>
 <Projection>EPSG:3857</Projection><BlockSizeX>256</BlockSizeX><BlockSizeY>256</BlockSizeY>
 <BandsCount>3</BandsCount><Cache/></GDAL_WMS>""")
-    assert_clean_failure(invoke("info", wms), 3, "WMS", "network")
+    # refused from its <ServerUrl> before GDAL opens it; GDAL no longer has a WMS driver either
+    assert_clean_failure(invoke("info", wms), 3, "tiles.xml", "network path")
     assert hits == []
 
 
