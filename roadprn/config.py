@@ -168,15 +168,85 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError(format_validation_error(exc, source=str(path) if path else None)) from None
 
 
+#: Limits on a YAML config: a 400-byte "billion laughs" (aliases of aliases) was OOM-killed, a
+#: deeply nested or 5000-digit file gave a traceback. Real configs are a few KB, 4 levels deep.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000
+MAX_YAML_SCALAR_CHARS = 10_000
+#: Longest given value quoted back in an error message (a 312 MB "one line" before).
+MAX_QUOTED_CHARS = 200
+
+
+def quoted(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def safe_yaml_load(text: str, source: str) -> Any:
+    """``yaml.safe_load`` with bounded cost: no aliases, bounded depth, nodes and scalars.
+
+    The document's events are checked first (libyaml's parser does not recurse), so nothing
+    is built from a hostile file. ``source`` names the file or option in the one-line error.
+    """
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    depth = nodes = 0
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"{source}: YAML aliases (*{quoted(event.anchor, 40)[1:-1]}) "
+                                  "are not accepted in roadprn configs; write the value out")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise ConfigError(f"{source}: YAML nested more than {MAX_YAML_DEPTH} levels "
+                                      f"deep (line {event.start_mark.line + 1})")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_YAML_SCALAR_CHARS:
+                raise ConfigError(f"{source}: a YAML value of {len(event.value)} characters "
+                                  f"(line {event.start_mark.line + 1}); at most "
+                                  f"{MAX_YAML_SCALAR_CHARS}")
+            if isinstance(event, (yaml.NodeEvent, yaml.CollectionStartEvent)):
+                nodes += 1
+                if nodes > MAX_YAML_NODES:
+                    raise ConfigError(f"{source}: more than {MAX_YAML_NODES} YAML values")
+        document = loader(text)  # the safe loader, on text checked above
+        try:
+            return document.get_single_data()
+        finally:
+            document.dispose()
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        problem = " ".join(str(getattr(exc, "problem", None) or "").split())[:120]
+        details = [f"line {where.line + 1}"] if where is not None else []
+        details += [problem] if problem else []
+        at = f" ({': '.join(details)})" if details else ""
+        raise ConfigError(f"{source} is not valid YAML{at}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        # int('9' * 5000) is refused by Python (sys.set_int_max_str_digits)
+        raise ConfigError(f"{source}: value not accepted ({quoted(str(exc), 120)[1:-1]})") from None
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{at}") from None
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {size} bytes; at most {MAX_CONFIG_BYTES} "
+                              "(1 MiB)")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not valid YAML (not UTF-8 text)") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read ({exc.strerror or exc})") from None
+    data = safe_yaml_load(text, f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -190,11 +260,17 @@ def parse_set_option(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE (e.g. tiling.halo=64), got {item!r}")
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. tiling.halo=64), got {quoted(item)}")
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"--set {quoted(key.strip(), 80)}: value longer than "
+                              f"{MAX_CONFIG_BYTES} characters")
         try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+            out[key.strip()] = safe_yaml_load(raw, f"--set {key.strip()[:80]}")
+        except ConfigError as exc:
+            if "is not valid YAML" in str(exc):
+                raise ConfigError(f"--set {key.strip()[:80]}: cannot parse value "
+                                  f"{quoted(raw)}") from None
+            raise
     return out
 
 
@@ -213,7 +289,7 @@ def format_validation_error(exc: ValidationError, source: str | None = None) -> 
     """The first problem as one line naming the key and what is allowed."""
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
-    key = ".".join(loc) or "<root>"
+    key = _short(".".join(loc) or "<root>")
     prefix = f"{source}: " if source else ""
     extra = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":
@@ -222,11 +298,15 @@ def format_validation_error(exc: ValidationError, source: str | None = None) -> 
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return f"{prefix}unknown config key '{key}'{hint} allowed keys: {', '.join(allowed)}{extra}"
     given = err.get("input")
-    got = f"got {given!r}; " if not isinstance(given, dict) else ""
+    got = f"got {quoted(given)}; " if not isinstance(given, dict) else ""
     if err["type"] == "literal_error":
         return f"{prefix}bad value for config key '{key}': {got}allowed: {err['ctx']['expected']}{extra}"
     message = err["msg"].removeprefix("Value error, ")
     return f"{prefix}bad value for config key '{key}': {got}{message}{extra}"
+
+
+def _short(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _section_fields(path: list[str]) -> list[str]:
