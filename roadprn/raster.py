@@ -225,6 +225,7 @@ _NETWORK_DRIVERS = frozenset(d.upper() for d in gdal_guard.NETWORK_DRIVERS)
 _XML_DRIVERS = frozenset({"VRT", "GTI", "DERIVED"})
 _MAX_REFERENCE_DEPTH = 8
 _XML_SCAN_BYTES = 16 << 20
+_XML_SNIFF_BYTES = 64 << 10  # enough to tell XML from an image behind blanks
 _NOT_NETWORK = ("roadprn reaches the network only for paths given on the command line "
                 "(pass that path itself)")
 
@@ -343,7 +344,13 @@ def _short(text: str, limit: int = 200) -> str:
 def _xml_text(path: str) -> bytes | None:
     """The file's bytes when it is XML (byte-order mark and any leading blanks dropped)."""
     try:
-        raw = gdal_guard.read_head(path, _XML_SCAN_BYTES)
+        head = gdal_guard.read_head(path, _XML_SNIFF_BYTES)
+        if head is None:
+            return None
+        start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+        if start and not start.startswith(b"<"):
+            return None  # an image: only its first bytes were read
+        raw = gdal_guard.read_head(path, _XML_SCAN_BYTES) if len(head) == _XML_SNIFF_BYTES else head
     except ValueError:
         return None  # a network path: refused by the caller
     if raw is None:

@@ -362,3 +362,21 @@ def test_a_fresh_process_is_guarded_before_its_first_open(tmp_path, server):
     assert result.stdout.strip() == "refused", result.stderr
     assert result.stderr == ""
     assert server.hits() == []
+
+
+def test_images_behind_a_vrt_are_sniffed_not_read(tmp_path, good_scene, monkeypatch):
+    """The XML checks read only the first 64 KiB of a source image (a mosaic of thousands of
+    GeoTIFFs would otherwise be read up to 16 MiB each)."""
+    import roadprn.raster as raster
+
+    reads: list[tuple[str, int]] = []
+    original = gdal_guard.read_head
+    monkeypatch.setattr(gdal_guard, "read_head",
+                        lambda path, limit: (reads.append((path, limit)), original(path, limit))[1])
+    raster._VERIFIED_LOCAL.clear()
+    path = tmp_path / "mosaic.vrt"
+    path.write_text(_vrt(_three_bands(str(good_scene))))
+    with raster.open_dataset(path) as ds:
+        assert ds.count == 3
+    image_reads = [limit for name, limit in reads if name == str(good_scene)]
+    assert image_reads and max(image_reads) <= 64 << 10, reads
