@@ -16,9 +16,9 @@ https://gdal.org/en/stable/user/virtual_file_systems.html#vsicurl):
   turns into ``/vsicurl/``) then refuses to open any file, before any request is sent. The check
   is made when a file is opened, so a user's remote scene opened under :func:`network_allowed`
   keeps reading afterwards.
-- ``GDAL_SKIP`` (rasterio's GDAL) of the drivers that fetch through GDAL's other HTTP client (``CPLHTTPFetch``,
-  not subject to the option above): WMS, WMTS, WCS, the HTTP driver, STAC, OGC API, Earth
-  Engine, Planet, NextGIS, DAAS; in rasterio's GDAL also the GeoJSON family (a tile index's
+- ``GDAL_SKIP`` (rasterio's GDAL) of the drivers that fetch through GDAL's other HTTP client
+  (``CPLHTTPFetch``, not subject to the option above): WMS, WMTS, WCS, the HTTP driver, STAC,
+  OGC API, Earth Engine, Planet, NextGIS, DAAS; also the GeoJSON family (a tile index's
   ``<IndexDataset>http://…`` was fetched that way) and netCDF (its OPeNDAP client fetched
   ``NETCDF:"http://…"`` with its own curl). GDAL reads GDAL_SKIP when drivers are registered, so
   registration is run again after setting it.

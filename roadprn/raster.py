@@ -321,11 +321,13 @@ def _tile_index_locations(path: str, user_path: str, depth: int) -> list[str]:
         _, _, _, columns = pyogrio.raw.read(index, layer=layer, columns=[field_name],
                                             read_geometry=False)
     except Exception as exc:  # noqa: BLE001 - any failure: refuse rather than not check
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{user_path}: cannot read the tile index {_short(index)} to check "
-                         f"its tiles ({_short(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 150)})") from None
+                         f"its tiles ({_short(reason, 150)})") from None
     folder = os.path.dirname(index)
-    return [str(v) if is_network_path(str(v)) or os.path.isabs(str(v)) or str(v).startswith("/vsi")
-            else os.path.join(folder, str(v)) for v in columns[0] if v]
+    locations = [str(v) for v in columns[0] if v]
+    return [v if is_network_path(v) or os.path.isabs(v) or v.startswith("/vsi")
+            else os.path.join(folder, v) for v in locations]
 
 
 def _check_depth(depth: int, ref: str, user_path: str) -> None:

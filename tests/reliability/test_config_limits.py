@@ -23,7 +23,7 @@ MAX_LINE = 2 * MAX_QUOTED_CHARS + 400
 def billion_laughs(under: str | None = None) -> str:
     """Nine levels of nine aliases each: 9**9 (387 million) strings once expanded."""
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for prev, name in zip("abcdefgh", "bcdefghi"):
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
     if under:
         section, key = under.split(".")

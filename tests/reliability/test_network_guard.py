@@ -255,7 +255,7 @@ def test_gdal_alone_sends_nothing(name, tmp_path, server, good_scene, tiny_model
 def test_the_python_payload_is_live_without_roadprn(tmp_path, good_scene):
     """Control for the &#80;ython case: plain GDAL with Python allowed runs the function."""
     path = python_character_reference(tmp_path, "unused", good_scene)
-    code = ("import rasterio\nwith rasterio.open(%r) as ds:\n    ds.read(1)" % path)
+    code = f"import rasterio\nwith rasterio.open({path!r}) as ds:\n    ds.read(1)"
     env = {**os.environ, "GDAL_VRT_ENABLE_PYTHON": "YES"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, timeout=120)
