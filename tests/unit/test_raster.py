@@ -468,7 +468,15 @@ def test_palette_bands_are_refused(make_raster):
 def test_fixed_normalisation_must_be_finite(make_raster, scale, offset):
     from roadprn.errors import ConfigError
 
+    from pydantic import ValidationError
+
     path = make_raster(np.ones((3, 8, 8), np.uint8))
-    spec = NormalizationConfig(mode="fixed", scale=scale, offset=offset)
+    if not all(np.isfinite(v) for v in [*(scale or []), *(offset or [])]):
+        # the config refuses non-finite values itself (a config file becomes a ConfigError)
+        with pytest.raises(ValidationError, match="finite"):
+            NormalizationConfig(mode="fixed", scale=scale, offset=offset)
+    # make_normalizer checks again, for specs built without validation
+    spec = NormalizationConfig.model_construct(mode="fixed", scale=scale, offset=offset,
+                                               percentiles=(2.0, 98.0))
     with open_raster(path) as ds, pytest.raises(ConfigError, match="input.normalization"):
         make_normalizer(ds, [1, 2, 3], spec)
