@@ -27,6 +27,7 @@ from rasterio.windows import Window
 
 from roadprn.errors import InputError
 from roadprn.evaluate.windowed import GridSpec, Layer, ShapesLayer, WarpedLayer, clip_rect
+from roadprn.io import ogr_path
 from roadprn.raster import (
     MASK_IO_LOCK,
     check_blocks_readable,
@@ -46,7 +47,8 @@ def is_vector(path: str | Path) -> bool:
         return False
     if p.suffix.lower() == ".gpkg" and p.exists():
         try:
-            return len(pyogrio.list_layers(p)) > 0
+            with ogr_path(p) as name:
+                return len(pyogrio.list_layers(name)) > 0
         except Exception:  # noqa: BLE001 - unreadable: let the vector reader explain
             return True
     return True
@@ -61,7 +63,8 @@ def read_lines(path: str | Path) -> gpd.GeoSeries:
     if not p.exists():
         raise InputError(f"{p}: no such file")
     try:
-        gdf = gpd.read_file(p, engine="pyogrio", layer=_roads_layer(p))
+        with ogr_path(p) as name:
+            gdf = gpd.read_file(name, engine="pyogrio", layer=_roads_layer(name))
     except Exception as exc:  # noqa: BLE001 - any reader failure is the same user error
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{p}: not a readable vector file ({reason})") from None
@@ -76,7 +79,7 @@ def read_lines(path: str | Path) -> gpd.GeoSeries:
     return gpd.GeoSeries(shapely.force_2d(lines.values), crs=gdf.crs)
 
 
-def _roads_layer(path: Path) -> str | None:
+def _roads_layer(path: Path | str) -> str | None:
     """The ``roads`` layer of a multi-layer file (roadprn's GeoPackage), else the only layer."""
     import pyogrio
 
@@ -382,7 +385,8 @@ def ignore_shapes(path: str | Path, grid: GridSpec) -> ShapesLayer:
     if not Path(path).exists():
         raise InputError(f"{path}: no such file")
     try:
-        gdf = gpd.read_file(path, engine="pyogrio")
+        with ogr_path(path) as name:
+            gdf = gpd.read_file(name, engine="pyogrio")
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path}: not a readable vector file ({_reason(exc)})") from None
     geoms = gdf.geometry[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
