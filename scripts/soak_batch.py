@@ -33,7 +33,7 @@ MESSAGES = {
     "open": "not a readable raster",
     "validate": "truncated or corrupt",
     "read": "soak: injected read error",
-    "write": "No space left on device",
+    "write": "no space left on device",
     "vectorize": "soak: injected vectorisation error",
 }
 

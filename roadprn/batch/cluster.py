@@ -29,6 +29,11 @@ START_ATTEMPTS = 3  # a local cluster whose worker died while it started is star
 # default); on a busy machine a worker killed repeatedly takes longer to restart, its nanny was
 # closed, and the run waited for ever with no worker. A local nanny restarts its worker itself.
 LOST_WORKER_TIMEOUT = "7 days"
+# Dask sends a worker ceil(1.1 x threads) tasks: with one thread, a second scene waits on the
+# worker, and when that worker dies (a scene that crashes it, the OOM killer) the waiting,
+# innocent scene is counted as a suspect too and can fail with KilledWorker after its
+# neighbours' crashes (seen in CI). At 1.0 a worker holds only the scenes it runs.
+WORKER_SATURATION = 1.0
 
 
 def local_worker_count(settings: BatchConfig) -> int:
@@ -111,7 +116,8 @@ def open_client(settings: BatchConfig) -> Iterator[Any]:
                 _close_quietly(client)
         return
     cluster = client = None
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT}), \
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT,
+                          "distributed.scheduler.worker-saturation": WORKER_SATURATION}), \
             _quiet_resource_tracker():
         try:
             with held_interrupts() as received:
