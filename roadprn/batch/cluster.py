@@ -44,6 +44,21 @@ def local_worker_count(settings: BatchConfig) -> int:
     return max(1, available_cores() // settings.threads_per_worker)
 
 
+def check_local_gpus(settings: BatchConfig) -> None:
+    """``--gpus-per-worker`` on this machine needs that many CUDA GPUs: say so up front.
+
+    Without the check a CPU-only machine started workers holding a GPU resource they did not
+    have, and every scene ran on the CPU without a word.
+    """
+    if not settings.gpus_per_worker:
+        return
+    available = _cuda_device_count()
+    if available < settings.gpus_per_worker:
+        raise ConfigError(f"--gpus-per-worker {settings.gpus_per_worker}: this machine has "
+                          f"{available} CUDA GPU(s) visible to torch; drop the option to run "
+                          "on the CPU, or use a scheduler whose workers have GPUs")
+
+
 def _cuda_device_count() -> int:
     import torch
 
@@ -174,6 +189,7 @@ def _start_cluster(settings: BatchConfig, received: list[int]) -> Any:
 
     from roadprn.crashlog import short_message
 
+    check_local_gpus(settings)
     error: Exception | None = None
     for attempt in range(1, START_ATTEMPTS + 1):
         before = set(SpecCluster._instances)

@@ -421,3 +421,20 @@ def test_mixed_1_and_3_band_folder_gets_the_models_extract_picks(tmp_path):
     result = CliRunner().invoke(main, ["-q", "batch", str(folder), "--out", str(out), "--json"],
                                 catch_exceptions=False)
     assert result.exit_code == 0 and json.loads(result.stdout)["skipped"] == 3
+
+
+def test_gpus_per_worker_without_a_gpu_is_refused(tmp_path, scene_files, checkpoint,
+                                                  monkeypatch):
+    """Silently accepted before: workers claimed a GPU resource and every scene ran on CPU."""
+    import roadprn.batch.cluster as cluster
+
+    monkeypatch.setattr(cluster, "_cuda_device_count", lambda: 0)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["batch", str(scene_files[0]), "--out", str(out),
+                                       "--model", str(checkpoint), "--gpus-per-worker", "1"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("roadprn: error: --gpus-per-worker 1: this machine has 0 CUDA")
+    assert not [r for r in read_records(out / MANIFEST_NAME) if r.get("type") == "scene"] \
+        if (out / MANIFEST_NAME).exists() else True
