@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from roadprn.config import Config
+from roadprn.errors import OutputError
 from roadprn.io import file_sha256
 
 log = logging.getLogger(__name__)
@@ -68,12 +69,28 @@ def describe_files(files: dict[str, Path], root: Path) -> dict[str, dict[str, An
 
 
 class ManifestWriter:
-    """Appends records to the manifest, each one flushed and fsynced before returning."""
+    """Appends records to the manifest, each one flushed and fsynced before returning.
+
+    The writer holds an exclusive lock on the manifest while it is open: two ``batch`` runs
+    on the same ``--out`` would interleave records and clear each other's scene folders. The
+    lock (``flock``) belongs to the open file, so a killed run never leaves a stale one.
+    """
 
     def __init__(self, path: Path) -> None:
+        import fcntl
+
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: IO[str] = open(path, "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise OutputError(f"another roadprn batch run is writing {path.parent} (its "
+                              f"manifest {path.name} is locked); wait for it, or choose "
+                              "another --out") from None
+        except OSError:
+            pass  # a file system without locks (some network mounts): run unguarded
         self._fh.seek(0, os.SEEK_END)
         if self._fh.tell() > 0:
             self._fh.seek(self._fh.tell() - 1)

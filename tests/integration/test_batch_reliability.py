@@ -438,3 +438,18 @@ def test_gpus_per_worker_without_a_gpu_is_refused(tmp_path, scene_files, checkpo
     assert lines[0].startswith("roadprn: error: --gpus-per-worker 1: this machine has 0 CUDA")
     assert not [r for r in read_records(out / MANIFEST_NAME) if r.get("type") == "scene"] \
         if (out / MANIFEST_NAME).exists() else True
+
+
+def test_a_second_batch_on_the_same_out_is_refused(tmp_path, scene_files, checkpoint):
+    """Two drivers on one --out would interleave manifest records and clear each other's
+    scene folders: the manifest is locked while a run holds it (and freed when it dies)."""
+    from roadprn.batch.manifest import ManifestWriter
+
+    out = tmp_path / "o"
+    with ManifestWriter(out / MANIFEST_NAME):  # the first run
+        result = CliRunner().invoke(main, ["batch", str(scene_files[0]), "--out", str(out),
+                                           "--model", str(checkpoint)])
+    assert result.exit_code == 4, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "another roadprn batch run is writing" in lines[0], lines
+    assert not [p for p in out.iterdir() if p.is_dir()]
