@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from roadprn.cli.common import parse_bands, show_progress
+from roadprn.config import safe_yaml_load
 from roadprn.errors import ConfigError
 
 
@@ -28,11 +28,7 @@ def _parse_mapping(text: str | None, option: str) -> dict[str, Any]:
             text = path.read_text()
         except OSError as exc:
             raise ConfigError(f"{option}: cannot read {path}: {exc.strerror}") from None
-    try:
-        value = yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as exc:
-        reason = " ".join(str(exc).split())[:120]
-        raise ConfigError(f"{option}: not JSON/YAML: {reason}") from None
+    value = safe_yaml_load(text, option)  # YAML is a superset of JSON; bounded like configs
     if not isinstance(value, dict):
         raise ConfigError(f"{option} must be a mapping like '{{\"width\": 32}}', got {text!r}")
     return value

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 from torch import nn
 
@@ -267,6 +266,9 @@ def load_model_file(path: str | Path) -> LoadedModel:
     )
 
 
+MAX_SIDECAR_BYTES = 1 << 16
+
+
 def sidecar_path(model_path: Path) -> Path | None:
     """``model.yaml`` (or ``model.pt.yaml``) beside ``model.pt``, if present."""
     for candidate in (
@@ -287,10 +289,19 @@ def read_sidecar(model_path: Path) -> SidecarSpec:
             f"TorchScript model {model_path} needs a YAML sidecar {model_path.with_suffix('.yaml')}"
             " stating bands, normalization and gsd_m"
         )
+    from roadprn.config import safe_yaml_load
+    from roadprn.errors import ConfigError
+
     try:
-        data = yaml.safe_load(sidecar.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        with open(sidecar, "rb") as fh:  # a sidecar is a few lines: never read a huge file
+            raw = fh.read(MAX_SIDECAR_BYTES + 1)
+        if len(raw) > MAX_SIDECAR_BYTES:
+            raise ModelError(f"model sidecar {sidecar} is larger than {MAX_SIDECAR_BYTES} bytes")
+        data = safe_yaml_load(raw.decode("utf-8", "replace"), str(sidecar))
+    except OSError as exc:
         raise ModelError(f"cannot read model sidecar {sidecar}: {_one_line(exc)}") from exc
+    except ConfigError as exc:  # aliases, depth, size: the same limits as configs
+        raise ModelError(f"cannot read model sidecar: {exc}") from exc
     if not isinstance(data, dict):
         raise ModelError(f"model sidecar {sidecar} must be a mapping of keys to values")
     try:

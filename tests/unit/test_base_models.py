@@ -186,6 +186,14 @@ def test_torchscript_needs_a_valid_sidecar(traced, tmp_path: Path):
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump({**SIDECAR, "colour": "red"}))
     with pytest.raises(ModelError, match="colour"):
         load_model_file(path)
+    # the same limits as configs: no aliases ("billion laughs"), no huge files
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+    (tmp_path / "mine.yaml").write_text(laughs + "bands: *b\n")
+    with pytest.raises(ModelError, match="aliases"):
+        load_model_file(path)
+    (tmp_path / "mine.yaml").write_text("# padding\n" * 10000 + yaml.safe_dump(SIDECAR))
+    with pytest.raises(ModelError, match="larger than"):
+        load_model_file(path)
 
 
 @pytest.mark.slow  # torch.export.export takes seconds on a busy CPU
