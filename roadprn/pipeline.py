@@ -627,10 +627,9 @@ def check_reads_back(path: Path) -> None:
             count = len(ds.overviews(1))
         for level in [None, *range(count)]:
             with rasterio.open(path, overview_level=level) as ds:
-                row, col = max(0, ds.height - COG_BLOCK), max(0, ds.width - COG_BLOCK)
-                window = Window(col, row, ds.width - col, ds.height - row)
-                ds.read(1, window=window)
-                ds.read_masks(1, window=window)
+                last = Window(ds.width - 1, ds.height - 1, 1, 1)  # decodes the last block only
+                ds.read(1, window=last)
+                ds.read_masks(1, window=last)
     except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
         raise OSError(errno.EIO, f"the file written does not read back "
                       f"({' '.join(str(exc).split())[:200]})", str(path)) from exc
