@@ -38,13 +38,16 @@ def huge_vrt(folder):
     return vrt
 
 
-def test_info_on_a_huge_vrt_is_instant(tmp_path):
+def test_info_on_a_huge_vrt_reads_no_scene(tmp_path):
+    """``info`` on 120 GB of pixels answers from the header (and a few validation blocks).
+    The bound only catches a full decode, which would take hours; it is no stopwatch (a busy CI
+    machine may be slow, never that slow)."""
     vrt = huge_vrt(tmp_path)
     t0 = time.perf_counter()
     result = invoke("info", vrt, "--json")
     assert result.exit_code == 0, result.output
     assert f'"width": {SIDE}' in result.stdout
-    assert time.perf_counter() - t0 < 10
+    assert time.perf_counter() - t0 < 600
 
 
 @pytest.mark.slow

@@ -161,17 +161,14 @@ def test_spacenet_vs_osm_chips(realdata, tmp_path):
     assert saw_multi
 
 
-def test_apls_is_fast_on_a_mid_sized_network():
-    """A 10 x 10 block grid (44 km): well under a few seconds (full benchmark: scripts/)."""
-    import time
-
+def test_apls_on_a_mid_sized_network():
+    """A 10 x 10 block grid (44 km) with two streets missing. Its speed is measured by the
+    benchmark in scripts/, not here: a stopwatch in a test fails on a busy machine."""
     lines = []
     for i in range(11):
         lines.append(LineString([(0, i * 200), (2000, i * 200)]))
         lines.append(LineString([(i * 200, 0), (i * 200, 2000)]))
     pred = [translate(g, 1.0, 1.0) for g in lines[:-2]]
-    t0 = time.perf_counter()
     r = apls(lines, pred)
-    assert time.perf_counter() - t0 < 10
     assert 0.5 < r.apls < 1.0
     assert shapely.length(np.array(lines)).sum() == pytest.approx(44_000)
