@@ -48,6 +48,7 @@ from roadprn.raster import (
     BandNormalizer,
     SceneInfo,
     check_band_count,
+    check_blocks_readable,
     limit_gdal_cache,
     make_normalizer,
     open_dataset,
@@ -614,23 +615,17 @@ def _to_cog(src: Path, dst: Path, output: OutputConfig, resampling: str) -> None
 
 
 def check_reads_back(path: Path) -> None:
-    """Open a raster just written and read its last block at every level, or raise.
+    """Open a raster just written and read it back like a scene's validation, or raise.
 
     GDAL's COG driver can report success for a file it could not finish (seen on a full disk:
-    the last directory missing, exit 0, a raster nobody can open). The directories and the
-    last blocks are where such a file is broken, so reading them back is a cheap, sure check.
+    the last directory missing, exit 0, a raster nobody can open). ``check_blocks_readable``
+    reads the corner blocks of every level, where such a file is broken; our own output
+    failing is an I/O error, not a bad input.
     """
-    from rasterio._err import CPLE_BaseError
-
     try:
         with rasterio.open(path) as ds:
-            count = len(ds.overviews(1))
-        for level in [None, *range(count)]:
-            with rasterio.open(path, overview_level=level) as ds:
-                last = Window(ds.width - 1, ds.height - 1, 1, 1)  # decodes the last block only
-                ds.read(1, window=last)
-                ds.read_masks(1, window=last)
-    except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+            check_blocks_readable(ds)
+    except (InputError, *GDAL_ERRORS) as exc:
         raise OSError(errno.EIO, f"the file written does not read back "
                       f"({' '.join(str(exc).split())[:200]})", str(path)) from exc
 
