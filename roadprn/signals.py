@@ -9,6 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 
+def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    """A signal handler that takes the Ctrl-C path."""
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def sigterm_as_keyboard_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, a scheduler, a container stop) takes the Ctrl-C path.
@@ -21,10 +26,7 @@ def sigterm_as_keyboard_interrupt() -> Iterator[None]:
         yield  # signal handlers can only be set from the main thread (e.g. CliRunner in a thread)
         return
 
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         yield
     finally:

@@ -14,7 +14,7 @@ import click
 
 from roadprn import __version__
 from roadprn.errors import Interrupted, RoadprnError, io_error_line
-from roadprn.signals import sigterm_as_keyboard_interrupt
+from roadprn.signals import raise_keyboard_interrupt, sigterm_as_keyboard_interrupt
 
 log = logging.getLogger("roadprn")
 
@@ -146,11 +146,8 @@ def run() -> None:
     import signal
     import threading
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         # not standalone: click would turn a Ctrl-C while it parses into "Aborted!", exit 1
         code = main(prog_name="roadprn", standalone_mode=False)
