@@ -60,10 +60,21 @@ class Interrupted(RoadprnError):
     exit_code = 130
 
 
-_IO_PHRASES = {"no space left on device": "no space left on device",
-               "disk quota exceeded": "disk quota exceeded",
-               "permission denied": "permission denied",
-               "read-only file system": "read-only file system"}
+# How libraries that report I/O failures as text (GDAL's CPLE errors, SQLite through the
+# GeoPackage driver) name them, most specific first
+_IO_PHRASES = {"no space left on device": errno.ENOSPC,
+               "disk is full": errno.ENOSPC,  # SQLite: "database or disk is full"
+               "disk quota exceeded": errno.EDQUOT,
+               "permission denied": errno.EACCES,
+               "read-only file system": errno.EROFS,
+               "read-only": errno.EACCES,
+               "readonly": errno.EACCES}  # SQLite: "attempt to write a readonly database"
+
+
+def errno_in_text(text: str) -> int | None:
+    """The errno an error message describes in words, if it is one of :data:`_IO_PHRASES`."""
+    text = text.lower()
+    return next((code for phrase, code in _IO_PHRASES.items() if phrase in text), None)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -85,10 +96,9 @@ def io_error_reason(exc: OSError) -> str:
     if exc.errno and exc.errno != errno.EIO:
         return os.strerror(exc.errno).lower()
     for item in _chain(exc):
-        text = str(item).lower()
-        for phrase, short in _IO_PHRASES.items():
-            if phrase in text:
-                return short
+        code = errno_in_text(str(item))
+        if code is not None:
+            return os.strerror(code).lower()
     text = exc.strerror if exc.errno else str(exc)
     return " ".join(str(text).split())[:300] or type(exc).__name__
 

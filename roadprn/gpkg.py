@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import errno
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,7 @@ import pandas as pd
 import pyogrio
 
 from roadprn import __version__
-from roadprn.errors import ConfigError, InputError, disk_nearly_full
+from roadprn.errors import ConfigError, InputError, disk_nearly_full, errno_in_text
 from roadprn.io import atomic_output, check_writable, ogr_path
 from roadprn.io import file_sha256 as io_file_sha256
 
@@ -168,11 +169,11 @@ def _write_layer(frame: gpd.GeoDataFrame, path: Path, layer: str, fmt: str,
 def write_error(exc: Exception, path: Path) -> OSError:
     """GDAL's vector drivers report a full disk as text ("database or disk is full"): an
     ``OSError`` with the errno and the path, so the CLI prints it like any other I/O error."""
-    text = str(exc).lower()
-    if "disk is full" in text or "no space left" in text or disk_nearly_full(path.parent):
-        return OSError(errno.ENOSPC, "No space left on device", str(path))
-    if "permission denied" in text or "readonly" in text or "read-only" in text:
-        return OSError(errno.EACCES, "Permission denied", str(path))
+    code = errno_in_text(str(exc))
+    if code == errno.ENOSPC or disk_nearly_full(path.parent):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if code is not None:
+        return OSError(code, os.strerror(code), str(path))
     return OSError(errno.EIO, " ".join(str(exc).split())[:300], str(path))
 
 
