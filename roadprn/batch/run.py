@@ -133,17 +133,20 @@ def run_batch(
             log.info("%s: to do (%s)", scene.path, reason)
             todo.append(SceneTask(scene.path, folder.name, str(out_root), task_config, spec,
                                   hashes or {}, cfg_hash))
-        manifest.append({"type": "run", "event": "start", "run_id": run_id, "version": __version__,
-                         "scenes": len(scenes), "to_do": len(todo), "config_hash": cfg_hash,
-                         "model_hashes": spec_hashes, "config": config.to_yaml_dict()})
-        if not todo:
-            summary.seconds = time.perf_counter() - t_start
-            manifest.append({"type": "run", "event": "end", "run_id": run_id, "interrupted": False,
-                             **_counts(summary)})
-            return summary
-
         stack = contextlib.ExitStack()
-        try:  # an interrupt while the cluster closes, after the last scene, counts too
+        # from the start record on, an interrupt ends in an end record and the batch's own
+        # line, also while the cluster starts or closes (a SIGTERM right after the start
+        # record used to escape with the generic line and no end record)
+        try:
+            manifest.append({"type": "run", "event": "start", "run_id": run_id,
+                             "version": __version__, "scenes": len(scenes), "to_do": len(todo),
+                             "config_hash": cfg_hash, "model_hashes": spec_hashes,
+                             "config": config.to_yaml_dict()})
+            if not todo:
+                summary.seconds = time.perf_counter() - t_start
+                manifest.append({"type": "run", "event": "end", "run_id": run_id,
+                                 "interrupted": False, **_counts(summary)})
+                return summary
             with stack:
                 if client is None:
                     from roadprn.batch.cluster import open_client
