@@ -21,6 +21,14 @@ REALDATA = _realdata_dir()
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 3-band tiny_unet checkpoint with 64 px tiles: fast enough for many runs."""
+    from tests.integration.test_extract_cli import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "tiny3.pt", 3, tile=64, halo=8)
+
+
+@pytest.fixture(scope="session")
 def realdata() -> Path:
     """../shared/realdata beside the checkout (override with ROADPRN_REALDATA).
 

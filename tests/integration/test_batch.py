@@ -33,8 +33,6 @@ from roadprn.config import load_config
 from roadprn.errors import InputError
 from roadprn.io import TMP_MARKER
 
-from .test_extract_cli import make_checkpoint
-
 if "batch" not in main.commands:  # the lead registers it; until then the tests do
     main.add_command(batch_command)
 
@@ -124,11 +122,6 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "tiny3.pt", 3, tile=64, halo=8)
-
-
-@pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     """4 good synthetic scenes, one truncated, one without CRS."""
     from roadprn.synth import generate_scene
@@ -158,11 +151,11 @@ def scene_records(out: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_failures_isolated_then_resume_and_redo(client, scenes, checkpoint, tmp_path):
+def test_failures_isolated_then_resume_and_redo(client, scenes, tiny_model, tmp_path):
     out = tmp_path / "out"
     inputs = [*scenes["good"], scenes["truncated"], scenes["no_crs"]]
     address = client.scheduler.address
-    result = cli(*inputs, "--out", out, "--model", checkpoint, "--scheduler", address)
+    result = cli(*inputs, "--out", out, "--model", tiny_model, "--scheduler", address)
     assert result.exit_code == 6, result.output
     records = scene_records(out)
     assert {n: r["status"] for n, r in records.items()} == {
@@ -189,7 +182,7 @@ def test_failures_isolated_then_resume_and_redo(client, scenes, checkpoint, tmp_
 
     # rerun: everything done is skipped, the two bad scenes are tried again and fail again
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
-    result = cli(*inputs, "--out", out, "--model", checkpoint, "--scheduler", address, "--json")
+    result = cli(*inputs, "--out", out, "--model", tiny_model, "--scheduler", address, "--json")
     assert result.exit_code == 6
     report = json.loads(result.stdout)
     assert (report["done"], report["skipped"], len(report["failed"])) == (0, 4, 2)
@@ -198,7 +191,7 @@ def test_failures_isolated_then_resume_and_redo(client, scenes, checkpoint, tmp_
     # deleting one output redoes exactly that scene
     victim = records[scenes["good"][2].name]
     (out / victim["files"]["mask"]["path"]).unlink()
-    result = cli(*scenes["good"], "--out", out, "--model", checkpoint, "--scheduler", address,
+    result = cli(*scenes["good"], "--out", out, "--model", tiny_model, "--scheduler", address,
                  "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -209,13 +202,13 @@ def test_failures_isolated_then_resume_and_redo(client, scenes, checkpoint, tmp_
 
 
 @pytest.mark.slow
-def test_batch_outputs_equal_extract_outputs(client, scenes, checkpoint, tmp_path):
+def test_batch_outputs_equal_extract_outputs(client, scenes, tiny_model, tmp_path):
     import geopandas as gpd
 
     from roadprn.extract import run_extract
 
     scene = scenes["good"][3]
-    config = load_config(None, {"model": str(checkpoint)})
+    config = load_config(None, {"model": str(tiny_model)})
     summary = run_batch([SceneInput(str(scene), scene_folder_name(str(scene)))], config,
                         tmp_path / "batch", client=client)
     assert summary.as_dict()["done"] == 1
@@ -233,10 +226,10 @@ def test_batch_outputs_equal_extract_outputs(client, scenes, checkpoint, tmp_pat
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_run_still_completes(client, scenes, checkpoint, tmp_path):
+def test_worker_killed_mid_run_still_completes(client, scenes, tiny_model, tmp_path):
     out = tmp_path / "out"
     inputs = [SceneInput(str(p), scene_folder_name(str(p))) for p in scenes["good"]]
-    config = load_config(None, {"model": str(checkpoint)})
+    config = load_config(None, {"model": str(tiny_model)})
     result: dict = {}
     runner = threading.Thread(target=lambda: result.setdefault(
         "summary", run_batch(inputs, config, out, client=client)))
@@ -258,13 +251,13 @@ def test_worker_killed_mid_run_still_completes(client, scenes, checkpoint, tmp_p
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly_and_rerun_resumes(client, scenes, checkpoint, tmp_path):
+def test_sigterm_stops_cleanly_and_rerun_resumes(client, scenes, tiny_model, tmp_path):
     """A real `roadprn batch` process with its own LocalCluster, stopped by SIGTERM mid-run."""
     out = tmp_path / "out"
     inputs = [*scenes["good"], *scenes["good"]]  # duplicates are dropped: 4 scenes
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI, "-q", "batch", *map(str, inputs), "--out", str(out),
-         "--model", str(checkpoint), "--workers", "1"],
+         "--model", str(tiny_model), "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     manifest = out / MANIFEST_NAME
     # wait for the event (a scene recorded done), however long a loaded machine takes for it
@@ -294,18 +287,18 @@ def test_sigterm_stops_cleanly_and_rerun_resumes(client, scenes, checkpoint, tmp
     assert {p.name for p in out.iterdir() if p.is_dir()} == done
 
     summary = run_batch(collect_inputs(list(map(str, inputs))),
-                        load_config(None, {"model": str(checkpoint)}), out, client=client)
+                        load_config(None, {"model": str(tiny_model)}), out, client=client)
     assert summary.as_dict()["skipped"] == len(done)
     assert summary.as_dict()["done"] == 4 - len(done)
 
 
-def test_bad_batch_options_are_one_line_errors(tmp_path, checkpoint):
+def test_bad_batch_options_are_one_line_errors(tmp_path, tiny_model):
     (tmp_path / "x.tif").write_bytes(b"x")
     result = CliRunner().invoke(main, ["batch", str(tmp_path / "x.tif"), "--out", str(tmp_path / "o"),
-                                       "--model", str(checkpoint), "--workers", "0"])
+                                       "--model", str(tiny_model), "--workers", "0"])
     assert result.exit_code == 2 and "workers" in result.output
     result = CliRunner().invoke(main, ["batch", str(tmp_path / "none*.tif"), "--out",
-                                       str(tmp_path / "o"), "--model", str(checkpoint)])
+                                       str(tmp_path / "o"), "--model", str(tiny_model)])
     assert result.exit_code == 3 and "no scenes found" in result.output
 
 
@@ -313,7 +306,7 @@ def test_bad_batch_options_are_one_line_errors(tmp_path, checkpoint):
 
 
 @pytest.mark.parametrize("bands", [[(0, 2), (2, 5), (5, 99)], [(0, 1), (1, 2), (2, 3), (3, 99)]])
-def test_bands_of_tile_rows_equal_the_whole_scene(tmp_path, checkpoint, bands):
+def test_bands_of_tile_rows_equal_the_whole_scene(tmp_path, tiny_model, bands):
     """The building block for splitting a large scene across workers: band rows == whole rows."""
     from roadprn.inference import Predictor
     from roadprn.models.loading import load_segmentation_model
@@ -323,7 +316,7 @@ def test_bands_of_tile_rows_equal_the_whole_scene(tmp_path, checkpoint, bands):
     from roadprn.tiling import TilePlan
 
     scene = generate_scene(tmp_path / "s.tif", width=90, height=117, seed=5).image_path
-    model = load_segmentation_model(str(checkpoint))
+    model = load_segmentation_model(str(tiny_model))
     import torch
 
     predictor = Predictor(model.module, torch.device("cpu"), amp=False)

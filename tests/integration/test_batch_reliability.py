@@ -34,8 +34,6 @@ from roadprn.batch.manifest import (
 from roadprn.cli import main
 from roadprn.config import load_config
 
-from .test_extract_cli import make_checkpoint
-
 BOUND_S = 600  # generous upper bound of any wait; a healthy run takes a fraction of it
 
 # Runs in every worker process before it takes tasks. Faults, chosen by environment variables:
@@ -78,11 +76,6 @@ def run_extract(scene, *args, **kwargs):
 
 _worker.process_scene, _extract.run_extract = process_scene, run_extract
 '''
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "tiny3.pt", 3, tile=64, halo=8)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +215,7 @@ def test_malformed_manifest_records_are_skipped_and_resume_never_hangs(tmp_path,
                            None) is not None
 
 
-def test_failure_fields_log_bugs_only(tmp_path, checkpoint):
+def test_failure_fields_log_bugs_only(tmp_path, tiny_model):
     """Bugs (also a band's, which its split scene reports) get a crash log; user and I/O
     errors get their one line only."""
     import errno
@@ -254,7 +247,7 @@ def test_a_bad_model_stops_the_run_before_any_scene(tmp_path, scene_files):
         r for r in read_records(tmp_path / "o" / MANIFEST_NAME) if r.get("type") == "scene"]
 
 
-def test_no_worker_left_fails_the_waiting_scenes(tmp_path, scene_files, checkpoint, monkeypatch):
+def test_no_worker_left_fails_the_waiting_scenes(tmp_path, scene_files, tiny_model, monkeypatch):
     """A cluster without a single worker (all died, none restarts): scenes fail, no endless wait."""
     from distributed import Client, LocalCluster
 
@@ -263,7 +256,7 @@ def test_no_worker_left_fails_the_waiting_scenes(tmp_path, scene_files, checkpoi
     monkeypatch.setattr(batch_run, "NO_WORKER_GRACE_S", 1.0)
     monkeypatch.setattr(batch_run, "POLL_S", 0.1)
     scenes = [SceneInput(str(p), scene_folder_name(str(p))) for p in scene_files]
-    config = load_config(None, {"model": str(checkpoint)})
+    config = load_config(None, {"model": str(tiny_model)})
     with LocalCluster(n_workers=0, processes=False, dashboard_address=":0",
                       silence_logs=50) as cluster, Client(cluster) as client:
         started = time.monotonic()
@@ -280,14 +273,14 @@ def test_no_worker_left_fails_the_waiting_scenes(tmp_path, scene_files, checkpoi
 
 @pytest.mark.slow
 def test_a_bug_is_one_line_and_a_crash_log_and_out_inside_the_inputs(tmp_path, scene_files,
-                                                                     checkpoint):
+                                                                     tiny_model):
     """A scene hitting a bug: one console line naming a log with the traceback; rerun resumes.
 
     ``--out`` lies inside the input folder: the rerun finds the same scenes, not its outputs.
     """
     folder = scene_folder_with(tmp_path, scene_files, {"buggy.tif": scene_files[0]})
     out = folder / "out"
-    args = [str(folder), "--out", str(out), "--model", str(checkpoint), "--workers", "1"]
+    args = [str(folder), "--out", str(out), "--model", str(tiny_model), "--workers", "1"]
     code, stdout, stderr = finish(batch_process(args, {"RP_BUG": "buggy"}, tmp_path))
     assert code == 6, (stdout, stderr)
     assert "Traceback" not in stdout + stderr
@@ -315,12 +308,12 @@ def test_a_bug_is_one_line_and_a_crash_log_and_out_inside_the_inputs(tmp_path, s
 
 @pytest.mark.slow
 def test_workers_that_keep_dying_end_every_scene_and_rerun_resumes(tmp_path, scene_files,
-                                                                  checkpoint):
+                                                                  tiny_model):
     """Workers SIGKILLed on every try of two scenes, and one killed while the cluster starts."""
     folder = scene_folder_with(tmp_path, scene_files,
                                {"victim1.tif": scene_files[1], "victim2.tif": scene_files[2]})
     out = tmp_path / "out"
-    args = [str(folder), "--out", str(out), "--model", str(checkpoint), "--workers", "2"]
+    args = [str(folder), "--out", str(out), "--model", str(tiny_model), "--workers", "2"]
     env = {"RP_KILL": "victim", "RP_DIE_ONCE": str(tmp_path / "died-once"),
            # 2 deaths per scene instead of Dask's 4 keep the test short; the path is the same
            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
@@ -349,7 +342,7 @@ def test_workers_that_keep_dying_end_every_scene_and_rerun_resumes(tmp_path, sce
 
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["cluster_starting", "scenes_running"])
-def test_sigterm_prints_the_one_documented_line(tmp_path, scene_files, checkpoint, when):
+def test_sigterm_prints_the_one_documented_line(tmp_path, scene_files, tiny_model, when):
     """SIGTERM while the local cluster starts, or while workers run scenes: one line, exit 130.
 
     (Before: a traceback from Dask's atexit hook, or its shutdown noise, after the line.)
@@ -359,7 +352,7 @@ def test_sigterm_prints_the_one_documented_line(tmp_path, scene_files, checkpoin
     out = tmp_path / "out"
     marker = tmp_path / "a-scene-runs"
     proc = batch_process([*map(str, scene_files), "--out", str(out), "--model",
-                          str(checkpoint), "--workers", "2"],
+                          str(tiny_model), "--workers", "2"],
                          {"RP_HOLD": str(marker)}, tmp_path)
     manifest = out / MANIFEST_NAME
     if when == "cluster_starting":  # the start record is written just before the cluster starts
@@ -423,7 +416,7 @@ def test_mixed_1_and_3_band_folder_gets_the_models_extract_picks(tmp_path):
     assert result.exit_code == 0 and json.loads(result.stdout)["skipped"] == 3
 
 
-def test_gpus_per_worker_without_a_gpu_is_refused(tmp_path, scene_files, checkpoint,
+def test_gpus_per_worker_without_a_gpu_is_refused(tmp_path, scene_files, tiny_model,
                                                   monkeypatch):
     """Silently accepted before: workers claimed a GPU resource and every scene ran on CPU."""
     import roadprn.batch.cluster as cluster
@@ -431,7 +424,7 @@ def test_gpus_per_worker_without_a_gpu_is_refused(tmp_path, scene_files, checkpo
     monkeypatch.setattr(cluster, "_cuda_device_count", lambda: 0)
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["batch", str(scene_files[0]), "--out", str(out),
-                                       "--model", str(checkpoint), "--gpus-per-worker", "1"])
+                                       "--model", str(tiny_model), "--gpus-per-worker", "1"])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
@@ -440,7 +433,7 @@ def test_gpus_per_worker_without_a_gpu_is_refused(tmp_path, scene_files, checkpo
         if (out / MANIFEST_NAME).exists() else True
 
 
-def test_a_second_batch_on_the_same_out_is_refused(tmp_path, scene_files, checkpoint):
+def test_a_second_batch_on_the_same_out_is_refused(tmp_path, scene_files, tiny_model):
     """Two drivers on one --out would interleave manifest records and clear each other's
     scene folders: the manifest is locked while a run holds it (and freed when it dies)."""
     from roadprn.batch.manifest import ManifestWriter
@@ -448,7 +441,7 @@ def test_a_second_batch_on_the_same_out_is_refused(tmp_path, scene_files, checkp
     out = tmp_path / "o"
     with ManifestWriter(out / MANIFEST_NAME):  # the first run
         result = CliRunner().invoke(main, ["batch", str(scene_files[0]), "--out", str(out),
-                                           "--model", str(checkpoint)])
+                                           "--model", str(tiny_model)])
     assert result.exit_code == 4, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "another roadprn batch run is writing" in lines[0], lines

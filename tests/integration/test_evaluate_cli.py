@@ -13,6 +13,8 @@ from rasterio.transform import from_origin
 from roadprn.cli import RoadprnGroup
 from roadprn.cli.evaluate import evaluate
 
+from ..conftest import write_test_raster
+
 
 def _cli(*args: str):
     group = RoadprnGroup()
@@ -23,12 +25,8 @@ def _cli(*args: str):
 GRID = from_origin(600000, 5800000, 0.5, 0.5)
 
 
-def _write(path, data, transform=GRID, crs="EPSG:32631", nodata=None):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0],
-                       count=1, dtype=data.dtype, crs=crs, transform=transform,
-                       nodata=nodata) as ds:
-        ds.write(data, 1)
-    return path
+def _write(path, data, transform=GRID, crs="EPSG:32631", **profile):
+    return write_test_raster(path, data, transform=transform, crs=crs, **profile)
 
 
 def _roads(shape=(128, 160)) -> np.ndarray:

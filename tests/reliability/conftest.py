@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,15 +15,7 @@ from click.testing import CliRunner
 from roadprn.cli import main
 from roadprn.io import TMP_MARKER
 
-from ..integration.test_extract_cli import make_checkpoint
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A 3-band tiny_unet checkpoint with 64 px tiles: fast enough for many runs."""
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "tiny3.pt", 3, tile=64, halo=8)
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +55,17 @@ def assert_clean_failure(result, code: int, *words: str, out: Path | None = None
     if out is not None:
         assert leftovers(out) == [], leftovers(out)
     return errors[0]
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, seconds: float = 600) -> None:
+    """Until ``path`` exists (a hook in ``proc`` reached its stage) or ``proc`` ends.
+
+    The bound only catches a hang: a busy CI machine may take minutes to get there.
+    """
+    deadline = time.monotonic() + seconds
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), proc.communicate()
 
 
 def cli_process(args: list[str], *, hook: str = "", env: dict[str, str] | None = None,

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, wait_for_file
 
 # Holds the import of the extract command (torch, dask, ... behind it) until a signal arrives.
 SLOW_IMPORT = """
@@ -37,10 +36,7 @@ def test_signal_while_the_command_imports(tmp_path, signum):
     proc = subprocess.Popen([sys.executable, "-c", SLOW_IMPORT, "extract", "x.tif"],
                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), proc.communicate()
+    wait_for_file(marker, proc, seconds=300)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

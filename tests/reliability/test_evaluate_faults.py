@@ -15,16 +15,14 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import LineString
 
+from ..conftest import write_test_raster
 from .conftest import REPO_ROOT, assert_clean_failure, invoke
 
 UTM = from_origin(600000, 5800000, 0.5, 0.5)
 
 
-def _write(path, data, transform=UTM, crs="EPSG:32631", **kw):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0],
-                       count=1, dtype=data.dtype, crs=crs, transform=transform, **kw) as ds:
-        ds.write(data, 1)
-    return path
+def _write(path, data, transform=UTM, crs="EPSG:32631", **profile):
+    return write_test_raster(path, data, transform=transform, crs=crs, **profile)
 
 
 def _mask(shape=(256, 256)) -> np.ndarray:

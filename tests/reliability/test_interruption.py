@@ -9,11 +9,10 @@ tests/integration/test_batch.py::test_sigterm_stops_cleanly_and_rerun_resumes.
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
-from .conftest import cli_process, invoke, leftovers, temp_files
+from .conftest import cli_process, invoke, leftovers, temp_files, wait_for_file
 
 # Each hook touches $MARKER when the stage starts, then makes the stage slow.
 HOOKS = {
@@ -64,11 +63,7 @@ def test_signal_during_stage(tmp_path, good_scene, tiny_model, stage, signum):
     marker = tmp_path / "stage_reached"
     args = ["extract", str(good_scene), "--model", str(tiny_model), "--out", str(out)]
     proc = cli_process(args, hook=HOOK_CODE.format(spec=HOOKS[stage]), env={"MARKER": str(marker)})
-    # generous bounds that only catch a hang: a busy CI machine may take minutes to start
-    deadline = time.monotonic() + 600
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), proc.communicate()
+    wait_for_file(marker, proc)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 130, stderr

@@ -9,25 +9,23 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from roadprn.staging import MARKER_SUFFIX, STAGING_PREFIX
 
-from .conftest import assert_clean_failure, cli_process, invoke, leftovers, temp_files
+from .conftest import (
+    assert_clean_failure,
+    cli_process,
+    invoke,
+    leftovers,
+    temp_files,
+    wait_for_file,
+)
 from .test_interruption import HOOK_CODE, HOOKS
 
 OUTPUTS = ("mask.tif", "probability.tif", "roads.gpkg")
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 300) -> None:
-    """Until ``path`` exists (the hook reached its stage); generous for a loaded machine."""
-    deadline = time.monotonic() + seconds
-    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert path.exists(), proc.communicate()
 
 
 def _final_outputs(out: Path) -> list[str]:
@@ -49,7 +47,7 @@ def test_sigkill_leaves_no_final_names_and_a_rerun_replaces_it(tmp_path, good_sc
     out, marker = tmp_path / "out", tmp_path / "stage_reached"
     args = ["extract", str(good_scene), "--model", str(tiny_model), "--out", str(out)]
     proc = cli_process(args, hook=HOOK_CODE.format(spec=HOOKS[stage]), env={"MARKER": str(marker)})
-    _wait_for(marker, proc)
+    wait_for_file(marker, proc, seconds=300)
     proc.kill()
     proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL
@@ -72,7 +70,7 @@ def test_sigkill_during_refinement(tmp_path, good_scene):
     hook = HOOK_CODE.format(spec=("roadprn.refine_scene", "refine_scene", "before", 120.0))
     args = ["extract", str(good_scene), "--out", str(out)]
     proc = cli_process(args, hook=hook, env={"MARKER": str(marker)})
-    _wait_for(marker, proc)
+    wait_for_file(marker, proc, seconds=300)
     # the base rasters are complete in the staging folder, none under a final name
     staged = [p.name for p in out.glob(f"{STAGING_PREFIX}*/*")]
     assert f"{good_scene.stem}_mask.tif" in staged, staged
@@ -92,7 +90,7 @@ def test_a_second_run_on_the_same_outputs_is_refused(tmp_path, good_scene, tiny_
     first = cli_process(args, hook=HOOK_CODE.format(spec=HOOKS["inference"]),
                         env={"MARKER": str(marker)})
     try:
-        _wait_for(marker, first)
+        wait_for_file(marker, first, seconds=300)
         second = invoke(*args, "--overwrite")  # even --overwrite never writes under a live run
         assert_clean_failure(second, 4, "another roadprn run", f"pid {first.pid}")
         assert _final_outputs(out) == []
