@@ -2,7 +2,7 @@
 
 The CLI catches :class:`RoadprnError` and prints ``roadprn: error: <message>`` as one line,
 then exits with ``exit_code``. Anything else is a bug: one ``internal error`` line naming a log
-file that holds the traceback (:mod:`roadprn.crashlog`), exit 70.
+file that holds the traceback (:mod:`roadprn.runtime.crashlog`), exit 70.
 """
 
 from __future__ import annotations

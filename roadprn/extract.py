@@ -16,11 +16,11 @@ from typing import Any
 
 from roadprn.config import Config
 from roadprn.errors import ConfigError
-from roadprn.gpkg import output_paths
-from roadprn.inference import SegmentationModel
-from roadprn.pipeline import ExtractPaths, ExtractResult, extract_probability
-from roadprn.staging import staged_run
-from roadprn.stitch import Strip
+from roadprn.infer.base_stage import ExtractPaths, ExtractResult, extract_probability
+from roadprn.infer.predictor import SegmentationModel
+from roadprn.infer.stitch import Strip
+from roadprn.outputs.staging import staged_run
+from roadprn.vectorize.gpkg import output_paths
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ExtractRun:
 def model_spec_for_scene(scene: str | Path, config: Config) -> str:
     """``default`` picks the panchromatic default model for 1-band scenes (unless bands are set)."""
     from roadprn.models.loading import model_for_scene
-    from roadprn.raster import open_scene
+    from roadprn.raster.scene import open_scene
 
     if config.model != "default" or config.input.bands:
         return config.model
@@ -74,7 +74,7 @@ def resolve_refine_model(config: Config, base_model: SegmentationModel):
     """The PRN to use, or None; ``auto`` refines only when a PRN exists for this base model."""
     from roadprn.errors import ModelError
     from roadprn.models.loading import DEFAULT_PRN_MODEL, default_model_path
-    from roadprn.refine_scene import check_pairing, load_refine_model
+    from roadprn.prn.refine_scene import check_pairing, load_refine_model
 
     method = config.refine.method
     if method == "none":
@@ -167,7 +167,7 @@ def _later_stages(run: ExtractRun, scene: str | Path, paths: ExtractPaths,
                   prn: Any, progress: bool) -> None:
     stages, files = run.stage_seconds, run.files
     if prn is not None:
-        from roadprn.refine_scene import refine_scene
+        from roadprn.prn.refine_scene import refine_scene
 
         t0 = time.perf_counter()
         refine_scene(files["probability"], refined_mask_path(paths), prn, config,
@@ -178,7 +178,7 @@ def _later_stages(run: ExtractRun, scene: str | Path, paths: ExtractPaths,
 
     if not config.vectorize.enabled:
         return
-    from roadprn.raster import open_scene
+    from roadprn.raster.scene import open_scene
 
     if not open_scene(scene, allow_ungeoreferenced=True, check_readable=False).georeferenced:
         log.warning("%s: not georeferenced; skipping vectorisation (road lengths need metres)", scene)

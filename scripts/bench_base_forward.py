@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from roadprn.inference import Predictor
+from roadprn.infer.predictor import Predictor
 from roadprn.models.base import build_model
 from roadprn.models.loading import load_segmentation_model
 

@@ -34,7 +34,7 @@ import numpy as np
 def load_model(spec: str):
     import torch
 
-    from roadprn.inference import SegmentationModel
+    from roadprn.infer.predictor import SegmentationModel
     from roadprn.models.base import build_model
     from roadprn.models.loading import default_model_path, load_segmentation_model
 
@@ -61,9 +61,9 @@ def overhead(args: argparse.Namespace, folder: Path) -> dict:
     import torch
 
     from roadprn.config import load_config
-    from roadprn.inference import Predictor, configure_torch_threads, resolve_device
-    from roadprn.pipeline import choose_tiling, extract_probability
-    from roadprn.tiling import TilePlan
+    from roadprn.infer.base_stage import choose_tiling, extract_probability
+    from roadprn.infer.predictor import Predictor, configure_torch_threads, resolve_device
+    from roadprn.infer.tiling import TilePlan
 
     scene = make_scene(folder, args.overhead_size)
     model = load_model(args.model)
@@ -108,7 +108,7 @@ def overhead(args: argparse.Namespace, folder: Path) -> dict:
 CHILD = """
 import sys
 from roadprn.config import load_config
-from roadprn.pipeline import extract_probability
+from roadprn.infer.base_stage import extract_probability
 sys.path.insert(0, {scripts!r})
 from bench_extract import load_model
 model = load_model({model!r})

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from roadprn.models.prn import PatchRefineNet, count_parameters
+from roadprn.prn.network import PatchRefineNet, count_parameters
 
 
 def time_forward(model: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from roadprn import pseudolabels
-from roadprn.pseudolabels import pseudo_labels
+from roadprn.prn import pseudolabels
+from roadprn.prn.pseudolabels import pseudo_labels
 
 
 def loop_pseudo_labels(prob: np.ndarray, truth: np.ndarray, patch: int) -> np.ndarray:

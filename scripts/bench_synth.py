@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+
 def run_one(size: int, seed: int, bands: int, folder: Path) -> dict:
     out = folder / f"synth_{size}.tif"
     cmd = [sys.executable, "-m", "roadprn", "--quiet", "synth", str(out), "--size", str(size),

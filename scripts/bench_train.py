@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from roadprn.config import load_config  # noqa: E402
+from roadprn.infer.base_stage import extract_probability  # noqa: E402
 from roadprn.models.loading import load_segmentation_model  # noqa: E402
-from roadprn.pipeline import extract_probability  # noqa: E402
 from roadprn.synth import generate_scene  # noqa: E402
 from roadprn.train import TrainingPair, make_options, train_base  # noqa: E402
 

@@ -35,13 +35,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from roadprn.config import load_config  # noqa: E402
+from roadprn.infer.base_stage import extract_probability  # noqa: E402
 from roadprn.models.loading import load_segmentation_model  # noqa: E402
-from roadprn.pipeline import extract_probability  # noqa: E402
-from roadprn.pseudolabels import per_image_oracle, per_patch_oracle  # noqa: E402
-from roadprn.refine import FUSION_RULES, fuse, prn_probabilities  # noqa: E402
-from roadprn.refine_scene import load_refine_model  # noqa: E402
-from roadprn.train.prn import predict_maps  # noqa: E402
-from roadprn.train.prn_data import PRNMaps, load_maps, read_probability  # noqa: E402
+from roadprn.prn.data import PRNMaps, load_maps, read_probability  # noqa: E402
+from roadprn.prn.pseudolabels import per_image_oracle, per_patch_oracle  # noqa: E402
+from roadprn.prn.refine import FUSION_RULES, fuse, prn_probabilities  # noqa: E402
+from roadprn.prn.refine_scene import load_refine_model  # noqa: E402
+from roadprn.prn.train import predict_maps  # noqa: E402
 
 REALDATA = ROOT.parent / "shared" / "realdata"
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
@@ -108,7 +108,7 @@ def markdown(rows: dict[str, dict], title: str) -> str:
 
 def scene_maps(work: Path, maps: PRNMaps) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Whole-scene base probability and truth of the scenes the maps came from."""
-    from roadprn.train.prn_data import read_truth
+    from roadprn.prn.data import read_truth
 
     scenes = []
     for source in dict.fromkeys(maps.sources):

@@ -24,7 +24,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
 
-ROAD_RGB = (255, 214, 0)  # top symbol layer colour in roadprn.gpkg.ROADS_QML
+ROAD_RGB = (255, 214, 0)  # top symbol layer colour in roadprn.vectorize.gpkg.ROADS_QML
 
 
 def ogr_count(gpkg: Path, layer: str) -> int:

@@ -47,7 +47,7 @@ class FaultPlugin(WorkerPlugin):
         self.plan = plan  # scene stem -> injected stage
 
     def setup(self, worker: Any = None) -> None:  # noqa: C901 - three small wrappers
-        import roadprn.pipeline as pipeline
+        import roadprn.infer.base_stage as pipeline
         import roadprn.vectorize.run as vrun
         from roadprn.errors import InputError
 
@@ -58,7 +58,7 @@ class FaultPlugin(WorkerPlugin):
             return plan.get(stem)
 
         if not getattr(pipeline, "_soak_patched", False):
-            read_window, to_cog = pipeline.read_window, pipeline._to_cog
+            read_window, to_cog = pipeline.read_window, pipeline.to_cog
             vectorize_source = vrun.vectorize_source
             calls: dict[str, int] = {}
 
@@ -80,7 +80,7 @@ class FaultPlugin(WorkerPlugin):
                     raise RuntimeError("soak: injected vectorisation error")
                 return vectorize_source(source, params, **kw)
 
-            pipeline.read_window, pipeline._to_cog = failing_read, failing_cog
+            pipeline.read_window, pipeline.to_cog = failing_read, failing_cog
             vrun.vectorize_source = failing_vectorize
             pipeline._soak_patched = True
 

@@ -38,11 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from roadprn.config import load_config  # noqa: E402
-from roadprn.labels import SceneGrid, labels_to_mask  # noqa: E402
+from roadprn.infer.base_stage import extract_probability  # noqa: E402
 from roadprn.models.checkpoint import load_checkpoint  # noqa: E402
 from roadprn.models.loading import load_segmentation_model  # noqa: E402
-from roadprn.pipeline import extract_probability  # noqa: E402
-from roadprn.raster import make_normalizer, open_raster, open_scene  # noqa: E402
+from roadprn.raster.labels import SceneGrid, labels_to_mask  # noqa: E402
+from roadprn.raster.normalize import make_normalizer  # noqa: E402
+from roadprn.raster.scene import open_raster, open_scene  # noqa: E402
 from roadprn.synth import generate_scene  # noqa: E402
 from roadprn.train import TrainingPair, make_options, train_base  # noqa: E402
 

@@ -32,10 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from roadprn.config import load_config  # noqa: E402
 from roadprn.models.loading import default_model_path, load_segmentation_model  # noqa: E402
-from roadprn.models.prn import prn_arch, prn_arch_kwargs  # noqa: E402
-from roadprn.synth import generate_scene  # noqa: E402
-from roadprn.train.prn import PRNTrainSettings, PRNTrainState  # noqa: E402
-from roadprn.train.prn_data import (  # noqa: E402
+from roadprn.prn.data import (  # noqa: E402
     PRNMaps,
     fit_prn,
     load_maps,
@@ -46,6 +43,9 @@ from roadprn.train.prn_data import (  # noqa: E402
     write_history,
     write_prn_checkpoint,
 )
+from roadprn.prn.network import prn_arch, prn_arch_kwargs  # noqa: E402
+from roadprn.prn.train import PRNTrainSettings, PRNTrainState  # noqa: E402
+from roadprn.synth import generate_scene  # noqa: E402
 
 PACKAGE_MODELS = ROOT / "roadprn" / "data" / "models"
 SPLIT_SEEDS = {"train": 500, "val": 600, "test": 700}

@@ -20,7 +20,7 @@ from typing import Any
 
 from roadprn.batch.config import BatchConfig
 from roadprn.errors import ConfigError, RoadprnError
-from roadprn.parallel import available_cores
+from roadprn.runtime.parallel import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _start_cluster(settings: BatchConfig, received: list[int]) -> Any:
         return gateway_cluster(settings)
     from distributed.deploy.spec import SpecCluster
 
-    from roadprn.crashlog import short_message
+    from roadprn.runtime.crashlog import short_message
 
     check_local_gpus(settings)
     error: Exception | None = None

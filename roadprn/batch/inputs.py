@@ -127,7 +127,7 @@ def batch_output_filter(out_dir: Path) -> Callable[[str], bool]:
     A scene lying directly in ``out_dir`` stays a scene.
     """
     from roadprn.batch.manifest import MANIFEST_NAME, read_records
-    from roadprn.io import TMP_MARKER
+    from roadprn.outputs.atomic import TMP_MARKER
 
     root = out_dir.resolve()
     if not root.is_dir():

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from roadprn.config import Config
 from roadprn.errors import OutputError
-from roadprn.io import file_sha256
+from roadprn.outputs.atomic import file_sha256
 
 log = logging.getLogger(__name__)
 

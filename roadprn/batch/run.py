@@ -432,7 +432,7 @@ def _result(future: Any, task: SceneTask) -> dict[str, Any]:
     from distributed import KilledWorker
 
     from roadprn.batch.worker import crash_log_folder, manifest_path_of
-    from roadprn.crashlog import short_message, write_crash_log
+    from roadprn.runtime.crashlog import short_message, write_crash_log
 
     extra: dict[str, Any] = {}
     try:

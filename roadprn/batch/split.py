@@ -1,7 +1,7 @@
 """Large scenes split across batch workers: bands of tile rows, computed apart, joined at the end.
 
 A band of tile rows ``[a, b)`` runs the base model on its tiles plus one tile row of context on
-each side (:func:`roadprn.pipeline.predict_strips` with ``tile_rows``), so its scene rows are
+each side (:func:`roadprn.infer.base_stage.predict_strips` with ``tile_rows``), so its scene rows are
 bit-for-bit those of a whole-scene run. Each band writes its float32 probabilities and validity
 to a *piece* GeoTIFF in a temporary folder inside the scene's output folder; the scene's final
 task reads the pieces back in row order (:func:`read_pieces`) and hands them to
@@ -25,19 +25,20 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from roadprn.config import Config
-from roadprn.grid import Grid, inference_grid
-from roadprn.inference import Predictor, SegmentationModel, configure_torch_threads
-from roadprn.io import TMP_MARKER, temporary_sibling
-from roadprn.pipeline import (
-    WRITE_BLOCK,
+from roadprn.infer.base_stage import (
     choose_tiling,
     open_scene_for_model,
     predict_strips,
     prepare_inference,
 )
-from roadprn.raster import limit_gdal_cache, open_scene
-from roadprn.stitch import Strip
-from roadprn.tiling import TilePlan
+from roadprn.infer.predictor import Predictor, SegmentationModel, configure_torch_threads
+from roadprn.infer.stitch import Strip
+from roadprn.infer.tiling import TilePlan
+from roadprn.outputs.atomic import TMP_MARKER, temporary_sibling
+from roadprn.raster.gdal_env import limit_gdal_cache
+from roadprn.raster.grid import Grid, inference_grid
+from roadprn.raster.scene import open_scene
+from roadprn.raster.write import WRITE_BLOCK
 
 PIECE_ROWS_TAG = "ROADPRN_PIECE_ROWS"  # "start stop": the inference-grid rows a piece holds
 # fewer tile rows per band and the one row of context on each side costs more than it gains
@@ -93,7 +94,7 @@ def predict_band(scene: str, config: Config, model: SegmentationModel,
                  tile_rows: tuple[int, int], piece: Path) -> BandResult:
     """Base-model probabilities of tile rows ``[a, b)`` of ``scene``, written to ``piece``.
 
-    Same grid, tiling and normalisation as :func:`roadprn.pipeline.extract_probability`. The
+    Same grid, tiling and normalisation as :func:`roadprn.infer.base_stage.extract_probability`. The
     piece appears under its final name only when complete, and only if its folder still exists
     (a scene given up meanwhile gets no stray files).
     """

@@ -20,7 +20,7 @@ from typing import Any
 
 from roadprn.config import Config
 from roadprn.errors import RoadprnError
-from roadprn.inference import SegmentationModel
+from roadprn.infer.predictor import SegmentationModel
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def failure_fields(exc: Exception, task: SceneTask, context: str) -> dict[str, A
     traceback under ``OUT/.roadprn-logs/``: the console and the manifest get one line, the
     team gets the traceback.
     """
-    from roadprn.crashlog import short_message, write_crash_log
+    from roadprn.runtime.crashlog import short_message, write_crash_log
 
     transient = is_transient(exc, task.path)
     fields: dict[str, Any] = {"error": one_line(exc), "error_type": type(exc).__name__,
@@ -258,7 +258,7 @@ def manifest_path_of(path: Path, out_root: Path) -> str:
 
 def one_line(exc: BaseException) -> str:
     """A user error's own message, or ``Type: message`` (capped) for anything else."""
-    from roadprn.crashlog import short_message
+    from roadprn.runtime.crashlog import short_message
 
     if isinstance(exc, RoadprnError):
         return " ".join(str(exc).split()) or type(exc).__name__

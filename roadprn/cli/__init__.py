@@ -14,7 +14,7 @@ import click
 
 from roadprn import __version__
 from roadprn.errors import Interrupted, RoadprnError, io_error_line
-from roadprn.signals import raise_keyboard_interrupt, sigterm_as_keyboard_interrupt
+from roadprn.runtime.signals import raise_keyboard_interrupt, sigterm_as_keyboard_interrupt
 
 log = logging.getLogger("roadprn")
 
@@ -74,7 +74,7 @@ class RoadprnGroup(click.Group):
 
 def _internal_error(exc: Exception, ctx: click.Context) -> None:
     """A bug: one line naming a log file with the traceback (shown too with ``-v``), exit 70."""
-    from roadprn.crashlog import INTERNAL_ERROR_EXIT, internal_error_line, write_crash_log
+    from roadprn.runtime.crashlog import INTERNAL_ERROR_EXIT, internal_error_line, write_crash_log
 
     path = write_crash_log(exc, context=" ".join(sys.argv))
     if (ctx.obj or {}).get("verbose"):
@@ -125,8 +125,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     5 model/checkpoint problem, 6 some batch scenes failed, 130 interrupted.
     """
     configure_logging(verbose, quiet)
-    from roadprn.gdal_messages import quiet_gdal_console
-    from roadprn.raster import limit_gdal_cache
+    from roadprn.raster.gdal_env import limit_gdal_cache
+    from roadprn.runtime.gdal_messages import quiet_gdal_console
 
     quiet_gdal_console(verbose)
     limit_gdal_cache()

@@ -61,7 +61,7 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
     # --out may lie inside an input folder: its own outputs are never new scenes
     scenes = collect_inputs(inputs, pattern, recursive=not no_recursive, out_dir=out_dir)
     quiet = bool(ctx.find_root().obj.get("quiet"))
-    # SIGTERM is turned into KeyboardInterrupt by the CLI group (roadprn.signals)
+    # SIGTERM is turned into KeyboardInterrupt by the CLI group (roadprn.runtime.signals)
     summary = run_batch(scenes, config, out_dir, settings, progress=show_progress(ctx),
                         echo=None if quiet else (lambda line: click.echo(line, err=True)))
     report = summary.as_dict()

@@ -12,8 +12,8 @@ from roadprn.errors import ConfigError
 from roadprn.evaluate import io, report
 from roadprn.evaluate.apls import APLSParams
 from roadprn.evaluate.compare import EvalParams, Pair, evaluate_pair, read_pairs_csv, summarize
-from roadprn.io import check_writable
-from roadprn.staging import staged_run
+from roadprn.outputs.atomic import check_writable
+from roadprn.outputs.staging import staged_run
 
 log = logging.getLogger("roadprn.evaluate")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from roadprn.raster import SceneInfo, open_scene
+from roadprn.raster.scene import SceneInfo, open_scene
 
 
 @click.command()

@@ -78,13 +78,10 @@ def prn(ctx: click.Context, base_model, pair_items, pairs_csv, prob_items, outpu
     import torch
 
     from roadprn.config import load_config
-    from roadprn.inference import resolve_device
-    from roadprn.io import check_writable
+    from roadprn.infer.predictor import resolve_device
     from roadprn.models.loading import load_segmentation_model
-    from roadprn.models.prn import prn_arch, prn_arch_kwargs
-    from roadprn.train import read_pairs_csv
-    from roadprn.train.prn import PRNTrainSettings
-    from roadprn.train.prn_data import (
+    from roadprn.outputs.atomic import check_writable
+    from roadprn.prn.data import (
         PRNMaps,
         fit_prn,
         load_train_state,
@@ -95,6 +92,9 @@ def prn(ctx: click.Context, base_model, pair_items, pairs_csv, prob_items, outpu
         write_history,
         write_prn_checkpoint,
     )
+    from roadprn.prn.network import prn_arch, prn_arch_kwargs
+    from roadprn.prn.train import PRNTrainSettings
+    from roadprn.train import read_pairs_csv
 
     out = Path(output)
     check_writable(out, overwrite or resume is not None)
@@ -196,7 +196,7 @@ def prn(ctx: click.Context, base_model, pair_items, pairs_csv, prob_items, outpu
 
 def _check_prob_source(path: Path, base_sha256: str) -> None:
     """A probability raster written by ``extract`` names its base model: it must be this one."""
-    from roadprn.raster import open_dataset
+    from roadprn.raster.scene import open_dataset
 
     if not path.is_file():
         raise InputError(f"probability raster not found: {path}")

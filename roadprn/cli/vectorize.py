@@ -11,8 +11,8 @@ from pyproj.exceptions import CRSError
 
 from roadprn.cli.common import show_progress
 from roadprn.errors import ConfigError, InputError
-from roadprn.gpkg import FORMATS
 from roadprn.vectorize import VectorizeParams
+from roadprn.vectorize.gpkg import FORMATS
 from roadprn.vectorize.run import vectorize_file
 
 # option name -> VectorizeParams field; all default to the params' own defaults

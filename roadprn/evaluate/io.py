@@ -27,14 +27,10 @@ from rasterio.windows import Window
 
 from roadprn.errors import InputError
 from roadprn.evaluate.windowed import GridSpec, Layer, ShapesLayer, WarpedLayer, clip_rect
-from roadprn.io import ogr_path
-from roadprn.raster import (
-    MASK_IO_LOCK,
-    check_blocks_readable,
-    open_dataset,
-    open_raster,
-    pixel_size_m,
-)
+from roadprn.outputs.atomic import ogr_path
+from roadprn.raster.gdal_env import MASK_IO_LOCK
+from roadprn.raster.geometry import pixel_size_m
+from roadprn.raster.scene import check_blocks_readable, open_dataset, open_raster
 
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".geojsonl",
                    ".geojsons", ".parquet", ".geoparquet", ".sqlite"}

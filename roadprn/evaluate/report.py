@@ -17,7 +17,7 @@ from matplotlib.patches import Patch
 
 from roadprn.evaluate.compare import EvalParams, PairResult, pooled_sweep_counts
 from roadprn.evaluate.pixel import sweep_scores
-from roadprn.io import atomic_output
+from roadprn.outputs.atomic import atomic_output
 
 #: metrics shown in tables, in this order (others stay in the JSON)
 TABLE_METRICS = ("iou", "mean_iou", "precision", "recall", "f1", "relaxed_precision",

@@ -56,7 +56,7 @@ SMP_ARCHITECTURES = {
 }
 SMP_PREFIX = "smp."
 # modules that register architectures when imported; imported on first lookup of an unknown name
-PLUGIN_MODULES = ("roadprn.models.prn",)
+PLUGIN_MODULES = ("roadprn.prn.network",)
 
 
 class TinyUNet(nn.Module):

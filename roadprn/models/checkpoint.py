@@ -30,9 +30,9 @@ from torch import nn
 import roadprn
 from roadprn.config import NormalizationConfig
 from roadprn.errors import ModelError
-from roadprn.io import atomic_output, file_sha256
 from roadprn.models.base import archive_kind, build_model, load_torchscript
 from roadprn.models.torchscript_guard import check_torchscript_archive
+from roadprn.outputs.atomic import atomic_output, file_sha256
 
 FORMAT_NAME = "roadprn-checkpoint"
 FORMAT_VERSION = 1

@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from roadprn.errors import ModelError
-from roadprn.inference import SegmentationModel
+from roadprn.infer.predictor import SegmentationModel
 
 DEFAULT_BASE_MODEL = "default_base.pt"
 DEFAULT_PAN_MODEL = "default_base_pan.pt"  # 1-band (panchromatic) twin of the default model

@@ -20,7 +20,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from roadprn.errors import ConfigError, OutputError
-from roadprn.io import atomic_output, check_writable
+from roadprn.outputs.atomic import atomic_output, check_writable
 from roadprn.synth.grid import SceneGrid, make_grid
 from roadprn.synth.network import SURFACES, RoadNetwork, build_network
 from roadprn.synth.render import plan_scene, render_window, sensor_noise

@@ -34,8 +34,7 @@ from tqdm import tqdm
 
 from roadprn.config import NormalizationConfig
 from roadprn.errors import ConfigError, ModelError, OutputError
-from roadprn.inference import resolve_device
-from roadprn.io import atomic_output, check_writable
+from roadprn.infer.predictor import resolve_device
 from roadprn.models.base import build_model, default_tiling, load_pretrained
 from roadprn.models.checkpoint import (
     FORMAT_NAME,
@@ -46,6 +45,7 @@ from roadprn.models.checkpoint import (
     file_sha256,
     save_checkpoint,
 )
+from roadprn.outputs.atomic import atomic_output, check_writable
 from roadprn.train.data import (
     Augmentation,
     GridChips,

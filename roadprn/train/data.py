@@ -29,8 +29,8 @@ from torch.utils.data import Dataset
 
 from roadprn.config import NormalizationConfig
 from roadprn.errors import ConfigError, InputError
-from roadprn.io import atomic_output
-from roadprn.labels import (
+from roadprn.outputs.atomic import atomic_output
+from roadprn.raster.labels import (
     SceneGrid,
     buffer_centrelines,
     is_vector_labels,
@@ -38,15 +38,9 @@ from roadprn.labels import (
     read_centrelines,
     read_mask_labels,
 )
-from roadprn.raster import (
-    BandNormalizer,
-    check_band_count,
-    make_normalizer,
-    open_dataset,
-    open_raster,
-    open_scene,
-    read_window,
-)
+from roadprn.raster.normalize import BandNormalizer, make_normalizer
+from roadprn.raster.read import read_window
+from roadprn.raster.scene import check_band_count, open_dataset, open_raster, open_scene
 
 LABEL_BLOCK = 1024  # label rasters are written in blocks of this many pixels
 ROAD_CELL = 64  # oversampling picks windows around cells of this size that hold road pixels

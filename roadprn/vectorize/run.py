@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roadprn.gpkg import output_paths, run_record, write_network
-from roadprn.io import check_writable
+from roadprn.outputs.atomic import check_writable
 from roadprn.vectorize.attributes import network_frames
+from roadprn.vectorize.gpkg import output_paths, run_record, write_network
 from roadprn.vectorize.params import VectorizeParams
 from roadprn.vectorize.source import RoadSource, open_source
 from roadprn.vectorize.tiled import vectorize_source

@@ -19,7 +19,8 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from roadprn.errors import InputError
-from roadprn.raster import bounded_gdal_cache, open_dataset
+from roadprn.raster.gdal_env import bounded_gdal_cache
+from roadprn.raster.scene import open_dataset
 
 RasterKind = Literal["mask", "prob"]
 SCAN_PIXELS = 1 << 20  # per window of the value scan

@@ -15,9 +15,9 @@ from typing import Any
 import dask
 from dask.callbacks import Callback
 
-from roadprn.memory import bounded_heap, release_free_memory
-from roadprn.parallel import local_thread_count
-from roadprn.raster import bounded_gdal_cache
+from roadprn.raster.gdal_env import bounded_gdal_cache
+from roadprn.runtime.memory import bounded_heap, release_free_memory
+from roadprn.runtime.parallel import local_thread_count
 from roadprn.vectorize.cleanup import clean_mask
 from roadprn.vectorize.graph import RoadNetwork, clean_graph, from_pieces, simplified_network
 from roadprn.vectorize.params import VectorizeParams

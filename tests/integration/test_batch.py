@@ -31,7 +31,7 @@ from roadprn.cli import main
 from roadprn.cli.batch import batch as batch_command
 from roadprn.config import load_config
 from roadprn.errors import InputError
-from roadprn.io import TMP_MARKER
+from roadprn.outputs.atomic import TMP_MARKER
 
 if "batch" not in main.commands:  # the lead registers it; until then the tests do
     main.add_command(batch_command)
@@ -308,12 +308,12 @@ def test_bad_batch_options_are_one_line_errors(tmp_path, tiny_model):
 @pytest.mark.parametrize("bands", [[(0, 2), (2, 5), (5, 99)], [(0, 1), (1, 2), (2, 3), (3, 99)]])
 def test_bands_of_tile_rows_equal_the_whole_scene(tmp_path, tiny_model, bands):
     """The building block for splitting a large scene across workers: band rows == whole rows."""
-    from roadprn.inference import Predictor
+    from roadprn.infer.base_stage import predict_strips
+    from roadprn.infer.predictor import Predictor
+    from roadprn.infer.tiling import TilePlan
     from roadprn.models.loading import load_segmentation_model
-    from roadprn.pipeline import predict_strips
-    from roadprn.raster import make_normalizer
+    from roadprn.raster.normalize import make_normalizer
     from roadprn.synth import generate_scene
-    from roadprn.tiling import TilePlan
 
     scene = generate_scene(tmp_path / "s.tif", width=90, height=117, seed=5).image_path
     model = load_segmentation_model(str(tiny_model))

@@ -162,7 +162,7 @@ def test_malformed_manifest_records_are_skipped_and_resume_never_hangs(tmp_path,
     good.write_bytes(b"0123456789")
     os.mkfifo(out / "s-00000001" / "fifo.tif")
     (out / "s-00000001" / "zero.tif").symlink_to("/dev/zero")
-    from roadprn.io import file_sha256
+    from roadprn.outputs.atomic import file_sha256
 
     sha = file_sha256(good)
     hashes = {"base": "m"}

@@ -24,7 +24,7 @@ from roadprn.batch.split import (
     read_pieces,
 )
 from roadprn.config import load_config
-from roadprn.io import TMP_MARKER
+from roadprn.outputs.atomic import TMP_MARKER
 
 from .test_extract_cli import make_checkpoint
 
@@ -83,7 +83,7 @@ def test_band_ranges_cover_rows_in_bands_of_several_rows(rows, workers):
 
 
 def test_only_scenes_beyond_threshold_and_fair_share_split():
-    from roadprn.tiling import TilePlan
+    from roadprn.infer.tiling import TilePlan
 
     def plan(size):  # stride 448: size 4096 -> 10x10 tiles
         return TilePlan(size, size, 512, 32)
@@ -99,8 +99,8 @@ def test_only_scenes_beyond_threshold_and_fair_share_split():
 
 
 def test_pieces_with_a_gap_are_refused_and_leave_no_outputs(tmp_path, checkpoint):
+    from roadprn.infer.base_stage import ExtractPaths, extract_probability
     from roadprn.models.loading import load_segmentation_model
-    from roadprn.pipeline import ExtractPaths, extract_probability
     from roadprn.synth import generate_scene
 
     scene = generate_scene(tmp_path / "s.tif", width=70, height=100, seed=2).image_path

@@ -8,10 +8,10 @@ from rasterio.transform import from_origin
 from torch import nn
 
 from roadprn.config import load_config
-from roadprn.inference import Predictor, SegmentationModel
-from roadprn.pipeline import ExtractPaths, extract_probability, predict_strips
-from roadprn.raster import BandNormalizer
-from roadprn.tiling import TilePlan
+from roadprn.infer.base_stage import ExtractPaths, extract_probability, predict_strips
+from roadprn.infer.predictor import Predictor, SegmentationModel
+from roadprn.infer.tiling import TilePlan
+from roadprn.raster.normalize import BandNormalizer
 
 
 def conv_model(in_channels: int, seed: int = 0) -> nn.Module:

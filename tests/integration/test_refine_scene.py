@@ -11,8 +11,8 @@ from roadprn.cli import main
 from roadprn.config import load_config
 from roadprn.models.base import build_model
 from roadprn.models.checkpoint import save_checkpoint
-from roadprn.refine import refine
-from roadprn.refine_scene import load_refine_model, refine_scene
+from roadprn.prn.refine import refine
+from roadprn.prn.refine_scene import load_refine_model, refine_scene
 
 from .test_extract_cli import make_checkpoint
 

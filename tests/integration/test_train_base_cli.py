@@ -126,8 +126,8 @@ def test_shipped_default_model_loads_and_finds_roads(tmp_path):
     import rasterio
 
     from roadprn.config import load_config
+    from roadprn.infer.base_stage import extract_probability
     from roadprn.models.loading import default_model_path, load_segmentation_model
-    from roadprn.pipeline import extract_probability
 
     path = default_model_path()
     assert path.is_file() and path.stat().st_size <= 20e6

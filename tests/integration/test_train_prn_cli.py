@@ -13,7 +13,7 @@ from roadprn.cli.train_prn import prn
 from roadprn.errors import ConfigError, InputError, OutputError
 from roadprn.models.checkpoint import load_checkpoint
 from roadprn.models.loading import default_model_path
-from roadprn.models.prn import PatchRefineNet
+from roadprn.prn.network import PatchRefineNet
 from roadprn.synth import generate_scene
 
 pytestmark = [

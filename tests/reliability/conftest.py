@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from roadprn.cli import main
-from roadprn.io import TMP_MARKER
+from roadprn.outputs.atomic import TMP_MARKER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ import rasterio
 import rasterio.shutil
 import torch
 
-from roadprn.io import TMP_MARKER
+from roadprn.outputs.atomic import TMP_MARKER
 
 from .conftest import assert_clean_failure, invoke, leftovers, temp_files
 from .test_untrusted import server  # noqa: F401 - the recording HTTP server fixture
@@ -235,15 +235,15 @@ def _disk_full(original, after_bytes: int = 4096):
 
 
 def test_disk_full_while_writing_rasters(monkeypatch, out, good_scene, tiny_model):
-    import roadprn.pipeline as pipeline
+    import roadprn.infer.base_stage as pipeline
 
-    monkeypatch.setattr(pipeline, "_to_cog", _disk_full(pipeline._to_cog))
+    monkeypatch.setattr(pipeline, "to_cog", _disk_full(pipeline.to_cog))
     result = extract(good_scene, tiny_model, out)
     assert_clean_failure(result, 1, "no space left on device", str(out), out=out)
 
 
 def test_disk_full_while_writing_the_network(monkeypatch, out, good_scene, tiny_model):
-    import roadprn.gpkg as gpkg
+    import roadprn.vectorize.gpkg as gpkg
 
     def full(frame, path, layer, fmt):
         path.write_bytes(b"\0" * 4096)
@@ -262,7 +262,7 @@ def test_multi_file_network_is_all_or_nothing(monkeypatch, tmp_path, fmt):
     import geopandas as gpd
     from shapely.geometry import LineString, Point
 
-    import roadprn.gpkg as gpkg
+    import roadprn.vectorize.gpkg as gpkg
 
     roads = gpd.GeoDataFrame({"id": [1], "length_m": [1.0]},
                              geometry=[LineString([(0, 0), (1, 1)])], crs="EPSG:32631")

@@ -56,7 +56,7 @@ def test_extract_on_a_huge_vrt_starts_in_bounded_memory(tmp_path, tiny_model):
     out = tmp_path / "out"
     marker = tmp_path / "tiles_done"
     # touch the marker once the model has run 20 batches: tiles are flowing through the pipeline
-    hook = ("import os, pathlib, roadprn.inference as _i\n"
+    hook = ("import os, pathlib, roadprn.infer.predictor as _i\n"
             "_orig = _i.Predictor.__call__\n_n = [0]\n"
             "def _count(self, batch):\n"
             "    _n[0] += 1\n"

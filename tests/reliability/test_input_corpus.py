@@ -16,7 +16,8 @@ import torch
 
 from roadprn.models.base import build_model
 from roadprn.models.checkpoint import save_checkpoint
-from roadprn.raster import open_raster, read_valid
+from roadprn.raster.read import read_valid
+from roadprn.raster.scene import open_raster
 
 from . import corpus
 from .conftest import assert_clean_failure, invoke
@@ -200,7 +201,7 @@ def test_every_real_raster_through_extract(realdata, tmp_path, rel, mode, one_to
     are refused with the flag that allows them, and work with it (pixel coordinates)."""
     scene = realdata / rel
     out = tmp_path / "out"
-    from roadprn.raster import open_scene
+    from roadprn.raster.scene import open_scene
 
     info = open_scene(scene, allow_ungeoreferenced=True)
     bands = min(len(info.data_bands), 3)

@@ -17,15 +17,15 @@ from .conftest import cli_process, invoke, leftovers, temp_files, wait_for_file
 # Each hook touches $MARKER when the stage starts, then makes the stage slow.
 HOOKS = {
     # reader threads: a slow disk (the main thread waits for the read)
-    "reading": ("roadprn.pipeline", "read_window", "before", 2.0),
+    "reading": ("roadprn.infer.base_stage", "read_window", "before", 2.0),
     # the model's batches, on the main thread
-    "inference": ("roadprn.inference.Predictor", "__call__", "before", 60.0),
+    "inference": ("roadprn.infer.predictor.Predictor", "__call__", "before", 60.0),
     # raw rasters -> COGs on a thread pool, temporary files open
-    "writing_rasters": ("roadprn.pipeline", "_to_cog", "after", 2.0),
+    "writing_rasters": ("roadprn.infer.base_stage", "to_cog", "after", 2.0),
     # skeleton, graph, pruning of the mask (rasters already complete)
     "vectorizing": ("roadprn.vectorize.run", "vectorize_source", "before", 60.0),
     # the GeoPackage half written under its temporary name
-    "writing_network": ("roadprn.gpkg", "_write_layer", "after", 60.0),
+    "writing_network": ("roadprn.vectorize.gpkg", "_write_layer", "after", 60.0),
 }
 
 HOOK_CODE = """

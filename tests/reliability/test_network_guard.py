@@ -4,7 +4,7 @@ Each of the ten bypasses a red-team run found is built against a recording HTTP 
 127.0.0.1 (in its own process, ``http_recorder.py``): every command must end in one line, exit 3,
 and the server must see **no request**. The same files are then opened with roadprn's own XML
 checks switched off, to show that GDAL itself, as roadprn configures it
-(:mod:`roadprn.gdal_guard`), sends nothing either. A network path the user gives still works.
+(:mod:`roadprn.runtime.gdal_guard`), sends nothing either. A network path the user gives still works.
 Each test uses URLs of its own, so GDAL's per-process cache of answers cannot hide a request.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from roadprn import gdal_guard
+from roadprn.runtime import gdal_guard
 
 from ..conftest import write_test_raster
 from .conftest import REPO_ROOT, assert_clean_failure, invoke
@@ -66,9 +66,9 @@ def server(tmp_path_factory) -> Iterator[Recorder]:
 @pytest.fixture
 def no_xml_checks(monkeypatch) -> None:
     """roadprn's own scan of the files switched off: only GDAL's settings stand."""
-    import roadprn.raster as raster
+    import roadprn.raster.scene as raster
 
-    monkeypatch.setattr(raster, "_refuse_embedded_code", lambda *args, **kwargs: True)
+    monkeypatch.setattr(raster, "refuse_embedded_code", lambda *args, **kwargs: True)
     monkeypatch.setattr(raster, "refuse_network_sources", lambda *args, **kwargs: None)
     raster._VERIFIED_LOCAL.clear()
 
@@ -315,7 +315,7 @@ def test_a_network_path_the_user_gives_is_read(tmp_path, server):
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["width"] == 64
     assert any(h.endswith("/remote.tif") for h in server.hits())
-    from roadprn.raster import open_dataset
+    from roadprn.raster.scene import open_dataset
 
     with open_dataset(f"/vsicurl/http://{server.host}/remote.tif") as ds:
         assert np.array_equal(ds.read(), data)  # read after the open, outside its permission
@@ -367,7 +367,7 @@ def test_a_fresh_process_is_guarded_before_its_first_open(tmp_path, server):
 def test_images_behind_a_vrt_are_sniffed_not_read(tmp_path, good_scene, monkeypatch):
     """The XML checks read only the first 64 KiB of a source image (a mosaic of thousands of
     GeoTIFFs would otherwise be read up to 16 MiB each)."""
-    import roadprn.raster as raster
+    import roadprn.raster.scene as raster
 
     reads: list[tuple[str, int]] = []
     original = gdal_guard.read_head

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from roadprn.staging import MARKER_SUFFIX, STAGING_PREFIX
+from roadprn.outputs.staging import MARKER_SUFFIX, STAGING_PREFIX
 
 from .conftest import (
     assert_clean_failure,
@@ -67,7 +67,7 @@ def test_sigkill_leaves_no_final_names_and_a_rerun_replaces_it(tmp_path, good_sc
 def test_sigkill_during_refinement(tmp_path, good_scene):
     """The default model and its PRN: killed while refining, nothing has a final name."""
     out, marker = tmp_path / "out", tmp_path / "stage_reached"
-    hook = HOOK_CODE.format(spec=("roadprn.refine_scene", "refine_scene", "before", 120.0))
+    hook = HOOK_CODE.format(spec=("roadprn.prn.refine_scene", "refine_scene", "before", 120.0))
     args = ["extract", str(good_scene), "--out", str(out)]
     proc = cli_process(args, hook=hook, env={"MARKER": str(marker)})
     wait_for_file(marker, proc, seconds=300)
@@ -197,12 +197,12 @@ def test_a_really_full_disk_is_one_line_and_leaves_nothing(tmp_path, good_scene,
 def test_permission_lost_mid_write(monkeypatch, tmp_path, good_scene, tiny_model):
     import errno
 
-    import roadprn.pipeline as pipeline
+    import roadprn.infer.base_stage as pipeline
 
     def denied(src, dst, *args, **kwargs):
         raise OSError(errno.EACCES, "Permission denied", str(dst))
 
-    monkeypatch.setattr(pipeline, "_to_cog", denied)
+    monkeypatch.setattr(pipeline, "to_cog", denied)
     out = tmp_path / "out"
     result = invoke("extract", good_scene, "--model", tiny_model, "--out", out)
     assert_clean_failure(result, 1, "permission denied", str(out), out=out)
@@ -213,7 +213,7 @@ def test_permission_lost_mid_write(monkeypatch, tmp_path, good_scene, tiny_model
 
 def test_a_bug_is_one_line_naming_a_log_with_the_traceback(monkeypatch, tmp_path, good_scene,
                                                            tiny_model):
-    import roadprn.pipeline as pipeline
+    import roadprn.infer.base_stage as pipeline
 
     def buggy(*args, **kwargs):
         raise RuntimeError("an unexpected\nmulti-line failure")
@@ -235,7 +235,7 @@ def test_a_bug_is_one_line_naming_a_log_with_the_traceback(monkeypatch, tmp_path
 
 
 def test_verbose_shows_the_traceback_of_a_bug(monkeypatch, tmp_path, good_scene, tiny_model):
-    import roadprn.pipeline as pipeline
+    import roadprn.infer.base_stage as pipeline
 
     monkeypatch.setattr(pipeline, "prepare_inference",
                         lambda *a, **k: (_ for _ in ()).throw(KeyError("oops")))
@@ -247,7 +247,7 @@ def test_verbose_shows_the_traceback_of_a_bug(monkeypatch, tmp_path, good_scene,
 
 
 def test_a_bug_with_no_writable_log_folder_still_ends_in_one_line(monkeypatch, tmp_path):
-    from roadprn.crashlog import write_crash_log
+    from roadprn.runtime.crashlog import write_crash_log
 
     blocker = tmp_path / "file"
     blocker.write_text("")

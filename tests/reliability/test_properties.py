@@ -20,7 +20,7 @@ from rasterio.transform import from_origin
 from roadprn.evaluate.apls import APLSParams, apls
 from roadprn.evaluate.length import length_metrics
 from roadprn.evaluate.pixel import patch_iou_grid, pixel_metrics, threshold_sweep
-from roadprn.pseudolabels import patch_thresholds, pseudo_labels
+from roadprn.prn.pseudolabels import patch_thresholds, pseudo_labels
 from roadprn.vectorize import ArraySource, VectorizeParams, network_frames, vectorize_source
 
 from ..unit.test_pseudolabels import loop_pseudo_labels

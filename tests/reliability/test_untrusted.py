@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from roadprn.errors import InputError
-from roadprn.raster import is_network_path, open_dataset, open_scene
+from roadprn.raster.scene import open_dataset, open_scene
+from roadprn.runtime.gdal_guard import is_network_path
 
 from ..conftest import write_test_raster
 from .conftest import REPO_ROOT, assert_clean_failure, invoke, leftovers

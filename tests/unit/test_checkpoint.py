@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from roadprn.errors import ModelError, OutputError
-from roadprn.io import TMP_MARKER
 from roadprn.models.base import build_model
 from roadprn.models.checkpoint import (
     FORMAT_NAME,
@@ -20,6 +19,7 @@ from roadprn.models.checkpoint import (
     save_checkpoint,
     weights_sha256,
 )
+from roadprn.outputs.atomic import TMP_MARKER
 
 PLAIN = (str, int, float, bool, type(None))
 

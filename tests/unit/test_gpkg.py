@@ -11,9 +11,9 @@ import pyogrio
 import pytest
 import shapely
 
-from roadprn import gpkg
 from roadprn.errors import OutputError
-from roadprn.gpkg import output_paths, run_record, write_network
+from roadprn.vectorize import gpkg
+from roadprn.vectorize.gpkg import output_paths, run_record, write_network
 
 
 def frames(n: int, crs: str = "EPSG:32611") -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:

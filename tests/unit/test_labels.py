@@ -13,7 +13,7 @@ from rasterio.windows import Window
 from shapely.geometry import LineString
 
 from roadprn.errors import InputError
-from roadprn.labels import (
+from roadprn.raster.labels import (
     SceneGrid,
     centrelines_to_mask,
     labels_to_mask,
@@ -265,7 +265,7 @@ def test_mask_labels_with_nodata_are_not_road(tmp_path):
     import rasterio
     from rasterio.transform import from_origin
 
-    from roadprn.labels import SceneGrid, read_mask_labels
+    from roadprn.raster.labels import SceneGrid, read_mask_labels
 
     data = np.zeros((1, 20, 20), np.uint8)
     data[0, 5, :] = 1

@@ -10,7 +10,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.transform import from_origin
 
-from roadprn.overviews import StreamedOverviews, overview_factors, reduce_2x2
+from roadprn.raster.overviews import StreamedOverviews, overview_factors, reduce_2x2
 
 PROFILE = dict(driver="GTiff", count=1, dtype="uint8", crs="EPSG:32631", tiled=True,
                blockxsize=64, blockysize=64, compress="zstd")

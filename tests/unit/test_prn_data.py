@@ -10,9 +10,7 @@ from rasterio.transform import from_origin
 
 from roadprn.errors import ConfigError, InputError
 from roadprn.models.checkpoint import load_checkpoint
-from roadprn.models.prn import prn_arch, prn_arch_kwargs
-from roadprn.train.prn import PRNTrainSettings, train_prn
-from roadprn.train.prn_data import (
+from roadprn.prn.data import (
     PRNMaps,
     cut_maps,
     fit_prn,
@@ -27,6 +25,8 @@ from roadprn.train.prn_data import (
     write_history,
     write_prn_checkpoint,
 )
+from roadprn.prn.network import prn_arch, prn_arch_kwargs
+from roadprn.prn.train import PRNTrainSettings, train_prn
 
 TINY = prn_arch_kwargs(prn_arch("fast", grid=2, map_size=64))
 

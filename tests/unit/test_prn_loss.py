@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from roadprn.models.losses import (
+from roadprn.prn.loss import (
     binary_cross_entropy,
     edge_map,
     focal_loss,
@@ -17,7 +17,6 @@ from roadprn.models.losses import (
     prn_loss,
     truth_loss,
 )
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

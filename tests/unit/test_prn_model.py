@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from roadprn.models.prn import (
+from roadprn.prn.network import (
     PatchRefineNet,
     PRNArch,
     count_parameters,
@@ -14,7 +14,6 @@ from roadprn.models.prn import (
     prn_arch_kwargs,
     unfold_grid,
 )
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from roadprn.pseudolabels import (
+from roadprn.prn.pseudolabels import (
     THRESHOLDS,
     patch_thresholds,
     per_image_oracle,
@@ -212,7 +212,7 @@ def test_compiles_without_a_writable_cache(monkeypatch: pytest.MonkeyPatch) -> N
     import numba
     from numba.core import caching
 
-    from roadprn.pseudolabels import _jit
+    from roadprn.prn.pseudolabels import _jit
 
     def read_only(self: object) -> None:
         raise PermissionError("read-only file system")

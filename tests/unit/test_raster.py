@@ -7,16 +7,10 @@ from rasterio.windows import Window
 
 from roadprn.config import NormalizationConfig
 from roadprn.errors import InputError
-from roadprn.raster import (
-    check_band_count,
-    estimate_percentiles,
-    make_normalizer,
-    open_raster,
-    open_scene,
-    pixel_size_m,
-    read_valid,
-    read_window,
-)
+from roadprn.raster.geometry import pixel_size_m
+from roadprn.raster.normalize import estimate_percentiles, make_normalizer
+from roadprn.raster.read import read_valid, read_window
+from roadprn.raster.scene import check_band_count, open_raster, open_scene
 
 
 def ramp(h, w, bands=1, dtype="uint16"):
@@ -223,7 +217,7 @@ def test_large_scene_without_overviews_is_sampled_in_windows(make_raster):
     ((5000, 7000), (512, 512)), ((5000, 7000), (1, 7000)), ((300, 90000), (256, 256)),
     ((100, 100), (100, 100))])
 def test_sample_windows_spread_inside_blocks(shape, block):
-    from roadprn.raster import sample_windows
+    from roadprn.raster.normalize import sample_windows
 
     windows = sample_windows(*shape, block, sample_size=1024)
     assert len(windows) == 64
@@ -263,7 +257,7 @@ def test_all_nodata_scene_is_clear_error(make_raster):
 
 
 def test_network_guard_runs_once_per_unchanged_file(tmp_path, monkeypatch):
-    import roadprn.raster as raster_module
+    import roadprn.raster.scene as raster_module
 
     path = tmp_path / "scene.tif"
     with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8",
@@ -352,7 +346,7 @@ def test_resampled_reads_keep_the_scenes_validity(tmp_path, name, factor):
     an alpha band in the source no longer makes GDAL's warper refuse (SpaceNet RGBA chips)."""
     from rasterio.transform import Affine
 
-    from roadprn.grid import Grid, ResampledScene
+    from roadprn.raster.grid import Grid, ResampledScene
 
     path, expected = _validity_case(tmp_path, name)
     w, h = round(W * factor), round(H * factor)
@@ -384,7 +378,7 @@ def test_percentiles_ignore_alpha_zero_pixels_even_with_nodata(tmp_path):
 
 
 def test_validity_sources_describe_the_scene(tmp_path):
-    from roadprn.raster import validity_sources
+    from roadprn.raster.read import validity_sources
 
     path, _ = _validity_case(tmp_path, "nodata+mask+alpha")
     with open_raster(path) as ds:
@@ -420,7 +414,7 @@ def test_check_blocks_reads_the_last_overview_block(tmp_path):
 def test_linear_units_of_projected_and_engineering_crs():
     from rasterio.crs import CRS
 
-    from roadprn.raster import linear_unit_m
+    from roadprn.raster.geometry import linear_unit_m
 
     assert linear_unit_m(CRS.from_epsg(32631)) == 1.0
     assert linear_unit_m(CRS.from_epsg(2227)) == pytest.approx(0.3048006096)  # US survey ft
@@ -466,9 +460,9 @@ def test_palette_bands_are_refused(make_raster):
 @pytest.mark.parametrize("scale,offset", [([float("nan")], None), ([0.1], [float("inf")]),
                                           ([0.0], None)])
 def test_fixed_normalisation_must_be_finite(make_raster, scale, offset):
-    from roadprn.errors import ConfigError
-
     from pydantic import ValidationError
+
+    from roadprn.errors import ConfigError
 
     path = make_raster(np.ones((3, 8, 8), np.uint8))
     if not all(np.isfinite(v) for v in [*(scale or []), *(offset or [])]):

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from roadprn.models.prn import PatchRefineNet
-from roadprn.refine import default_halo, fuse, prn_probabilities, refine
-
+from roadprn.prn.network import PatchRefineNet
+from roadprn.prn.refine import default_halo, fuse, prn_probabilities, refine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from roadprn.stitch import StripStitcher
-from roadprn.tiling import TilePlan
+from roadprn.infer.stitch import StripStitcher
+from roadprn.infer.tiling import TilePlan
 
 
 def stitch_function(plan: TilePlan, field: np.ndarray, align: int) -> tuple[np.ndarray, list[int]]:

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roadprn.tiling import TilePlan, rising_ramp
+from roadprn.infer.tiling import TilePlan, rising_ramp
 
 
 def coverage(plan: TilePlan) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 
 from roadprn.config import NormalizationConfig
 from roadprn.errors import ConfigError, InputError
-from roadprn.labels import SceneGrid, labels_to_mask
+from roadprn.raster.labels import SceneGrid, labels_to_mask
 from roadprn.synth import generate_scene
 from roadprn.train.base import lr_factor
 from roadprn.train.data import (

@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from roadprn.models.prn import prn_arch, prn_arch_kwargs
-from roadprn.train.prn import (
+from roadprn.prn.network import prn_arch, prn_arch_kwargs
+from roadprn.prn.train import (
     PRNTrainSettings,
     _dihedral,
     best_model,
     pooled_iou,
     train_prn,
 )
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

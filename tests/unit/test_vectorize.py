@@ -238,7 +238,7 @@ def test_boolean_shift_morphology_equals_scipy() -> None:
 
 
 def test_thread_count_defaults_to_cores_and_respects_a_request() -> None:
-    from roadprn.parallel import available_cores, local_thread_count
+    from roadprn.runtime.parallel import available_cores, local_thread_count
 
     assert local_thread_count(3) == 3
     assert local_thread_count(None) == max(1, min(8, available_cores()))
@@ -264,7 +264,7 @@ def test_heap_helpers_are_safe_and_user_malloc_settings_win(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from roadprn import memory
+    from roadprn.runtime import memory
 
     on_glibc = memory._glibc() is not None
     assert memory.release_free_memory() is on_glibc

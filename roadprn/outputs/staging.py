@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from roadprn.errors import OutputError, RoadprnError, WriteFailed, disk_nearly_full, io_error_reason
-from roadprn.io import check_writable, safe_name
+from roadprn.outputs.atomic import check_writable, safe_name
 
 log = logging.getLogger(__name__)
 

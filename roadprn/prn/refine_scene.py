@@ -23,13 +23,22 @@ from torch import nn
 
 from roadprn.config import Config
 from roadprn.errors import ModelError
-from roadprn.grid import scene_grid
-from roadprn.inference import configure_torch_threads, resolve_device
-from roadprn.io import atomic_output, check_writable, remove_with_sidecars, temporary_sibling
-from roadprn.pipeline import MASK_NODATA, _to_cog, _write_outputs, predict_strips
-from roadprn.raster import BandNormalizer, open_scene
-from roadprn.refine import FUSION_RULES, default_halo, fuse
-from roadprn.tiling import TilePlan
+from roadprn.infer.base_stage import predict_strips
+from roadprn.infer.predictor import configure_torch_threads, resolve_device
+from roadprn.infer.tiling import TilePlan
+from roadprn.infer.writer import write_strips
+from roadprn.outputs.atomic import (
+    atomic_output,
+    check_writable,
+    remove_with_sidecars,
+    temporary_sibling,
+)
+from roadprn.prn.refine import FUSION_RULES, default_halo, fuse
+from roadprn.raster.grid import scene_grid
+from roadprn.raster.normalize import BandNormalizer
+from roadprn.raster.scene import open_scene
+from roadprn.raster.write import MASK_NODATA
+from roadprn.raster.write import to_cog
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +135,9 @@ def refine_scene(
             )
             tags = {"ROADPRN_REFINED_BY": prn.name, "ROADPRN_PRN_SHA256": prn.sha256,
                     "ROADPRN_FUSION": config.refine.fusion, "ROADPRN_SOURCE": source_tag or info.path}
-            sources = _write_outputs(strips, info, scene_grid(info), config, None, raw, tags,
+            sources = write_strips(strips, info, scene_grid(info), config, None, raw, tags,
                                      stats)
-            _to_cog(sources[raw], final, config.output, resampling="NEAREST")
+            to_cog(sources[raw], final, config.output, resampling="NEAREST")
     finally:
         remove_with_sidecars(raw)
     stats["seconds"] = time.perf_counter() - t0

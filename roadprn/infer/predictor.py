@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from roadprn.errors import ConfigError
-from roadprn.parallel import available_cores
+from roadprn.runtime.parallel import available_cores
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ import torch
 
 from roadprn.config import Config
 from roadprn.errors import ConfigError, InputError
-from roadprn.inference import SegmentationModel
-from roadprn.labels import SceneGrid, is_vector_labels, labels_to_mask
-from roadprn.raster import open_raster
-from roadprn.train.prn import PRNTrainSettings, PRNTrainState
+from roadprn.infer.predictor import SegmentationModel
+from roadprn.prn.train import PRNTrainSettings, PRNTrainState
+from roadprn.raster.labels import SceneGrid, is_vector_labels, labels_to_mask
+from roadprn.raster.scene import open_raster
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def maps_from_scene(
     The probability COG goes to ``work_dir/<scene stem>_probability.tif``; with ``reuse`` an
     existing one written by the same base model (tag ``ROADPRN_MODEL_SHA256``) is read instead.
     """
-    from roadprn.pipeline import ExtractPaths, extract_probability
+    from roadprn.infer.base_stage import ExtractPaths, extract_probability
 
     paths = ExtractPaths.for_scene(scene, work_dir)
     if not (reuse and _written_by(paths.probability, base_model.sha256)):
@@ -289,7 +289,7 @@ def load_maps(path: str | Path) -> PRNMaps:
 
 def save_train_state(path: str | Path, state: PRNTrainState) -> None:
     """The full training state (for ``--resume``), loadable with ``weights_only=True``."""
-    from roadprn.io import atomic_output
+    from roadprn.outputs.atomic import atomic_output
 
     with atomic_output(Path(path), True) as tmp:
         torch.save(dataclasses.asdict(state), tmp)
@@ -320,7 +320,7 @@ def write_prn_checkpoint(
 ) -> str:
     """The selected (best) weights as a PRN checkpoint paired with its base model; its sha256."""
     from roadprn.models.checkpoint import CheckpointMeta, TrainingData, save_checkpoint
-    from roadprn.train.prn import best_model
+    from roadprn.prn.train import best_model
 
     meta = CheckpointMeta(
         kind="prn", arch="prn", arch_kwargs=state.arch_kwargs,
@@ -341,12 +341,12 @@ def fit_prn(
     max_minutes: float | None = None,
     on_epoch_end: Callable[[PRNTrainState], None] | None = None,
 ) -> PRNTrainState:
-    """:func:`roadprn.train.prn.train_prn` one epoch at a time, stopping after ``max_minutes``.
+    """:func:`roadprn.prn.train.train_prn` one epoch at a time, stopping after ``max_minutes``.
 
     Each epoch's randomness comes from ``(seed, epoch)``, so stepping epoch by epoch gives the
     same result as one long call, and a stopped run resumes exactly.
     """
-    from roadprn.train.prn import train_prn
+    from roadprn.prn.train import train_prn
 
     t0 = time.perf_counter()
     state = resume

@@ -4,7 +4,7 @@ single-layer GeoJSON / FlatGeobuf / GeoParquet.
 The GeoPackage carries its QGIS style in the standard ``layer_styles`` table with
 ``useAsDefault`` set, so QGIS draws roads as a bright line with a dark casing (visible on both
 dark and light imagery) as soon as the file is opened. Every file is written under a temporary
-name and renamed when complete (:func:`roadprn.io.atomic_output`).
+name and renamed when complete (:func:`roadprn.outputs.atomic.atomic_output`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import pyogrio
 
 from roadprn import __version__
 from roadprn.errors import ConfigError, InputError, disk_nearly_full, errno_in_text
-from roadprn.io import atomic_output, check_writable, ogr_path
-from roadprn.io import file_sha256 as io_file_sha256
+from roadprn.outputs.atomic import atomic_output, check_writable, ogr_path
+from roadprn.outputs.atomic import file_sha256 as io_file_sha256
 
 OutputFormat = Literal["gpkg", "geojson", "fgb", "parquet"]
 FORMATS: dict[str, tuple[str, str]] = {  # name -> (GDAL driver or "parquet", extension)

@@ -21,7 +21,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from roadprn.errors import InputError
-from roadprn.raster import GDAL_ERRORS, SceneInfo, read_valid, validity_sources
+from roadprn.raster.gdal_env import GDAL_ERRORS
+from roadprn.raster.read import read_valid, validity_sources
+from roadprn.raster.scene import SceneInfo
 
 log = logging.getLogger(__name__)
 

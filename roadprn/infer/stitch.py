@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roadprn.tiling import Tile, TilePlan
+from roadprn.infer.tiling import Tile, TilePlan
 
 
 @dataclass(frozen=True)

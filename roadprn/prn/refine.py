@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from roadprn.models.prn import PatchRefineNet
+from roadprn.prn.network import PatchRefineNet
 
 FUSION_RULES = ("paper", "global", "local", "mean")
 _DILATE_3X3 = np.ones((3, 3), dtype=bool)

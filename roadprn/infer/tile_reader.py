@@ -17,8 +17,8 @@ from typing import Any, Generic, TypeVar
 import dask
 from rasterio.io import DatasetReader
 
-from roadprn.grid import Grid, ResampledScene
-from roadprn.raster import open_dataset
+from roadprn.raster.grid import Grid, ResampledScene
+from roadprn.raster.scene import open_dataset
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -27,7 +27,7 @@ _DONE = object()
 
 class ThreadLocalReader:
     """GDAL handles are not thread-safe: each reader thread opens its own (a
-    :class:`~roadprn.grid.ResampledScene` on the model's grid when resampling)."""
+    :class:`~roadprn.raster.grid.ResampledScene` on the model's grid when resampling)."""
 
     def __init__(self, path: str, grid: Grid | None = None) -> None:
         self.path = path

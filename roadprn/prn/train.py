@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from roadprn.models.losses import prn_loss
-from roadprn.models.prn import PatchRefineNet
-from roadprn.pseudolabels import pseudo_labels
-from roadprn.refine import fuse
+from roadprn.prn.loss import prn_loss
+from roadprn.prn.network import PatchRefineNet
+from roadprn.prn.pseudolabels import pseudo_labels
+from roadprn.prn.refine import fuse
 
 
 @dataclass

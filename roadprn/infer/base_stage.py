@@ -10,66 +10,46 @@ renamed only when complete.
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-import rasterio.shutil
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from roadprn import __version__
-from roadprn.config import Config, NormalizationConfig, OutputConfig
+from roadprn.config import Config, NormalizationConfig
 from roadprn.errors import InputError, ModelError
-from roadprn.grid import Grid, inference_grid, scene_grid
-from roadprn.inference import (
+from roadprn.infer.predictor import (
     Predictor,
     SegmentationModel,
     configure_torch_threads,
     resolve_device,
 )
-from roadprn.io import atomic_output, check_writable, remove_with_sidecars, temporary_sibling
-from roadprn.overviews import StreamedOverviews
-from roadprn.raster import (
-    DEFAULT_GDAL_CACHE_MB,
-    GDAL_ERRORS,
-    MASK_IO_LOCK,
-    BandNormalizer,
-    SceneInfo,
-    check_band_count,
-    check_blocks_readable,
-    limit_gdal_cache,
-    make_normalizer,
-    open_dataset,
-    open_raster,
-    open_scene,
-    read_valid,
-    read_window,
-    validity_sources,
+from roadprn.infer.stitch import Strip, StripStitcher
+from roadprn.infer.tile_reader import DaskBatchLoader, ThreadLocalReader
+from roadprn.infer.tiling import Tile, TilePlan
+from roadprn.infer.writer import write_strips
+from roadprn.outputs.atomic import (
+    atomic_output,
+    check_writable,
+    remove_with_sidecars,
+    temporary_sibling,
 )
-from roadprn.stitch import Strip, StripStitcher
-from roadprn.tile_reader import DaskBatchLoader, ThreadLocalReader
-from roadprn.tiling import Tile, TilePlan
+from roadprn.raster.gdal_env import limit_gdal_cache
+from roadprn.raster.grid import Grid, inference_grid
+from roadprn.raster.normalize import BandNormalizer, make_normalizer
+from roadprn.raster.read import read_window
+from roadprn.raster.scene import SceneInfo, check_band_count, open_raster, open_scene
+from roadprn.raster.write import WRITE_BLOCK, resample_to_scene, to_cog
 
 log = logging.getLogger(__name__)
-
-MASK_NODATA = 255
-WRITE_BLOCK = 256
-COG_BLOCK = 512
-# GDAL's block cache (MB) while writing: strips are full-width and block-aligned, so blocks are
-# complete when written and need no caching; GDAL's default (5 % of RAM) would grow with the scene.
-GDAL_CACHE_MB = DEFAULT_GDAL_CACHE_MB
 
 
 @dataclass(frozen=True)
@@ -277,7 +257,7 @@ def extract_probability(
             else:
                 stats["model_seconds"] = 0.0
                 strips = _covering_grid(precomputed_strips, grid)
-            sources = _write_outputs(strips, info, grid, config,
+            sources = write_strips(strips, info, grid, config,
                                      raw_prob if prob_final else None, raw_mask, tags, stats,
                                      overviews=not grid.resampled)
             t_cog = time.perf_counter()
@@ -285,22 +265,22 @@ def extract_probability(
                 back = temporary_sibling(paths.mask.with_name(f"{paths.mask.stem}_back.tif"))
                 tmp_files.append(back)
                 if prob_final is not None:
-                    _resample_to_scene(raw_prob, back, info, config, tags, kind="probability",
+                    resample_to_scene(raw_prob, back, info, config, tags, kind="probability",
                                        bands=bands)
-                    _to_cog(back, prob_final, config.output, resampling="AVERAGE")
+                    to_cog(back, prob_final, config.output, resampling="AVERAGE")
                     # the mask thresholds the resampled probability: smooth edges, not blocks
-                    _resample_to_scene(raw_prob, back, info, config, tags, kind="mask",
+                    resample_to_scene(raw_prob, back, info, config, tags, kind="mask",
                                        threshold=config.output.threshold, bands=bands)
                 else:
-                    _resample_to_scene(raw_mask, back, info, config, tags, kind="mask",
+                    resample_to_scene(raw_mask, back, info, config, tags, kind="mask",
                                        bands=bands)
-                _to_cog(back, mask_final, config.output, resampling="NEAREST")
+                to_cog(back, mask_final, config.output, resampling="NEAREST")
             else:  # GDAL releases the GIL: both conversions run at once
                 jobs = [(sources[raw_mask], mask_final, "NEAREST")]
                 if prob_final is not None:
                     jobs.append((sources[raw_prob], prob_final, "AVERAGE"))
                 with ThreadPoolExecutor(len(jobs), "roadprn-cog") as pool:
-                    for done in [pool.submit(_to_cog, src, dst, config.output, resampling=r)
+                    for done in [pool.submit(to_cog, src, dst, config.output, resampling=r)
                                  for src, dst, r in jobs]:
                         done.result()
             stats["cog_seconds"] = time.perf_counter() - t_cog
@@ -348,7 +328,7 @@ def predict_strips(
     """Stitched float probabilities of the whole scene, as finished full-width row strips.
 
     Reads and normalisation run as Dask tasks on ``reader_threads`` threads, up to
-    ``prefetch_batches`` batches ahead of the model (:class:`~roadprn.tile_reader.DaskBatchLoader`).
+    ``prefetch_batches`` batches ahead of the model (:class:`~roadprn.infer.tile_reader.DaskBatchLoader`).
     ``tile_rows=(a, b)``: only scene rows ``[a, b) x stride`` (a band
     of a scene split across workers), computed with one tile row of context on each side so that
     they equal the same rows of the whole scene.
@@ -426,208 +406,6 @@ def _predict_batch(tiles: list[Tile], data: np.ndarray, valid: list[np.ndarray],
     bar.update(len(tiles))
     for tile, tile_prob, tile_valid in zip(tiles, prob, valid, strict=True):
         yield from stitcher.add(tile, tile_prob, tile_valid)
-
-
-def _write_outputs(
-    strips: Iterator[Strip],
-    info: SceneInfo,
-    grid: Grid,
-    config: Config,
-    raw_prob: Path | None,
-    raw_mask: Path,
-    tags: dict[str, str],
-    stats: dict[str, float],
-    *,
-    overviews: bool = True,
-) -> dict[Path, Path]:
-    """Write strips on a writer thread (so compression overlaps inference), at most two queued.
-
-    Returns what to convert to a COG for each raw raster: with ``overviews`` a VRT that adds
-    the overview levels built on the way (:mod:`roadprn.overviews`), else the raw file itself.
-    """
-    threshold = config.output.threshold
-    profile = _raw_profile(info, grid, config.output.compress)
-    stats.update(road_pixels=0.0, valid_pixels=0.0, write_wait_seconds=0.0)
-    mask_levels: StreamedOverviews | None = None
-    prob_levels: StreamedOverviews | None = None
-    # exits in reverse: the writer thread finishes before anything it writes to is closed
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB), \
-            _open_raw(raw_mask, profile, nodata=MASK_NODATA, tags=tags) as mask_ds, \
-            _open_raw(raw_prob, profile, nodata=None, tags=tags) as prob_ds, \
-            contextlib.ExitStack() as closing, \
-            ThreadPoolExecutor(1, "roadprn-write") as writer_pool:
-        if overviews:
-            mask_levels = StreamedOverviews(raw_mask, grid.width, grid.height, profile,
-                                            "nearest", nodata=MASK_NODATA, blocksize=COG_BLOCK)
-            closing.callback(mask_levels.close)
-            if raw_prob is not None:
-                prob_levels = StreamedOverviews(raw_prob, grid.width, grid.height, profile,
-                                                "average", blocksize=COG_BLOCK)
-                closing.callback(prob_levels.close)
-
-        def write(strip: Strip) -> None:
-            # uint8 throughout: a full-width strip of a wide scene is tens of MB per copy
-            invalid = ~strip.valid
-            window = Window(0, strip.row_off, grid.width, strip.prob.shape[0])
-            mask = (strip.prob > threshold).view(np.uint8)
-            mask[invalid] = MASK_NODATA
-            mask_ds.write(mask[None], window=window)
-            if mask_levels is not None:
-                mask_levels.add(mask, strip.valid)
-            if prob_ds is not None:
-                # in place: the strip is this writer's own copy, and a scaled copy of a wide
-                # strip would be the largest temporary of the run
-                owned = strip.prob.dtype == np.float32 and strip.prob.flags.writeable
-                scaled = np.multiply(strip.prob, 255.0, out=strip.prob if owned else None,
-                                     dtype=np.float32)
-                np.rint(scaled, out=scaled)
-                prob = scaled.astype(np.uint8)
-                prob[invalid] = 0
-                prob_ds.write(prob[None], window=window)
-                with MASK_IO_LOCK:
-                    prob_ds.write_mask(strip.valid.view(np.uint8) * np.uint8(255),
-                                       window=window)
-                if prob_levels is not None:
-                    prob_levels.add(prob, strip.valid)
-            stats["road_pixels"] += float(np.count_nonzero(mask == 1))
-            stats["valid_pixels"] += float(np.count_nonzero(strip.valid))
-
-        pending: deque[Future] = deque()
-        try:
-            for strip in strips:
-                while len(pending) >= 2:
-                    t0 = time.perf_counter()
-                    pending.popleft().result()
-                    stats["write_wait_seconds"] += time.perf_counter() - t0
-                pending.append(writer_pool.submit(write, strip))
-            while pending:
-                pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()
-    # the levels were closed (odd rows flushed) on leaving the block above
-    sources = {raw: raw for raw in (raw_mask, raw_prob) if raw is not None}
-    for levels in (mask_levels, prob_levels):
-        if levels is not None:
-            sources[levels.base] = levels.write_vrt(info.crs, grid.transform, tags)
-    return sources
-
-
-def _raw_profile(info: SceneInfo, grid: Grid, compress: str) -> dict[str, Any]:
-    return {
-        "driver": "GTiff",
-        "width": grid.width,
-        "height": grid.height,
-        "count": 1,
-        "dtype": "uint8",
-        "crs": info.crs,
-        "transform": grid.transform,
-        "tiled": True,
-        "blockxsize": WRITE_BLOCK,
-        "blockysize": WRITE_BLOCK,
-        # temporary file, rewritten as the COG: the fastest codec GTiff has
-        "compress": "zstd",
-        "zstd_level": 1,
-        "bigtiff": "IF_SAFER",
-    }
-
-
-@contextlib.contextmanager
-def _open_raw(path: Path | None, profile: dict[str, Any], *, nodata: float | None,
-              tags: dict[str, str]) -> Iterator[Any]:
-    if path is None:
-        yield None
-        return
-    with rasterio.open(path, "w", nodata=nodata, **profile) as ds:
-        ds.update_tags(**tags)
-        yield ds
-
-
-def _resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
-                       tags: dict[str, str], *, kind: str, threshold: float | None = None,
-                       bands: tuple[int, ...] = ()) -> None:
-    """Warp a model-grid output back onto the scene grid in row strips (bounded memory).
-
-    ``kind="mask"`` with a ``threshold`` makes the mask from a probability source (bilinear, then
-    thresholded); without one the source is a mask and is resampled nearest-neighbour. Pixels
-    the scene itself marks invalid in ``bands`` (nodata, alpha, masks) stay invalid, whatever
-    the round trip through the model grid interpolated there.
-    """
-    target = scene_grid(info)
-    profile = _raw_profile(info, target, config.output.compress)
-    out.unlink(missing_ok=True)
-    nearest = kind == "mask" and threshold is None
-    rows = WRITE_BLOCK * 4
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB), \
-            open_dataset(source) as src, \
-            WarpedVRT(src, crs=src.crs, transform=target.transform, width=target.width,
-                      height=target.height, add_alpha=True,
-                      resampling=Resampling.nearest if nearest else Resampling.bilinear) as vrt, \
-            _open_raw(out, profile, nodata=MASK_NODATA if kind == "mask" else None,
-                      tags=tags) as dst, \
-            open_dataset(info.path) as scene:
-        try:
-            sources = validity_sources(scene, bands) if bands else None
-        except GDAL_ERRORS as exc:
-            raise InputError(f"{scene.name}: cannot read the scene's validity "
-                             f"({' '.join(str(exc).split())[:200]})") from None
-        for row in range(0, target.height, rows):
-            window = Window(0, row, target.width, min(rows, target.height - row))
-            values = vrt.read(1, window=window)
-            valid = vrt.read(2, window=window) > 0
-            if sources is not None and not sources.trivial:
-                valid &= _scene_valid(scene, bands, window, sources)
-            if kind == "mask":
-                if threshold is not None:
-                    values = values.astype(np.float32) / 255.0 > threshold
-                dst.write(np.where(valid, values, MASK_NODATA).astype(np.uint8)[None], window=window)
-            else:
-                dst.write(np.where(valid, values, 0).astype(np.uint8)[None], window=window)
-                dst.write_mask((valid * 255).astype(np.uint8), window=window)
-
-
-def _scene_valid(scene: Any, bands: tuple[int, ...], window: Window, sources: Any) -> np.ndarray:
-    """The scene's own validity in ``window`` (a GDAL failure names the scene, exit 3)."""
-    try:
-        return read_valid(scene, bands, window, sources=sources)[1]
-    except GDAL_ERRORS as exc:
-        raise InputError(f"{scene.name}: cannot read the scene's validity in rows "
-                         f"{int(window.row_off)}..{int(window.row_off + window.height)} "
-                         f"({' '.join(str(exc).split())[:200]})") from None
-
-
-def _to_cog(src: Path, dst: Path, output: OutputConfig, resampling: str) -> None:
-    """Rewrite a finished raster as a Cloud-Optimised GeoTIFF with overviews (GDAL streams it).
-
-    A VRT from :func:`_write_outputs` brings its overviews along; anything else gets them
-    computed here with ``resampling``.
-    """
-    options: dict[str, Any] = {"COMPRESS": output.compress.upper()}
-    if output.compress != "zstd":
-        options["PREDICTOR"] = "YES"
-    if output.compress_level is not None and output.compress != "lzw":
-        options["LEVEL"] = output.compress_level
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB):
-        rasterio.shutil.copy(src, dst, driver="COG", BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO",
-                             RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
-                             **options)
-    check_reads_back(dst)
-
-
-def check_reads_back(path: Path) -> None:
-    """Open a raster just written and read it back like a scene's validation, or raise.
-
-    GDAL's COG driver can report success for a file it could not finish (seen on a full disk:
-    the last directory missing, exit 0, a raster nobody can open). ``check_blocks_readable``
-    reads the corner blocks of every level, where such a file is broken; our own output
-    failing is an I/O error, not a bad input.
-    """
-    try:
-        with rasterio.open(path) as ds:
-            check_blocks_readable(ds)
-    except (InputError, *GDAL_ERRORS) as exc:
-        raise OSError(errno.EIO, f"the file written does not read back "
-                      f"({' '.join(str(exc).split())[:200]})", str(path)) from exc
 
 
 def _output_tags(info: SceneInfo, model: SegmentationModel, config: Config,

@@ -40,8 +40,8 @@ from rasterio.windows import Window
 from shapely.geometry import box
 
 from roadprn.errors import InputError
-from roadprn.io import ogr_path
-from roadprn.raster import data_bands, open_raster
+from roadprn.outputs.atomic import ogr_path
+from roadprn.raster.scene import data_bands, open_raster
 
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite"}
 LINE_TYPES = {"LineString", "MultiLineString"}
