@@ -44,14 +44,17 @@ class NormalizationConfig(_Section):
             raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
         if self.mode == "fixed" and self.scale is None:
             raise ValueError("mode 'fixed' needs 'scale' (and optionally 'offset') per band")
-        if self.scale is not None and self.offset is not None and len(self.scale) != len(self.offset):
+        if (self.scale is not None and self.offset is not None
+                and len(self.scale) != len(self.offset)):
             raise ValueError("'scale' and 'offset' must list one value per band")
         return self
 
 
 class InputConfig(_Section):
-    bands: list[int] | None = None
-    allow_ungeoreferenced: bool = False
+    bands: list[int] | None = Field(None, description="1-based bands to feed the model, e.g. "
+                                                     "1,2,3 (default: the model's).")
+    allow_ungeoreferenced: bool = Field(False, description="Accept rasters without CRS "
+                                                           "(outputs in pixel coordinates).")
     normalization: NormalizationConfig = NormalizationConfig()
 
     @field_validator("bands")
@@ -63,18 +66,20 @@ class InputConfig(_Section):
 
 
 class TilingConfig(_Section):
-    tile_size: int | None = Field(None, ge=32, le=8192)
-    halo: int | None = Field(None, ge=0, le=2048)
-    batch_size: int | None = Field(None, ge=1, le=1024)
-    blend: Literal["hann", "crop"] = "hann"
+    tile_size: int | None = Field(None, ge=32, le=8192,
+                                  description="Tile side in pixels (default: from the model).")
+    halo: int | None = Field(None, ge=0, le=2048, description="Tile overlap on each side in "
+                                                              "pixels (default: from the model).")
+    batch_size: int | None = Field(None, ge=1, le=1024, description="Tiles per forward pass.")
+    blend: Literal["hann", "crop"] = Field("hann", description="How overlapping tiles merge.")
     pad_mode: Literal["reflect", "constant"] = "reflect"
 
 
 class InferenceConfig(_Section):
-    device: str = "auto"
-    amp: bool = True
-    compile: bool = False
-    tta: bool = False
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    amp: bool = Field(True, description="Mixed precision on CUDA.")
+    compile: bool = Field(False, description="torch.compile the model.")
+    tta: bool = Field(False, description="Average predictions over flips (slower).")
     torch_threads: int | None = Field(None, ge=1, le=1024)
     reader_threads: int = Field(2, ge=1, le=64)
     prefetch_batches: int = Field(2, ge=1, le=64)
@@ -94,13 +99,16 @@ class ResolutionConfig(_Section):
 
 
 class OutputConfig(_Section):
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Road probability threshold for "
+                                                              "the mask (0..1).")
     overwrite: bool = False
     write_probability: bool = True
     compress: Literal["deflate", "zstd", "lzw"] = "deflate"
     compress_level: int | None = Field(1, ge=1, le=22)
-    vector_format: Literal["gpkg", "geojson", "fgb", "parquet"] = "gpkg"
-    dst_crs: str | None = None
+    vector_format: Literal["gpkg", "geojson", "fgb", "parquet"] = Field(
+        "gpkg", description="Road network format (gpkg has an embedded QGIS style).")
+    dst_crs: str | None = Field(None, description="CRS of the road network, e.g. EPSG:4326 "
+                                                  "(default: the scene's).")
 
     @field_validator("dst_crs")
     @classmethod
@@ -119,10 +127,13 @@ class OutputConfig(_Section):
 class RefineConfig(_Section):
     """PatchRefineNet refinement of the base probability map."""
 
-    method: Literal["auto", "prn", "none"] = "auto"
-    model: str = "default"
+    method: Literal["auto", "prn", "none"] = Field(
+        "auto", description="PatchRefineNet refinement (auto: when a PRN exists for the base "
+                            "model).")
+    model: str = Field("default", description="PRN checkpoint (.pt), or 'default'.")
     # "global" by default: on held-out maps the paper rule lost 1-1.8 IoU points to it (docs/prn.md)
-    fusion: Literal["paper", "global", "local", "mean"] = "global"
+    fusion: Literal["paper", "global", "local", "mean"] = Field(
+        "global", description="How PRN's global and local maps become the refined mask.")
     halo: int | None = Field(None, ge=0, le=1024)
     batch_size: int = Field(4, ge=1, le=256)
 
@@ -139,7 +150,8 @@ class VectorizeConfig(VectorizeParams):
 class Config(_Section):
     """Everything a run needs besides its input and output paths."""
 
-    model: str = "default"
+    model: str = Field("default", description="Base model checkpoint (.pt), 'default' or "
+                                               "'default-pan'.")
     input: InputConfig = InputConfig()
     tiling: TilingConfig = TilingConfig()
     inference: InferenceConfig = InferenceConfig()
@@ -165,7 +177,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source=str(path) if path else None)) from None
+        source = str(path) if path else None
+        raise ConfigError(format_validation_error(exc, source=source)) from None
 
 
 #: Limits on a YAML config: a 400-byte "billion laughs" (aliases of aliases) was OOM-killed, a
@@ -250,12 +263,13 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(f"config file {path} must hold a mapping of keys, "
+                          f"not {type(data).__name__}")
     return data
 
 
 def parse_set_option(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """``--set tiling.halo=64`` values, parsed as YAML scalars (so ``true``, ``0.3``, ``[1,2]`` work)."""
+    """``--set tiling.halo=64`` values, parsed as YAML scalars (``true``, ``0.3``, ``[1,2]``)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -300,7 +314,8 @@ def format_validation_error(exc: ValidationError, source: str | None = None) -> 
     given = err.get("input")
     got = f"got {quoted(given)}; " if not isinstance(given, dict) else ""
     if err["type"] == "literal_error":
-        return f"{prefix}bad value for config key '{key}': {got}allowed: {err['ctx']['expected']}{extra}"
+        allowed = err["ctx"]["expected"]
+        return f"{prefix}bad value for config key '{key}': {got}allowed: {allowed}{extra}"
     message = err["msg"].removeprefix("Value error, ")
     return f"{prefix}bad value for config key '{key}': {got}{message}{extra}"
 

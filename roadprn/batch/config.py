@@ -18,26 +18,28 @@ class BatchConfig(BaseModel):
     # dask-jobqueue); gateway: a Dask Gateway server (pip install dask-gateway). A `scheduler`
     # address overrides all of them.
     cluster: Literal["local", "slurm", "pbs", "gateway"] = "local"
-    # tcp://HOST:PORT of a running Dask scheduler (e.g. on Kubernetes); null = start a cluster.
-    scheduler: str | None = None
-    # Worker processes (local), jobs (slurm/pbs) or Gateway workers; null = local: CPU cores /
-    # threads_per_worker, otherwise 1.
-    workers: int | None = Field(None, ge=1, le=100000)
-    # CPU threads each worker gives to the one scene it runs at a time (torch intra-op threads).
-    threads_per_worker: int = Field(1, ge=1, le=1024)
-    # Memory limit per worker ("4GiB", "auto", or 0 for none); a worker above it is restarted.
-    memory_limit: str | int = "auto"
-    # GPUs per worker; > 0 runs each scene with the Dask resource {"GPU": 1}, so a GPU holds one
-    # model run at a time (local: one worker per GPU, pinned to it).
-    gpus_per_worker: int = Field(0, ge=0, le=64)
-    # Extra attempts of a scene after a transient error (network read, timeout).
-    retries: int = Field(2, ge=0, le=100)
-    # Skip scenes whose outputs exist and match the run manifest.
-    resume: bool = True
-    # A scene with more tiles than this, and more than its share of the run (all tiles /
-    # workers), runs the base model as bands of tile rows on several workers (same outputs);
-    # 0 never splits.
-    split_tiles: int = Field(64, ge=0)
+    scheduler: str | None = Field(None, description="Address of a running Dask scheduler, e.g. "
+                                                    "tcp://host:8786 (default: start a cluster).")
+    workers: int | None = Field(None, ge=1, le=100000,
+                                description="Worker processes (local), jobs (slurm/pbs) or "
+                                            "Gateway workers (default: local: cores / threads, "
+                                            "otherwise 1).")
+    threads_per_worker: int = Field(1, ge=1, le=1024,
+                                    description="CPU threads each worker gives to the one scene "
+                                                "it runs at a time (torch intra-op threads).")
+    memory_limit: str | int = Field("auto", description="Memory limit per worker (4GiB, auto, "
+                                                         "or 0 for none); a worker above it is "
+                                                         "restarted.")
+    gpus_per_worker: int = Field(0, ge=0, le=64,
+                                 description="GPUs per worker; > 0 runs each scene with the Dask "
+                                             "resource GPU=1 (local: one worker per GPU).")
+    retries: int = Field(2, ge=0, le=100, description="Extra attempts of a scene after a "
+                                                      "transient error (network read, timeout).")
+    resume: bool = Field(True, description="Skip scenes whose outputs exist and match the run "
+                                           "manifest.")
+    split_tiles: int = Field(64, ge=0, description="Split scenes with more tiles than this (and "
+                                                   "more than their share of the run) across "
+                                                   "workers as bands of tile rows (0: never).")
     # Keyword arguments of dask_jobqueue.SLURMCluster / PBSCluster (queue, account, cores,
     # memory, walltime, job_extra_directives, ...).
     jobqueue: dict[str, Any] = Field(default_factory=dict)
