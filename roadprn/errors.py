@@ -77,6 +77,33 @@ def errno_in_text(text: str) -> int | None:
     return next((code for phrase, code in _IO_PHRASES.items() if phrase in text), None)
 
 
+def one_line(what: BaseException | str, limit: int | None = 200, *, more: str = "") -> str:
+    """``what``'s text as one line of at most ``limit`` characters: every error reason in the
+    project goes through here, so a library's multi-line message (GDAL, pickle, SQLite) never
+    breaks the CLI's one-line rule. Runs of whitespace become one space; when cut, ``more``
+    ("…") ends the text within the limit; an exception without text gives its type's name."""
+    text = " ".join(str(what).split())
+    if not text and isinstance(what, BaseException):
+        text = type(what).__name__
+    if limit is None or len(text) <= limit:
+        return text
+    return text[: limit - len(more)] + more
+
+
+def gdal_cause(exc: BaseException) -> BaseException:
+    """The exception that holds GDAL's own words: rasterio raises "... See previous exception
+    for details" and chains the CPLE error that says what failed."""
+    seen = exc
+    while "previous exception" in str(seen) and (seen.__cause__ or seen.__context__):
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    return seen
+
+
+def gdal_reason(exc: BaseException, limit: int = 200) -> str:
+    """GDAL's own words on one line (:func:`gdal_cause`, then :func:`one_line`)."""
+    return one_line(gdal_cause(exc), limit)
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
     seen: BaseException | None = exc
@@ -100,7 +127,7 @@ def io_error_reason(exc: OSError) -> str:
         if code is not None:
             return os.strerror(code).lower()
     text = exc.strerror if exc.errno else str(exc)
-    return " ".join(str(text).split())[:300] or type(exc).__name__
+    return one_line(str(text), 300) or type(exc).__name__
 
 
 def disk_nearly_full(folder: str | os.PathLike[str], margin: int = 1 << 20) -> bool:

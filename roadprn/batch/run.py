@@ -47,7 +47,7 @@ from roadprn.batch.worker import (
     process_scene,
 )
 from roadprn.config import Config
-from roadprn.errors import Interrupted, RoadprnError
+from roadprn.errors import Interrupted, RoadprnError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +445,7 @@ def _result(future: Any, task: SceneTask) -> dict[str, Any]:
         error = f"worker died {deaths} times while processing this scene (KilledWorker)"
         error_type = "KilledWorker"
     except RoadprnError as exc:
-        error, error_type = " ".join(str(exc).split()), type(exc).__name__
+        error, error_type = one_line(exc, None), type(exc).__name__
     except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be deserialised
         error, error_type = short_message(exc), type(exc).__name__
         out_root = Path(task.out_root)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from roadprn.config import Config
-from roadprn.errors import RoadprnError
+from roadprn.errors import RoadprnError, one_line
 from roadprn.infer.predictor import SegmentationModel
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def failure_fields(exc: Exception, task: SceneTask, context: str) -> dict[str, A
     from roadprn.runtime.crashlog import short_message, write_crash_log
 
     transient = is_transient(exc, task.path)
-    fields: dict[str, Any] = {"error": one_line(exc), "error_type": type(exc).__name__,
+    fields: dict[str, Any] = {"error": error_text(exc), "error_type": type(exc).__name__,
                               "transient": transient}
     if isinstance(exc, RoadprnError) or transient:
         return fields
@@ -256,12 +256,12 @@ def manifest_path_of(path: Path, out_root: Path) -> str:
         return str(path)
 
 
-def one_line(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     """A user error's own message, or ``Type: message`` (capped) for anything else."""
     from roadprn.runtime.crashlog import short_message
 
     if isinstance(exc, RoadprnError):
-        return " ".join(str(exc).split()) or type(exc).__name__
+        return one_line(exc, None)
     return short_message(exc)
 
 

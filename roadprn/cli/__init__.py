@@ -79,19 +79,20 @@ def _internal_error(exc: Exception, ctx: click.Context) -> None:
     path = write_crash_log(exc, context=" ".join(sys.argv))
     if (ctx.obj or {}).get("verbose"):
         log.error("internal error", exc_info=exc)
-    click.echo(f"roadprn: {one_line(internal_error_line(exc, path))}", err=True)
+    click.echo(f"roadprn: {printable_line(internal_error_line(exc, path))}", err=True)
     sys.exit(INTERNAL_ERROR_EXIT)
 
 
-def one_line(message: str, limit: int = 1000) -> str:
+def printable_line(message: str, limit: int = 1000) -> str:
     """Control characters shown escaped (a file name may hold a newline) and length capped, so
-    an error is always one line of readable size."""
+    an error is always one line of readable size. The last guard before printing; reasons are
+    made one line where they are caught (``errors.one_line``), this keeps a path's "\\n" visible."""
     text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"roadprn: error: {one_line(message)}", err=True)
+    click.echo(f"roadprn: error: {printable_line(message)}", err=True)
     sys.exit(code)
 
 

@@ -25,7 +25,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from roadprn.errors import InputError
+from roadprn.errors import InputError, gdal_reason, one_line
 from roadprn.evaluate.windowed import GridSpec, Layer, ShapesLayer, WarpedLayer, clip_rect
 from roadprn.outputs.atomic import ogr_path
 from roadprn.raster.gdal_env import MASK_IO_LOCK
@@ -62,7 +62,7 @@ def read_lines(path: str | Path) -> gpd.GeoSeries:
         with ogr_path(p) as name:
             gdf = gpd.read_file(name, engine="pyogrio", layer=_roads_layer(name))
     except Exception as exc:  # noqa: BLE001 - any reader failure is the same user error
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)
         raise InputError(f"{p}: not a readable vector file ({reason})") from None
     geoms = gdf.geometry[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
     if len(geoms) and gdf.crs is None:
@@ -154,7 +154,7 @@ def reproject_geoms(geoms: gpd.GeoSeries, crs: object, path: object = None) -> g
         target = crs.to_string() if hasattr(crs, "to_string") else str(crs)
         source, target = source[:60], target[:60]
         raise InputError(f"{path or 'lines'}: cannot reproject from {source} to {target} "
-                         f"({' '.join(str(exc).split())[:160]})") from None
+                         f"({one_line(exc, 160)})") from None
 
 
 def utm_crs_at(lon: float, lat: float) -> CRS:
@@ -178,15 +178,6 @@ MAX_PIXELS = 1 << 36
 #: a float raster holds probabilities in [0, 1]; this much rounding outside is tolerated
 FLOAT_SLACK = 1e-3
 _SCAN = 2048  # window side of the scan that decides an integer raster's scale
-
-
-def _reason(exc: BaseException) -> str:
-    """GDAL's own words, following rasterio's "see previous exception" chain to the cause."""
-    seen: BaseException = exc
-    while "previous exception" in str(seen) and (seen.__cause__ or seen.__context__):
-        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
-    text = " ".join(str(seen).split())
-    return text[:200] or type(seen).__name__
 
 
 class RasterLayer:
@@ -244,7 +235,7 @@ class RasterLayer:
                                  "or non-finite pixel size")
             crs = ds.crs if georef else None
         except RasterioError as exc:
-            raise InputError(f"{self.path}: cannot read raster header ({_reason(exc)})") from None
+            raise InputError(f"{self.path}: cannot read raster header ({gdal_reason(exc)})") from None
         check_blocks_readable(ds)
         return GridSpec(self.path, width, height, transform, crs)
 
@@ -270,7 +261,7 @@ class RasterLayer:
                 valid = self.ds.read_masks(1, window=window, **kw) > 0
         except (RasterioError, CPLE_BaseError) as exc:
             raise InputError(f"{self.path}: cannot read pixels at col {col0} row {row0} "
-                             f"({_reason(exc)}); the file is truncated or corrupt") from None
+                             f"({gdal_reason(exc)}); the file is truncated or corrupt") from None
         if raw.dtype.kind == "f":
             valid &= np.isfinite(raw)
         return raw, valid
@@ -319,7 +310,7 @@ class RasterLayer:
             size = pixel_size_m(grid.crs, grid.transform, grid.width, grid.height)
         except Exception as exc:  # noqa: BLE001 - PROJ cannot measure this CRS
             raise InputError(f"{self.path}: cannot measure pixels in metres in its CRS "
-                             f"({' '.join(str(exc).split())[:200]})") from None
+                             f"({one_line(exc)})") from None
         if not all(math.isfinite(v) and v > 0 for v in size):
             raise InputError(f"{self.path}: pixel size in metres is {size}; the "
                              "georeferencing is wrong")
@@ -348,7 +339,7 @@ def align(source: RasterLayer, grid: GridSpec) -> Layer:
         src_bounds = rasterio.warp.transform_bounds(src.crs, grid.crs, *src.bounds)
     except Exception as exc:  # noqa: BLE001 - PROJ cannot relate the two CRSs
         raise InputError(f"{src.path} cannot be placed in the CRS of {grid.path} "
-                         f"({' '.join(str(exc).split())[:200]})") from None
+                         f"({one_line(exc)})") from None
     check_overlap(src_bounds, grid.bounds, src.path, grid.path)
     return WarpedLayer(source, grid)
 
@@ -384,7 +375,7 @@ def ignore_shapes(path: str | Path, grid: GridSpec) -> ShapesLayer:
         with ogr_path(path) as name:
             gdf = gpd.read_file(name, engine="pyogrio")
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{path}: not a readable vector file ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable vector file ({gdal_reason(exc)})") from None
     geoms = gdf.geometry[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
     if not len(geoms):
         return ShapesLayer(np.empty(0, dtype=object), grid)
@@ -440,7 +431,7 @@ def read_image_rgb(path: str | Path, shape: tuple[int, int],
                            resampling=Resampling.nearest).astype(np.float32)
             valid = ds.read_masks(1, out_shape=out_shape, resampling=Resampling.nearest) > 0
         except (RasterioError, CPLE_BaseError) as exc:
-            raise InputError(f"{path}: cannot read the overlay image ({_reason(exc)}); the file "
+            raise InputError(f"{path}: cannot read the overlay image ({gdal_reason(exc)}); the file "
                              "is truncated or corrupt") from None
     out = np.empty_like(data)
     for i, band in enumerate(data):

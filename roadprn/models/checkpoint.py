@@ -29,7 +29,7 @@ from torch import nn
 
 import roadprn
 from roadprn.config import NormalizationConfig
-from roadprn.errors import ModelError
+from roadprn.errors import ModelError, one_line
 from roadprn.models.base import archive_kind, build_model, load_torchscript
 from roadprn.models.torchscript_guard import check_torchscript_archive
 from roadprn.outputs.atomic import atomic_output, file_sha256
@@ -141,7 +141,7 @@ class Checkpoint:
         except RuntimeError as exc:
             raise ModelError(
                 f"{self.path}: weights do not fit architecture {self.meta.arch!r} "
-                f"{self.meta.arch_kwargs}: {_one_line(exc)}"
+                f"{self.meta.arch_kwargs}: {_reason(exc)}"
             ) from exc
         return model.eval()
 
@@ -214,13 +214,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             payload = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         if "global" not in str(exc).lower():  # the pickle stream itself is damaged
-            raise ModelError(f"{path} is corrupt: {_one_line(exc, 120)}") from exc
+            raise ModelError(f"{path} is corrupt: {_reason(exc, 120)}") from exc
         raise ModelError(
             f"{path} is not a roadprn checkpoint: it holds pickled Python objects, "
             "which roadprn refuses to load (torch.load weights_only=True)"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - zip/EOF/runtime errors of a damaged file
-        raise ModelError(f"{path} is corrupt or truncated: {_one_line(exc, 120)}") from exc
+        raise ModelError(f"{path} is corrupt or truncated: {_reason(exc, 120)}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise ModelError(f"{path} is not a roadprn checkpoint (no {FORMAT_NAME!r} marker)")
     version = payload.get("format_version")
@@ -299,7 +299,7 @@ def read_sidecar(model_path: Path) -> SidecarSpec:
             raise ModelError(f"model sidecar {sidecar} is larger than {MAX_SIDECAR_BYTES} bytes")
         data = safe_yaml_load(raw.decode("utf-8", "replace"), str(sidecar))
     except OSError as exc:
-        raise ModelError(f"cannot read model sidecar {sidecar}: {_one_line(exc)}") from exc
+        raise ModelError(f"cannot read model sidecar {sidecar}: {_reason(exc)}") from exc
     except ConfigError as exc:  # aliases, depth, size: the same limits as configs
         raise ModelError(f"cannot read model sidecar: {exc}") from exc
     if not isinstance(data, dict):
@@ -511,7 +511,7 @@ def _build(meta: CheckpointMeta, path: Path) -> nn.Module:
         return build_model(meta.arch, **meta.arch_kwargs)
     except (ValueError, TypeError, RuntimeError) as exc:  # architecture's own argument checks
         raise ModelError(f"{path}: cannot build architecture {meta.arch!r} "
-                         f"{_kwargs_text(meta.arch_kwargs)}: {_one_line(exc)}") from exc
+                         f"{_kwargs_text(meta.arch_kwargs)}: {_reason(exc)}") from exc
 
 
 def _check_shapes(skeleton: nn.Module, state_dict: dict[str, torch.Tensor],
@@ -534,8 +534,11 @@ def _check_shapes(skeleton: nn.Module, state_dict: dict[str, torch.Tensor],
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return one_line(repr(value), 40, more="...")
+
+
+def _reason(exc: BaseException, limit: int = 300) -> str:
+    return one_line(exc, limit, more="...")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -564,11 +567,6 @@ def _validation_text(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {first['msg']}{more}"
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _kwargs_text(kwargs: dict[str, Any]) -> str:

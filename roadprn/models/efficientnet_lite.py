@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from roadprn.errors import ModelError
+from roadprn.errors import ModelError, one_line
 
 # per-channel input normalisation the ImageNet weights were trained with, for inputs in [0, 1]
 PRETRAIN_MEAN = 127.0 / 255.0
@@ -354,7 +354,7 @@ def read_pretrained(variant: int) -> PretrainedWeights:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - a damaged third-party file is a user error
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        reason = one_line(exc, 160)
         raise ModelError(f"--pretrained: cannot read {path}: {reason}") from exc
     if not isinstance(state, Mapping):
         raise ModelError(f"--pretrained: {path} is not a state dict")

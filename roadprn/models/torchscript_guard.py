@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from roadprn.errors import ModelError
+from roadprn.errors import ModelError, one_line
 
 # Tensor operators, reached as ``torch.<op>``, ``ops.aten.<op>`` or a method ``x.<op>(...)``.
 ALLOWED_ATEN: frozenset[str] = frozenset({
@@ -182,7 +182,7 @@ def find_unsafe_construct(path: Path) -> Finding | None:
         with zipfile.ZipFile(path) as archive:
             return _check_archive(archive)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-        text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        text = one_line(exc, 160)
         return Finding(f"is not a readable zip archive ({text})", "the file")
 
 
@@ -283,7 +283,7 @@ def check_pickle(data: bytes, rel: str, defined: set[str]) -> Finding | None:
                 return Finding(f"names the custom C++ class {qualified}", f"{rel} (byte {pos})")
             return Finding(f"names the pickle global {name!r}", f"{rel} (byte {pos})")
     except Exception as exc:  # noqa: BLE001 - pickletools raises many kinds on damaged data
-        return Finding(f"is not a readable pickle ({' '.join(str(exc).split())[:120]})", rel)
+        return Finding(f"is not a readable pickle ({one_line(exc, 120)})", rel)
     return None
 
 
@@ -329,7 +329,7 @@ def _tokens(text: str, rel: str) -> list[tokenize.TokenInfo] | Finding:
     try:
         return list(tokenize.generate_tokens(io.StringIO(text).readline))
     except (tokenize.TokenError, SyntaxError) as exc:
-        return Finding(f"does not tokenize ({' '.join(str(exc).split())[:100]})", rel)
+        return Finding(f"does not tokenize ({one_line(exc, 100)})", rel)
 
 
 def _check_token_forms(tokens: list[tokenize.TokenInfo], rel: str) -> Finding | None:
@@ -374,7 +374,7 @@ def check_source(text: str, rel: str = "code") -> Finding | None:
     try:
         tree = ast.parse(text, filename=rel)
     except (SyntaxError, ValueError) as exc:
-        return Finding(f"does not parse ({' '.join(str(exc).split())[:100]})", rel)
+        return Finding(f"does not parse ({one_line(exc, 100)})", rel)
     for construct, line in source_constructs(tree):
         reason = _refusal(construct)
         if reason is not None:

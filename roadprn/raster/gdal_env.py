@@ -1,5 +1,5 @@
 """GDAL settings and failures shared by every raster reader and writer: the block-cache cap,
-the exceptions GDAL raises through rasterio and their one-line reason."""
+the exceptions GDAL raises through rasterio (their one-line reason: ``errors.gdal_reason``)."""
 
 from __future__ import annotations
 
@@ -43,11 +43,3 @@ def bounded_gdal_cache(megabytes: int = DEFAULT_GDAL_CACHE_MB) -> rasterio.Env:
         return rasterio.Env()
     return rasterio.Env(GDAL_CACHEMAX=megabytes)
 
-
-def gdal_reason(exc: BaseException) -> str:
-    """GDAL's own words, following rasterio's "see previous exception" chain to the cause."""
-    seen = exc
-    while "previous exception" in str(seen) and (seen.__cause__ or seen.__context__):
-        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
-    text = str(seen).strip()
-    return (text.splitlines()[0] if text else type(seen).__name__)[:200]

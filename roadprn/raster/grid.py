@@ -20,7 +20,7 @@ from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from roadprn.errors import InputError
+from roadprn.errors import InputError, one_line
 from roadprn.raster.gdal_env import GDAL_ERRORS
 from roadprn.raster.read import read_valid, validity_sources
 from roadprn.raster.scene import SceneInfo
@@ -103,7 +103,7 @@ class ResampledScene:
             self.vrt = warped(ds, grid)
         except GDAL_ERRORS as exc:
             raise InputError(f"{ds.name}: cannot resample onto the {grid.description} "
-                             f"({' '.join(str(exc).split())[:200]})") from None
+                             f"({one_line(exc)})") from None
         self.name = ds.name
         self.width, self.height = grid.width, grid.height
         self._scale_x = ds.width / grid.width

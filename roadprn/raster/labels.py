@@ -39,7 +39,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from roadprn.errors import InputError
+from roadprn.errors import InputError, one_line
 from roadprn.outputs.atomic import ogr_path
 from roadprn.raster.scene import data_bands, open_raster
 
@@ -112,7 +112,7 @@ def read_centrelines(
         with ogr_path(path) as name:
             frame = gpd.read_file(name, layer=layer, engine="pyogrio")
     except Exception as exc:  # noqa: BLE001 - pyogrio/GDAL errors of a bad file
-        reason = " ".join(str(exc).split())[:200]
+        reason = one_line(exc)
         raise InputError(f"cannot read labels {path}: {reason}") from exc
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
     if frame.empty:

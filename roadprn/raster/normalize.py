@@ -13,8 +13,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from roadprn.config import NormalizationConfig
-from roadprn.errors import ConfigError, InputError
-from roadprn.raster.gdal_env import GDAL_ERRORS, gdal_reason
+from roadprn.errors import ConfigError, InputError, gdal_reason
+from roadprn.raster.gdal_env import GDAL_ERRORS
 from roadprn.raster.read import ValiditySources, read_valid, validity_sources
 
 

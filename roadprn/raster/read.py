@@ -13,8 +13,8 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from roadprn.errors import InputError
-from roadprn.raster.gdal_env import GDAL_ERRORS, MASK_IO_LOCK, gdal_reason
+from roadprn.errors import InputError, gdal_reason
+from roadprn.raster.gdal_env import GDAL_ERRORS, MASK_IO_LOCK
 
 
 @dataclass(frozen=True)

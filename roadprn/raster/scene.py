@@ -21,8 +21,8 @@ from rasterio.io import DatasetReader
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from roadprn.errors import InputError
-from roadprn.raster.gdal_env import GDAL_ERRORS, MASK_IO_LOCK, gdal_reason
+from roadprn.errors import InputError, gdal_reason
+from roadprn.raster.gdal_env import GDAL_ERRORS, MASK_IO_LOCK
 from roadprn.raster.geometry import footprint_wgs84, pixel_size_m
 from roadprn.raster.read import explicit_mask_bands
 from roadprn.raster.sources import open_guarded, refuse_embedded_code, refuse_network_sources

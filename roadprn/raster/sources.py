@@ -13,8 +13,8 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import DatasetReader
 
-from roadprn.errors import InputError
-from roadprn.raster.gdal_env import GDAL_ERRORS, gdal_reason
+from roadprn.errors import InputError, gdal_reason, one_line
+from roadprn.raster.gdal_env import GDAL_ERRORS
 from roadprn.runtime import gdal_guard
 from roadprn.runtime.gdal_guard import is_network_path
 
@@ -155,7 +155,7 @@ def _check_depth(depth: int, ref: str, user_path: str) -> None:
 
 
 def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    return one_line(text, limit + 1, more="…")
 
 
 def _xml_text(path: str) -> bytes | None:

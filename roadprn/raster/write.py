@@ -17,7 +17,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from roadprn.config import Config, OutputConfig
-from roadprn.errors import InputError
+from roadprn.errors import InputError, one_line
 from roadprn.raster.gdal_env import DEFAULT_GDAL_CACHE_MB, GDAL_ERRORS
 from roadprn.raster.grid import Grid, scene_grid
 from roadprn.raster.read import read_valid, validity_sources
@@ -88,7 +88,7 @@ def resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
             sources = validity_sources(scene, bands) if bands else None
         except GDAL_ERRORS as exc:
             raise InputError(f"{scene.name}: cannot read the scene's validity "
-                             f"({' '.join(str(exc).split())[:200]})") from None
+                             f"({one_line(exc)})") from None
         for row in range(0, target.height, rows):
             window = Window(0, row, target.width, min(rows, target.height - row))
             values = vrt.read(1, window=window)
@@ -111,7 +111,7 @@ def scene_valid(scene: Any, bands: tuple[int, ...], window: Window, sources: Any
     except GDAL_ERRORS as exc:
         raise InputError(f"{scene.name}: cannot read the scene's validity in rows "
                          f"{int(window.row_off)}..{int(window.row_off + window.height)} "
-                         f"({' '.join(str(exc).split())[:200]})") from None
+                         f"({one_line(exc)})") from None
 
 
 def to_cog(src: Path, dst: Path, output: OutputConfig, resampling: str) -> None:
@@ -145,4 +145,4 @@ def check_reads_back(path: Path) -> None:
             check_blocks_readable(ds)
     except (InputError, *GDAL_ERRORS) as exc:
         raise OSError(errno.EIO, f"the file written does not read back "
-                      f"({' '.join(str(exc).split())[:200]})", str(path)) from exc
+                      f"({one_line(exc)})", str(path)) from exc

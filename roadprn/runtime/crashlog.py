@@ -33,9 +33,12 @@ def crash_log_folder() -> Path:
 
 def short_message(exc: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:
     """``Type: message`` on one line, capped (a message may hold a whole XML file)."""
-    text = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    from roadprn.errors import one_line
+
+    text = one_line(exc, None)
+    if text == type(exc).__name__:
+        return text
+    return one_line(f"{type(exc).__name__}: {text}", limit, more="…")
 
 
 def write_crash_log(exc: BaseException, folder: str | os.PathLike[str] | None = None,

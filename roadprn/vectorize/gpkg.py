@@ -23,7 +23,7 @@ import pandas as pd
 import pyogrio
 
 from roadprn import __version__
-from roadprn.errors import ConfigError, InputError, disk_nearly_full, errno_in_text
+from roadprn.errors import ConfigError, InputError, disk_nearly_full, errno_in_text, one_line
 from roadprn.outputs.atomic import atomic_output, check_writable, ogr_path
 from roadprn.outputs.atomic import file_sha256 as io_file_sha256
 
@@ -174,7 +174,7 @@ def write_error(exc: Exception, path: Path) -> OSError:
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     if code is not None:
         return OSError(code, os.strerror(code), str(path))
-    return OSError(errno.EIO, " ".join(str(exc).split())[:300], str(path))
+    return OSError(errno.EIO, one_line(exc, 300), str(path))
 
 
 def _styles_frame(layers: list[str]) -> pd.DataFrame:
