@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from roadprn.batch.config import BatchConfig
 from roadprn.errors import ConfigError
+from roadprn.prn.fusion import DEFAULT_FUSION, FusionRule
 from roadprn.vectorize.params import VectorizeParams
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -131,9 +132,9 @@ class RefineConfig(_Section):
         "auto", description="PatchRefineNet refinement (auto: when a PRN exists for the base "
                             "model).")
     model: str = Field("default", description="PRN checkpoint (.pt), or 'default'.")
-    # "global" by default: on held-out maps the paper rule lost 1-1.8 IoU points to it (docs/prn.md)
-    fusion: Literal["paper", "global", "local", "mean"] = Field(
-        "global", description="How PRN's global and local maps become the refined mask.")
+    # DEFAULT_FUSION ("global"): on held-out maps the paper rule lost 1-1.8 IoU points to it
+    fusion: FusionRule = Field(
+        DEFAULT_FUSION, description="How PRN's global and local maps become the refined mask.")
     halo: int | None = Field(None, ge=0, le=1024)
     batch_size: int = Field(4, ge=1, le=256)
 

@@ -18,16 +18,17 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from roadprn.prn.fusion import DEFAULT_FUSION, FUSION_RULES
 from roadprn.prn.network import PatchRefineNet
 
-FUSION_RULES = ("paper", "global", "local", "mean")
+__all__ = ["DEFAULT_FUSION", "FUSION_RULES", "default_halo", "fuse", "prn_probabilities", "refine"]
 _DILATE_3X3 = np.ones((3, 3), dtype=bool)
 
 
 def fuse(
     global_map: np.ndarray,
     local_map: np.ndarray | None,
-    rule: str = "paper",
+    rule: str = DEFAULT_FUSION,
     threshold: float = 0.5,
 ) -> np.ndarray:
     """Binary road mask from PRN outputs (H, W) or (N, H, W); thresholds are strict (> t).
@@ -128,7 +129,7 @@ def refine(
     model: PatchRefineNet,
     prob: np.ndarray,
     *,
-    rule: str = "paper",
+    rule: str = DEFAULT_FUSION,
     halo: int | None = None,
     batch_size: int = 4,
     device: str | torch.device = "cpu",

@@ -1,7 +1,28 @@
-"""Training loops: base segmentation models (``train base``); PatchRefineNet lives beside it."""
+"""Training: the loop pattern shared by base models (``train base``) and PatchRefineNet
+(``train prn``, :mod:`roadprn.prn.train`), options models, data sampling, losses.
 
-from roadprn.train.base import TrainBaseOptions, TrainResult, make_options, train_base
-from roadprn.train.data import TrainingPair, read_pairs_csv, split_pairs
+Names load lazily, so that ``roadprn.train.options`` imports without torch.
+"""
 
-__all__ = ["TrainBaseOptions", "TrainResult", "TrainingPair", "make_options", "read_pairs_csv",
-           "split_pairs", "train_base"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainBaseOptions": "roadprn.train.options",
+    "make_options": "roadprn.train.options",
+    "TrainResult": "roadprn.train.loop",
+    "train_base": "roadprn.train.base",
+    "TrainingPair": "roadprn.train.data",
+    "read_pairs_csv": "roadprn.train.data",
+    "split_pairs": "roadprn.train.data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'roadprn.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from roadprn.config import RefineConfig
 from roadprn.prn.network import PatchRefineNet
-from roadprn.prn.refine import default_halo, fuse, prn_probabilities, refine
+from roadprn.prn.options import TrainPRNOptions
+from roadprn.prn.refine import DEFAULT_FUSION, default_halo, fuse, prn_probabilities, refine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -21,17 +23,17 @@ def test_paper_fusion_adds_a_rim_where_both_agree() -> None:
     loc = np.zeros((7, 7))
     loc[3, 3] = 0.8  # inside G: its 3×3 dilation is already in G
     loc[0, 0] = 0.9  # outside G: ignored
-    np.testing.assert_array_equal(fuse(g, loc), g > 0.5)
+    np.testing.assert_array_equal(fuse(g, loc, "paper"), g > 0.5)
     g2 = np.zeros((7, 7))
     g2[3, 3] = 0.7
     loc2 = np.zeros((7, 7))
     loc2[3, 3] = 0.6
     expected = np.zeros((7, 7), bool)
     expected[2:5, 2:5] = True
-    np.testing.assert_array_equal(fuse(g2, loc2), expected)
-    np.testing.assert_array_equal(fuse(g2[None], loc2[None])[0], expected)  # batched
+    np.testing.assert_array_equal(fuse(g2, loc2, "paper"), expected)
+    np.testing.assert_array_equal(fuse(g2[None], loc2[None], "paper")[0], expected)  # batched
     # strict threshold
-    assert not fuse(np.full((3, 3), 0.5), np.full((3, 3), 0.9)).any()
+    assert not fuse(np.full((3, 3), 0.5), np.full((3, 3), 0.9), "paper").any()
 
 
 def test_other_rules() -> None:
@@ -47,6 +49,9 @@ def test_other_rules() -> None:
         fuse(g, None, "mean")
     with pytest.raises(ValueError, match="fusion rule"):
         fuse(g, loc, "max")
+    # one default everywhere: the config's refine.fusion, fuse/refine and PRN training
+    assert DEFAULT_FUSION == "global" == RefineConfig().fusion == TrainPRNOptions().fusion
+    np.testing.assert_array_equal(fuse(g, loc), g > 0.5)
 
 
 def test_single_window_equals_forward() -> None:
@@ -97,7 +102,9 @@ def test_identity_model_shows_no_seams() -> None:
     base = u8 / 255 > 0.5
     np.testing.assert_array_equal(refine(model, u8, rule="global"), base)
     # G = L here, so the paper rule is G dilated by one pixel
-    np.testing.assert_array_equal(refine(model, u8), fuse(base, base.astype(float)))
+    np.testing.assert_array_equal(refine(model, u8, rule="paper"),
+                                  fuse(base, base.astype(float), "paper"))
+    np.testing.assert_array_equal(refine(model, u8), base)  # the default rule is global
 
 
 def test_bad_arguments() -> None:
