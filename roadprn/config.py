@@ -144,8 +144,42 @@ class VectorizeConfig(VectorizeParams):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = True
-    workers: int | None = Field(None, ge=1, le=256)
+    enabled: bool = Field(True, description="Vectorise the mask into a road network.")
+    workers: int | None = Field(None, ge=1, le=256,
+                                description="Parallel tile threads (default: one per core, at "
+                                            "most 8).")
+
+
+class APLSConfig(_Section):
+    """APLS (SpaceNet's defaults); the bounds keep a run from allocating without bound or
+    never ending (a 1e-9 m spacing ran with no end)."""
+
+    control_spacing_m: float = Field(50.0, ge=1, le=100_000,
+                                     description="APLS: spacing of control points along roads.")
+    snap_m: float = Field(4.0, ge=0, le=1000, description="APLS: how far a control point may "
+                                                          "snap onto the other graph.")
+    min_path_m: float = Field(10.0, ge=0, le=1_000_000,
+                              description="APLS: shorter routes are not scored.")
+
+
+class EvaluateConfig(_Section):
+    """How ``roadprn evaluate`` scores predictions (docs/metrics.md); lengths in metres."""
+
+    threshold: float = Field(0.5, ge=0, le=1,
+                             description="Probability at or above which a pixel is road.")
+    tolerance_m: float = Field(3.0, ge=0, le=1000,
+                               description="Relaxed precision/recall distance and "
+                                           "completeness/correctness buffer.")
+    truth_width_m: float = Field(4.0, gt=0, le=1000,
+                                 description="Road width when lines are rasterised.")
+    sweep: bool = Field(False, description="Threshold sweep: PR curve and best threshold.")
+    patch_size: int = Field(64, ge=1, le=65536,
+                            description="Patch side (pixels) of the per-patch IoU heat map.")
+    pixel_size_m: float | None = Field(None, gt=0, le=100_000,
+                                       description="Pixel size for rasters without "
+                                                   "georeferencing (enables relaxed metrics).")
+    plots: bool = Field(True, description="Write figures next to metrics.json and report.md.")
+    apls: APLSConfig = APLSConfig()
 
 
 class Config(_Section):
@@ -161,6 +195,7 @@ class Config(_Section):
     refine: RefineConfig = RefineConfig()
     vectorize: VectorizeConfig = VectorizeConfig()
     batch: BatchConfig = BatchConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

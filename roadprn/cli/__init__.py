@@ -61,6 +61,10 @@ class RoadprnGroup(click.Group):
             _fail("interrupted; partial outputs were removed", Interrupted.exit_code)
         except click.exceptions.Exit:
             raise
+        except click.UsageError as exc:
+            # one line like every other user error, not click's three-line usage block
+            where = exc.ctx.command_path if exc.ctx is not None else "roadprn"
+            _fail(f"{exc.format_message().rstrip('.')}; see '{where} --help'", exc.exit_code)
         except click.ClickException:
             raise
         except OSError as exc:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import click
 
+from roadprn.cli.schema_options import SchemaOption, schema_options
+from roadprn.config import Config
 from roadprn.errors import ConfigError
 from roadprn.evaluate import io, report
 from roadprn.evaluate.apls import APLSParams
@@ -20,42 +21,37 @@ log = logging.getLogger("roadprn.evaluate")
 _PATH = click.Path(path_type=Path, dir_okay=False)
 
 
-class _Finite(click.FloatRange):
-    """A FloatRange that also refuses NaN (click lets NaN through every bound: comparisons
-    with NaN are false) and says the allowed range in its one-line error."""
-
-    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201 - click's signature
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number; allowed: {self._describe_range()}",
-                      param, ctx)
-        return number
-
-
-#: bounds of every numeric option (metres unless named otherwise): wide enough for any real
-#: evaluation, narrow enough that no value makes a run allocate without bound or never end
-THRESHOLD = _Finite(0, 1)
-TOLERANCE_M = _Finite(0, 1000)
-WIDTH_M = _Finite(0, 1000, min_open=True)
-SNAP_M = _Finite(0, 1000)
-SPACING_M = _Finite(1, 100_000)
-MIN_PATH_M = _Finite(0, 1_000_000)
-PIXEL_SIZE_M = _Finite(0, 100_000, min_open=True)
-PATCH_SIZE = click.IntRange(1, 65536)
+EVALUATE_OPTIONS = [
+    SchemaOption("evaluate.threshold"),
+    SchemaOption("evaluate.tolerance_m"),
+    SchemaOption("evaluate.truth_width_m"),
+    SchemaOption("evaluate.sweep", ("--sweep",), set_to=True,
+                 help="Threshold sweep: PR curve and best threshold."),
+    SchemaOption("evaluate.patch_size"),
+    SchemaOption("evaluate.apls.snap_m"),
+    SchemaOption("evaluate.apls.control_spacing_m"),
+    SchemaOption("evaluate.apls.min_path_m"),
+    SchemaOption("evaluate.pixel_size_m"),
+    SchemaOption("evaluate.plots", ("--no-plots",), set_to=False,
+                 help="Only metrics.json and report.md."),
+    SchemaOption("output.overwrite", ("--overwrite",), set_to=True,
+                 help="Replace existing report files."),
+]
 
 
-class _OneLineCommand(click.Command):
-    """Bad options end like every other user error: one line, exit 2 (ConfigError), instead of
-    click's usage block."""
+def eval_params(config: Config) -> EvalParams:
+    """The metrics' parameters from the config's ``evaluate:`` section."""
+    section = config.evaluate
+    pixel = section.pixel_size_m
+    return EvalParams(threshold=section.threshold, tolerance_m=section.tolerance_m,
+                      truth_width_m=section.truth_width_m, patch_size=section.patch_size,
+                      sweep=section.sweep, pixel_size_m=(pixel, pixel) if pixel else None,
+                      apls=APLSParams(control_spacing_m=section.apls.control_spacing_m,
+                                      snap_m=section.apls.snap_m,
+                                      min_path_m=section.apls.min_path_m))
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise ConfigError(exc.format_message()) from None
 
-
-@click.command("evaluate", cls=_OneLineCommand)
+@click.command("evaluate")
 @click.option("--pred", type=_PATH, help="Prediction: mask/probability raster or road lines.")
 @click.option("--truth", type=_PATH, help="Truth: mask raster or road centrelines.")
 @click.option("--pairs", "pairs_csv", type=_PATH,
@@ -65,30 +61,9 @@ class _OneLineCommand(click.Command):
 @click.option("--image", type=_PATH, help="Image under the TP/FP/FN overlay (same grid).")
 @click.option("--ignore", type=_PATH,
               help="Ignore mask: raster (non-zero = ignore) or polygons; excluded everywhere.")
-@click.option("--threshold", type=THRESHOLD, default=0.5, show_default=True,
-              help="Probability at or above which a pixel is road.")
-@click.option("--tolerance-m", type=TOLERANCE_M, default=3.0, show_default=True,
-              help="Relaxed precision/recall distance and completeness/correctness buffer.")
-@click.option("--truth-width-m", type=WIDTH_M, default=4.0,
-              show_default=True, help="Road width when lines are rasterised.")
-@click.option("--sweep", is_flag=True, help="Threshold sweep: PR curve and best threshold.")
-@click.option("--patch-size", type=PATCH_SIZE, default=64, show_default=True,
-              help="Patch side (pixels) of the per-patch IoU heat map.")
-@click.option("--snap-m", type=SNAP_M, default=4.0, show_default=True,
-              help="APLS: how far a control point may snap onto the other graph.")
-@click.option("--control-spacing-m", type=SPACING_M, default=50.0,
-              show_default=True, help="APLS: spacing of control points along roads.")
-@click.option("--min-path-m", type=MIN_PATH_M, default=10.0, show_default=True,
-              help="APLS: shorter routes are not scored.")
-@click.option("--pixel-size-m", type=PIXEL_SIZE_M,
-              help="Pixel size for rasters without georeferencing (enables relaxed metrics).")
-@click.option("--no-plots", is_flag=True, help="Only metrics.json and report.md.")
-@click.option("--overwrite", is_flag=True, help="Replace existing report files.")
+@schema_options(EVALUATE_OPTIONS)
 def evaluate(pred: Path | None, truth: Path | None, pairs_csv: Path | None, out_dir: Path,
-             image: Path | None, ignore: Path | None, threshold: float, tolerance_m: float,
-             truth_width_m: float, sweep: bool, patch_size: int, snap_m: float,
-             control_spacing_m: float, min_path_m: float, pixel_size_m: float | None,
-             no_plots: bool, overwrite: bool) -> None:
+             image: Path | None, ignore: Path | None, config: Config) -> None:
     """Score predictions against truths with pixel and road-network metrics.
 
     Raster vs raster gives pixel metrics (IoU, precision, recall, F1, relaxed precision/recall);
@@ -103,11 +78,8 @@ def evaluate(pred: Path | None, truth: Path | None, pairs_csv: Path | None, out_
         if pred is None or truth is None:
             raise ConfigError("give --pred and --truth, or --pairs")
         pairs = [Pair(pred=pred, truth=truth, name=pred.stem, image=image, ignore=ignore)]
-    params = EvalParams(threshold=threshold, tolerance_m=tolerance_m, truth_width_m=truth_width_m,
-                        patch_size=patch_size, sweep=sweep,
-                        pixel_size_m=(pixel_size_m, pixel_size_m) if pixel_size_m else None,
-                        apls=APLSParams(control_spacing_m=control_spacing_m, snap_m=snap_m,
-                                        min_path_m=min_path_m))
+    params = eval_params(config)
+    overwrite, no_plots = config.output.overwrite, not config.evaluate.plots
     json_path, md_path = out_dir / "metrics.json", out_dir / "report.md"
     for path in (json_path, md_path):
         check_writable(path, overwrite)  # fail before any work

@@ -9,6 +9,7 @@ defaults < ``--config FILE`` < ``--set KEY=VALUE`` < explicit options.
 from __future__ import annotations
 
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -95,13 +96,45 @@ def _without_none(annotation: Any) -> Any:
     return annotation
 
 
-def click_type(annotation: Any) -> Any:
-    """The click parameter type for a field annotation (``bool`` handled by the caller)."""
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses NaN (click lets NaN through every bound: comparisons with
+    NaN are false) and says the allowed range in its one-line error."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number; allowed: {self._describe_range()}",
+                      param, ctx)
+        return number
+
+
+def _bounds(field: FieldInfo) -> dict[str, Any]:
+    """click range arguments from the field's ``ge``/``gt``/``le``/``lt`` constraints."""
+    bounds: dict[str, Any] = {}
+    for item in field.metadata:
+        for name, key, is_open in (("ge", "min", False), ("gt", "min", True),
+                                   ("le", "max", False), ("lt", "max", True)):
+            value = getattr(item, name, None)
+            if value is not None:
+                bounds[key] = value
+                bounds[f"{key}_open"] = is_open
+    return bounds
+
+
+def click_type(annotation: Any, field: FieldInfo | None = None) -> Any:
+    """The click parameter type for a field (``bool`` handled by the caller): numbers carry the
+    field's bounds, so a bad value is refused before any work, naming the option."""
     annotation = _without_none(annotation)
     if typing.get_origin(annotation) is Literal:
         return click.Choice([str(v) for v in typing.get_args(annotation)])
-    if annotation in (int, float, str):
-        return {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation]
+    bounds = _bounds(field) if field is not None else {}
+    if annotation is float:
+        return FiniteFloatRange(**bounds)
+    if annotation is int:
+        return click.IntRange(**bounds) if bounds else click.INT
+    if annotation is str:
+        return click.STRING
     raise TypeError(f"no command-line type for {annotation!r}: give the option a convert=")
 
 
@@ -136,7 +169,8 @@ def make_option(spec: SchemaOption,
         option = click.option(*names, param, type=click.STRING, default=None, help=help_text,
                               metavar=spec.metavar)
     else:
-        option = click.option(*names, param, type=click_type(field.annotation), default=None,
+        option = click.option(*names, param, type=click_type(field.annotation, field),
+                              default=None,
                               help=help_text, metavar=spec.metavar)
     return option, param
 
@@ -171,7 +205,10 @@ def schema_options(specs: Sequence[SchemaOption]) -> Decorator:
                 if value is not None:
                     overrides[spec.key] = value
             config_path, set_items = kwargs.pop("config_path"), kwargs.pop("set_items")
-            kwargs["config"] = build_config(config_path, set_items, **overrides)
+            try:
+                kwargs["config"] = build_config(config_path, set_items, **overrides)
+            except ConfigError as exc:
+                raise ConfigError(_name_the_option(str(exc), built, overrides)) from None
             return func(*args, **kwargs)
 
         for _, option, _ in reversed(built):
@@ -179,6 +216,17 @@ def schema_options(specs: Sequence[SchemaOption]) -> Decorator:
         return config_options(wrapper)
 
     return decorate
+
+
+def _name_the_option(message: str, built: Sequence[tuple[SchemaOption, Any, str]],
+                     given: dict[str, Any]) -> str:
+    """A bad value the user typed as an option is named as that option, not as its key."""
+    for spec, _, _ in built:
+        quoted_key = f"config key '{spec.key}'"
+        if spec.key in given and quoted_key in message:
+            return message.replace(quoted_key, f"{_flag_names(spec)[-1].split('/')[0]} "
+                                               f"({quoted_key})", 1)
+    return message
 
 
 def parse_bands(text: str | None) -> list[int] | None:
