@@ -31,7 +31,7 @@ from scipy.sparse.csgraph import dijkstra
 from shapely.geometry.base import BaseGeometry
 
 from roadprn.errors import ConfigError
-from roadprn.evaluate.graph import RoadGraph, SplitGraph, lines_to_graph, split_edges
+from roadprn.evaluate.graph import MetricGraph, SplitGraph, lines_to_graph, split_edges
 
 #: cap on the number of path lengths held at once (float64): ~160 MB per matrix
 _MAX_CELLS = 20_000_000
@@ -84,7 +84,7 @@ def control_positions(lengths: np.ndarray, spacing_m: float) -> tuple[np.ndarray
     return np.concatenate(edge_ids), np.concatenate(positions)
 
 
-def count_control_points(graph: RoadGraph, spacing_m: float) -> int:
+def count_control_points(graph: MetricGraph, spacing_m: float) -> int:
     """How many control points :func:`with_control_points` would make, without making them."""
     length = graph.length
     inserted = np.where(length < 0.75 * spacing_m, 0,
@@ -93,7 +93,7 @@ def count_control_points(graph: RoadGraph, spacing_m: float) -> int:
     return graph.n_nodes + int(inserted.sum())
 
 
-def check_control_points(graph: RoadGraph, spacing_m: float, name: str) -> None:
+def check_control_points(graph: MetricGraph, spacing_m: float, name: str) -> None:
     """Refuse (exit 2) a spacing that would make APLS run for hours on this network."""
     n = count_control_points(graph, spacing_m)
     if n <= MAX_CONTROL_POINTS:
@@ -111,7 +111,7 @@ def check_control_points(graph: RoadGraph, spacing_m: float, name: str) -> None:
                       f"at most {MAX_CONTROL_POINTS}: {hint}")
 
 
-def with_control_points(graph: RoadGraph, spacing_m: float) -> tuple[SplitGraph, np.ndarray]:
+def with_control_points(graph: MetricGraph, spacing_m: float) -> tuple[SplitGraph, np.ndarray]:
     """The graph split at its control points, and the coordinates of all its nodes."""
     edge, pos = control_positions(graph.length, spacing_m)
     split, node_ids = split_edges(graph, edge, pos)
@@ -123,7 +123,7 @@ def with_control_points(graph: RoadGraph, spacing_m: float) -> tuple[SplitGraph,
     return split, coords
 
 
-def snap_points(points: np.ndarray, graph: RoadGraph,
+def snap_points(points: np.ndarray, graph: MetricGraph,
                 snap_m: float) -> tuple[SplitGraph, np.ndarray]:
     """Insert each point into ``graph`` at its projection on the nearest edge within snap_m.
 
@@ -150,7 +150,7 @@ class _Half:
     snapped_fraction: float
 
 
-def _half(source: RoadGraph, target: RoadGraph, params: APLSParams) -> _Half:
+def _half(source: MetricGraph, target: MetricGraph, params: APLSParams) -> _Half:
     """Score of the source graph's routes as reproduced by the target graph."""
     native, coords = with_control_points(source, params.control_spacing_m)
     prime, counterpart = snap_points(coords, target, params.snap_m)
@@ -182,7 +182,8 @@ def _half(source: RoadGraph, target: RoadGraph, params: APLSParams) -> _Half:
     return _Half(score, count, n, snapped)
 
 
-def apls_graphs(truth: RoadGraph, pred: RoadGraph, params: APLSParams | None = None) -> APLSResult:
+def apls_graphs(truth: MetricGraph, pred: MetricGraph,
+                params: APLSParams | None = None) -> APLSResult:
     """APLS of two road graphs in the same metric CRS."""
     params = params or APLSParams()
     truth_empty, pred_empty = truth.u.size == 0, pred.u.size == 0

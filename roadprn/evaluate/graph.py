@@ -21,8 +21,9 @@ NODE_MERGE_M = 1e-4
 
 
 @dataclass
-class RoadGraph:
-    """Undirected graph: node coordinates, edges (u, v) with lengths and LineString geometries."""
+class MetricGraph:
+    """Undirected graph: node coordinates, edges (u, v) with lengths and LineString geometries,
+    in metres (what APLS compares; the vectoriser's pixel multigraph is ``vectorize.RoadGraph``)."""
 
     nodes: np.ndarray  # (n, 2) float64, metres
     u: np.ndarray  # (m,) int64
@@ -70,7 +71,7 @@ def explode_lines(geoms: Iterable[BaseGeometry | None]) -> np.ndarray:
     return parts[~shapely.is_empty(parts) & (shapely.length(parts) > 0)]
 
 
-def lines_to_graph(geoms: Iterable[BaseGeometry | None]) -> RoadGraph:
+def lines_to_graph(geoms: Iterable[BaseGeometry | None]) -> MetricGraph:
     """Build the road graph of (Multi)LineStrings given in a metric CRS."""
     lines = explode_lines(geoms)
     if lines.size == 0:
@@ -89,12 +90,12 @@ def lines_to_graph(geoms: Iterable[BaseGeometry | None]) -> RoadGraph:
     inverse = inverse.reshape(-1)
     nodes = np.vstack([starts, ends])[first]
     m = edges.size
-    return RoadGraph(nodes=nodes, u=inverse[:m].astype(np.int64), v=inverse[m:].astype(np.int64),
+    return MetricGraph(nodes=nodes, u=inverse[:m].astype(np.int64), v=inverse[m:].astype(np.int64),
                      length=shapely.length(edges).astype(np.float64), geometry=edges)
 
 
-def _empty_graph() -> RoadGraph:
-    return RoadGraph(nodes=np.empty((0, 2)), u=np.empty(0, np.int64), v=np.empty(0, np.int64),
+def _empty_graph() -> MetricGraph:
+    return MetricGraph(nodes=np.empty((0, 2)), u=np.empty(0, np.int64), v=np.empty(0, np.int64),
                      length=np.empty(0), geometry=np.empty(0, dtype=object))
 
 
@@ -115,7 +116,7 @@ class SplitGraph:
         return adjacency(self.u, self.v, self.length, self.n_nodes)
 
 
-def split_edges(graph: RoadGraph, edge: np.ndarray, position: np.ndarray,
+def split_edges(graph: MetricGraph, edge: np.ndarray, position: np.ndarray,
                 merge_m: float = 1e-3) -> tuple[SplitGraph, np.ndarray]:
     """Insert nodes at ``position`` metres along ``edge``; return the graph and their node ids.
 

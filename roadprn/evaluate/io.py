@@ -29,7 +29,8 @@ from roadprn.errors import InputError, gdal_reason, one_line
 from roadprn.evaluate.windowed import GridSpec, Layer, ShapesLayer, WarpedLayer, clip_rect
 from roadprn.outputs.atomic import ogr_path
 from roadprn.raster.gdal_env import MASK_IO_LOCK
-from roadprn.raster.geometry import pixel_size_m
+from roadprn.raster.geometry import metric_crs_at, pixel_size_m
+from roadprn.raster.labels import SceneGrid, buffer_lines
 from roadprn.raster.scene import check_blocks_readable, open_dataset, open_raster
 
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".geojsonl",
@@ -110,7 +111,8 @@ def _check_coordinates(path: Path, geoms: gpd.GeoSeries) -> None:
 
 
 def local_utm_crs(*series: gpd.GeoSeries) -> CRS:
-    """UTM zone of the centre of the given geometries (the metric CRS lengths are measured in)."""
+    """The metric CRS lengths are measured in: :func:`~roadprn.raster.geometry.metric_crs_at`
+    of the centre of the given geometries."""
     boxes = []
     for s in series:
         if len(s):
@@ -122,7 +124,7 @@ def local_utm_crs(*series: gpd.GeoSeries) -> CRS:
     south = min(b[1] for b in boxes)
     east = max(b[2] for b in boxes)
     north = max(b[3] for b in boxes)
-    return utm_crs_at((west + east) / 2.0, (south + north) / 2.0)
+    return metric_crs_at((west + east) / 2.0, (south + north) / 2.0)
 
 
 def finite_bounds(geoms: gpd.GeoSeries, path: object = None) -> tuple[float, float, float, float]:
@@ -155,11 +157,6 @@ def reproject_geoms(geoms: gpd.GeoSeries, crs: object, path: object = None) -> g
         source, target = source[:60], target[:60]
         raise InputError(f"{path or 'lines'}: cannot reproject from {source} to {target} "
                          f"({one_line(exc, 160)})") from None
-
-
-def utm_crs_at(lon: float, lat: float) -> CRS:
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
 def check_overlap(a_bounds: tuple[float, ...], b_bounds: tuple[float, ...], a_name: str,
@@ -347,8 +344,9 @@ def align(source: RasterLayer, grid: GridSpec) -> Layer:
 def lines_layer(path: str | Path, grid: GridSpec, width_m: float) -> ShapesLayer:
     """Lines of ``path`` buffered to a road ``width_m`` metres wide, to burn onto ``grid``.
 
-    Buffering happens in the local UTM zone so the width is true metres whatever the grid's
-    CRS (on EPSG:4326 a buffer in degrees would be wider north-south than east-west).
+    Buffered and burnt by the training labels' code (:func:`roadprn.raster.labels.buffer_lines`
+    in the grid's local metric CRS, so the width is true metres whatever the grid's CRS), so
+    truth from a GeoPackage is the mask a training run would make of it.
     """
     if grid.crs is None:
         raise InputError(f"{grid.path} has no georeferencing; cannot place the lines of {path} "
@@ -358,9 +356,14 @@ def lines_layer(path: str | Path, grid: GridSpec, width_m: float) -> ShapesLayer
         return ShapesLayer(np.empty(0, dtype=object), grid)
     on_grid = reproject_geoms(lines, grid.crs, path)
     check_overlap(finite_bounds(on_grid, path), grid.bounds, str(path), grid.path)
-    parts = gpd.GeoSeries(shapely.get_parts(lines.values), crs=lines.crs)
-    metric = to_metric(parts, local_utm_crs(lines), path)
-    buffered = reproject_geoms(metric.buffer(width_m / 2.0), grid.crs, path)
+    scene = SceneGrid(grid.transform, grid.width, grid.height, grid.crs)
+    try:
+        buffered = buffer_lines(lines, scene, width_m, str(path))
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PROJ cannot relate the CRSs
+        raise InputError(f"{path}: cannot buffer the lines in metres ({one_line(exc, 160)})") \
+            from None
     finite_bounds(buffered, path)
     return ShapesLayer(np.asarray(buffered.values), grid)
 

@@ -31,6 +31,7 @@ from rasterio.enums import Resampling
 
 from roadprn.errors import ConfigError
 from roadprn.evaluate.pixel import PixelCounts, RelaxedCounts
+from roadprn.raster.labels import burn
 
 #: core window side in pixels (the halo comes on top)
 WINDOW = 1024
@@ -107,7 +108,8 @@ class ArrayLayer:
 
 
 class ShapesLayer:
-    """Polygons (in the grid's CRS) burnt as 1 on the grid, window by window.
+    """Polygons (in the grid's CRS) burnt as 1 on the grid, window by window (by the labels'
+    rasteriser, :func:`roadprn.raster.labels.burn`: a pixel whose centre is inside).
 
     Only the polygons whose bounding box meets the window are rasterised there, so a window
     costs what it contains. Inside the grid every pixel is valid.
@@ -130,9 +132,7 @@ class ShapesLayer:
         hits = self.tree.query(shapely.box(*corner_bounds(transform, (height, width))))
         if not hits.size:
             return np.zeros((height, width), np.float32), valid
-        burnt = rasterio.features.rasterize(((self.geoms[i], 1) for i in np.sort(hits)),
-                                            out_shape=(height, width), transform=transform,
-                                            fill=0, dtype=np.uint8)
+        burnt = burn(self.geoms[np.sort(hits)], transform, (height, width))
         return (burnt & valid).astype(np.float32), valid
 
 

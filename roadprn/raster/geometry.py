@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
@@ -13,6 +14,19 @@ from rasterio.transform import Affine
 from roadprn.errors import InputError
 
 _GEOD = Geod(ellps="WGS84")
+#: UTM is defined from 80 S to 84 N; beyond, an azimuthal equidistant CRS on the point is used
+UTM_LAT_LIMITS = (-80.0, 84.0)
+
+
+def metric_crs_at(lon: float, lat: float) -> ProjCRS:
+    """The local metric CRS that buffers and lengths are measured in around (lon, lat): its UTM
+    zone (longitudes beyond 180 wrap), or an azimuthal equidistant CRS on the point near the
+    poles, where UTM is undefined. Labels and evaluation both call this, so a road buffered for
+    training and one buffered as evaluation truth are the same polygon."""
+    if UTM_LAT_LIMITS[0] <= lat <= UTM_LAT_LIMITS[1]:
+        zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+        return ProjCRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    return ProjCRS.from_proj4(f"+proj=aeqd +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m")
 
 
 def pixel_size_m(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,15 +38,15 @@ from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
 from roadprn.errors import InputError, one_line
 from roadprn.outputs.atomic import ogr_path
+from roadprn.raster.geometry import metric_crs_at
 from roadprn.raster.scene import data_bands, open_raster
 
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite"}
 LINE_TYPES = {"LineString", "MultiLineString"}
-# UTM is defined from 80 S to 84 N; beyond, an azimuthal equidistant CRS on the centre is used
-UTM_LAT_LIMITS = (-80.0, 84.0)
 
 
 @dataclass(frozen=True)
@@ -153,17 +153,15 @@ def check_crs_plausible(frame: gpd.GeoDataFrame, name: str) -> None:
 
 
 def local_metric_crs(grid: SceneGrid) -> CRS:
-    """UTM zone of the scene centre (an azimuthal equidistant CRS near the poles)."""
+    """The local metric CRS (:func:`~roadprn.raster.geometry.metric_crs_at`) of the scene
+    centre."""
     if grid.crs is None:
         raise InputError("the scene has no CRS, so labels in map coordinates cannot be placed")
     cx, cy = grid.transform * (grid.width / 2, grid.height / 2)
     lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(cx, cy)
     if not (math.isfinite(lon) and math.isfinite(lat)):
         raise InputError(f"the scene centre ({cx:.6g}, {cy:.6g}) is outside its CRS")
-    if UTM_LAT_LIMITS[0] <= lat <= UTM_LAT_LIMITS[1]:
-        zone = min(int((lon + 180.0) // 6.0) + 1, 60)
-        return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
-    return CRS.from_proj4(f"+proj=aeqd +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m")
+    return metric_crs_at(lon, lat)
 
 
 def buffer_centrelines(
@@ -181,11 +179,26 @@ def buffer_centrelines(
     missing or not positive.
     """
     widths = _feature_widths(lines, width_m, width_attribute, metres_per_unit, name)
-    metric = local_metric_crs(grid)
-    projected = lines.geometry.to_crs(metric)
-    buffered = gpd.GeoSeries(projected.buffer(widths / 2.0).values, crs=metric).to_crs(grid.crs)
+    buffered = buffer_lines(lines.geometry, grid, widths, name)
     check_overlap(buffered, grid, name)
     return buffered
+
+
+def buffer_lines(lines: gpd.GeoSeries, grid: SceneGrid, widths: float | np.ndarray,
+                 name: str = "labels") -> gpd.GeoSeries:
+    """Lines buffered to their full ``widths`` (metres) in the grid's local metric CRS (round
+    caps), returned in the grid's CRS. Training labels and evaluation truth both come from
+    here, so the same GeoPackage gives the same road polygons (and, burnt by :func:`burn`, the
+    same pixels) whichever command reads it."""
+    metric = local_metric_crs(grid)
+    projected = lines.to_crs(metric)
+    bounds = projected.total_bounds
+    if len(projected) and not np.isfinite(bounds).all():
+        raise InputError(f"{name}: coordinates cannot be reprojected to the scene's local metric "
+                         f"CRS {_crs_text(metric)} (they lie outside the area it covers); the "
+                         "file's CRS is wrong")
+    return gpd.GeoSeries(projected.buffer(np.asarray(widths) / 2.0).values,
+                         crs=metric).to_crs(grid.crs)
 
 
 def _feature_widths(
@@ -241,15 +254,18 @@ def rasterise(polygons: gpd.GeoSeries, grid: SceneGrid, window: Window | None = 
     A pixel is road when its centre is inside a polygon (``all_touched=False``), as in solaris.
     """
     sub = grid.window(window)
-    mask = np.zeros((sub.height, sub.width), dtype=np.uint8)
     candidates = polygons.iloc[polygons.sindex.query(box(*sub.bounds))]
-    if len(candidates):
-        rasterio.features.rasterize(
-            ((geom, 1) for geom in candidates),
-            out=mask,
-            transform=sub.transform,
-            all_touched=False,
-        )
+    return burn(candidates, sub.transform, (sub.height, sub.width))
+
+
+def burn(polygons: Iterable[BaseGeometry], transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (rows, cols) mask placed by ``transform``: 1 where a pixel's centre is inside one of
+    ``polygons`` (``all_touched=False``, as in solaris). The one rasteriser of road polygons:
+    labels and evaluation's truth and ignore layers burn through it."""
+    mask = np.zeros(shape, dtype=np.uint8)
+    shapes = [(geom, 1) for geom in polygons]
+    if shapes:
+        rasterio.features.rasterize(shapes, out=mask, transform=transform, all_touched=False)
     return mask
 
 

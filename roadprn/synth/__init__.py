@@ -4,9 +4,9 @@ Roads are built as vectors first, then the image is rendered window by window fr
 that depend only on absolute position and the seed: deterministic, and memory flat with size.
 """
 
-from roadprn.synth.grid import SceneGrid, make_grid
-from roadprn.synth.network import RoadNetwork, build_network
+from roadprn.synth.grid import SynthGrid, make_grid
+from roadprn.synth.network import SynthNetwork, build_network
 from roadprn.synth.scene import SynthResult, generate_scene, output_paths, roads_frame
 
-__all__ = ["SceneGrid", "make_grid", "RoadNetwork", "build_network", "SynthResult",
+__all__ = ["SynthGrid", "make_grid", "SynthNetwork", "build_network", "SynthResult",
            "generate_scene", "output_paths", "roads_frame"]

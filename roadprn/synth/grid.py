@@ -20,13 +20,14 @@ MAX_RESOLUTION_M = 5.0  # coarser pixels make every road sub-pixel (and the netw
 
 
 @dataclass(frozen=True)
-class SceneGrid:
-    """Raster size and georeferencing of a synthetic scene."""
+class SynthGrid:
+    """Raster size and georeferencing of a synthetic scene: the fields (and their order) of
+    :class:`roadprn.raster.labels.SceneGrid`, plus the metres per pixel the scene is drawn at."""
 
+    transform: Affine
     width: int
     height: int
     crs: CRS
-    transform: Affine
     resolution_m: float
 
     @property
@@ -80,7 +81,7 @@ def degrees_per_metre(crs: CRS, latitude: float) -> tuple[float, float]:
 
 
 def make_grid(width: int, height: int, crs: str | CRS = "EPSG:32631", resolution_m: float = 0.5,
-              origin: tuple[float, float] | None = None) -> SceneGrid:
+              origin: tuple[float, float] | None = None) -> SynthGrid:
     """Build the grid; ``origin`` is the top-left corner in CRS units (x, y / lon, lat)."""
     if width < 1 or height < 1:
         raise ConfigError(f"--size must be positive, got {width}x{height}")
@@ -100,4 +101,4 @@ def make_grid(width: int, height: int, crs: str | CRS = "EPSG:32631", resolution
         unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
         step_x = step_y = resolution_m / unit
     transform = Affine(step_x, 0.0, ox, 0.0, -step_y, oy)
-    return SceneGrid(width, height, crs, transform, resolution_m)
+    return SynthGrid(transform, width, height, crs, resolution_m)

@@ -54,7 +54,7 @@ class District:
 
 
 @dataclass
-class RoadNetwork:
+class SynthNetwork:
     roads: list[Road]
     districts: list[District]
     width_m: float
@@ -187,7 +187,7 @@ def _highways(seed: int, width_m: float, height_m: float) -> list[Road]:
     return roads
 
 
-def build_network(width_m: float, height_m: float, seed: int) -> RoadNetwork:
+def build_network(width_m: float, height_m: float, seed: int) -> SynthNetwork:
     """All roads and districts touching the ``width_m × height_m`` scene, clipped to it."""
     scene = box(0.0, 0.0, width_m, height_m)
     ni = int(math.ceil(width_m / DISTRICT_M)) + 1
@@ -230,4 +230,4 @@ def build_network(width_m: float, height_m: float, seed: int) -> RoadNetwork:
     for road in roads:
         for part in _pieces(road.line.intersection(scene)):
             clipped.append(Road(part, road.width_m, road.kind, road.surface, road.tone))
-    return RoadNetwork(clipped, districts, width_m, height_m)
+    return SynthNetwork(clipped, districts, width_m, height_m)

@@ -19,7 +19,7 @@ from scipy.ndimage import gaussian_filter
 from shapely import STRtree
 
 from roadprn.synth import network as net
-from roadprn.synth.grid import SceneGrid
+from roadprn.synth.grid import SynthGrid
 from roadprn.synth.lattice import Cells, buildings, landuse_at, near_road, tree_domes
 from roadprn.synth.noise import derive_key, fbm, hash_uniform, stretch
 
@@ -54,7 +54,7 @@ BLUR_SIGMA_PX = 0.6  # optical blur of the sensor
 class ScenePlan:
     """Everything a window needs, prepared once per scene (vector data, colour tables)."""
 
-    grid: SceneGrid
+    grid: SynthGrid
     seed: int
     channels: np.ndarray  # (bands, 4) weights of R, G, B, NIR
     lines: np.ndarray  # road pieces in pixel coordinates, in drawing order
@@ -116,7 +116,7 @@ def _lane_markings(line_px: shapely.LineString, width_px: float, kind: str,
     return []
 
 
-def plan_scene(grid: SceneGrid, network: net.RoadNetwork, seed: int, bands: int,
+def plan_scene(grid: SynthGrid, network: net.SynthNetwork, seed: int, bands: int,
                nodata_border: bool = False, nodata_holes: bool = False) -> ScenePlan:
     res = grid.resolution_m
     channels = CHANNELS[bands]

@@ -21,8 +21,8 @@ from rasterio.windows import Window
 
 from roadprn.errors import ConfigError, OutputError
 from roadprn.outputs.atomic import atomic_output, check_writable
-from roadprn.synth.grid import SceneGrid, make_grid
-from roadprn.synth.network import SURFACES, RoadNetwork, build_network
+from roadprn.synth.grid import SynthGrid, make_grid
+from roadprn.synth.network import SURFACES, SynthNetwork, build_network
 from roadprn.synth.render import plan_scene, render_window, sensor_noise
 
 BLOCK = 512
@@ -52,7 +52,7 @@ def output_paths(out_path: str | Path) -> tuple[Path, Path, Path]:
     return out, out.with_name(f"{out.stem}_mask.tif"), out.with_name(f"{out.stem}_roads.gpkg")
 
 
-def roads_frame(network: RoadNetwork, grid: SceneGrid) -> gpd.GeoDataFrame:
+def roads_frame(network: SynthNetwork, grid: SynthGrid) -> gpd.GeoDataFrame:
     """Centrelines in the scene's CRS, split at junctions, with width_m, kind and surface."""
     lines = np.array([r.line for r in network.roads], dtype=object)
     if lines.size == 0:
@@ -80,7 +80,7 @@ def roads_frame(network: RoadNetwork, grid: SceneGrid) -> gpd.GeoDataFrame:
         geometry=gpd.GeoSeries(geoms, crs=grid.crs), crs=grid.crs)
 
 
-def _profile(grid: SceneGrid, count: int, dtype: str, nodata: int | None) -> dict:
+def _profile(grid: SynthGrid, count: int, dtype: str, nodata: int | None) -> dict:
     return {
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
         "dtype": dtype, "crs": grid.crs, "transform": grid.transform, "nodata": nodata,
