@@ -335,33 +335,39 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def format_validation_error(exc: ValidationError, source: str | None = None) -> str:
-    """The first problem as one line naming the key and what is allowed."""
+def format_validation_error(exc: ValidationError, source: str | None = None, *,
+                            model: type[BaseModel] | None = None,
+                            noun: str = "config key") -> str:
+    """The first problem as one line naming the key and what is allowed.
+
+    The one formatter of pydantic errors for configs, options, checkpoint metadata and model
+    sidecars: ``model`` is the schema that was validated (for the allowed keys of a typo),
+    ``noun`` what its keys are called in the message.
+    """
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
     key = _short(".".join(loc) or "<root>")
     prefix = f"{source}: " if source else ""
     extra = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     if err["type"] == "extra_forbidden":
-        allowed = sorted(_section_fields(loc[:-1]))
+        allowed = sorted(_section_fields(loc[:-1], model or Config))
         close = difflib.get_close_matches(loc[-1], allowed, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        return f"{prefix}unknown config key '{key}'{hint} allowed keys: {', '.join(allowed)}{extra}"
+        return f"{prefix}unknown {noun} '{key}'{hint} allowed keys: {', '.join(allowed)}{extra}"
     given = err.get("input")
     got = f"got {quoted(given)}; " if not isinstance(given, dict) else ""
     if err["type"] == "literal_error":
         allowed = err["ctx"]["expected"]
-        return f"{prefix}bad value for config key '{key}': {got}allowed: {allowed}{extra}"
+        return f"{prefix}bad value for {noun} '{key}': {got}allowed: {allowed}{extra}"
     message = err["msg"].removeprefix("Value error, ")
-    return f"{prefix}bad value for config key '{key}': {got}{message}{extra}"
+    return f"{prefix}bad value for {noun} '{key}': {got}{message}{extra}"
 
 
 def _short(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
-def _section_fields(path: list[str]) -> list[str]:
-    model: type[BaseModel] = Config
+def _section_fields(path: list[str], model: type[BaseModel]) -> list[str]:
     for part in path:
         field = model.model_fields.get(part)
         annotation = field.annotation if field else None

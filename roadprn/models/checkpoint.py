@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, m
 from torch import nn
 
 import roadprn
-from roadprn.config import NormalizationConfig
+from roadprn.config import NormalizationConfig, format_validation_error
 from roadprn.errors import ModelError, one_line
 from roadprn.models.base import archive_kind, build_model, load_torchscript
 from roadprn.models.torchscript_guard import check_torchscript_archive
@@ -307,7 +307,8 @@ def read_sidecar(model_path: Path) -> SidecarSpec:
     try:
         return SidecarSpec.model_validate(data)
     except ValidationError as exc:
-        raise ModelError(f"model sidecar {sidecar}: {_validation_text(exc)}") from exc
+        raise ModelError(format_validation_error(exc, f"model sidecar {sidecar}",
+                                                 model=SidecarSpec, noun="key")) from exc
 
 
 # --------------------------------------------------------------------------- checks and info
@@ -316,17 +317,17 @@ def read_sidecar(model_path: Path) -> SidecarSpec:
 def check_scene_bands(
     spec: InputSpec | CheckpointMeta, band_count: int, scene: str = "scene"
 ) -> None:
-    """ModelError unless the scene has every band the model reads."""
+    """ModelError unless the scene has every band the model reads (the wording of
+    :func:`roadprn.raster.scene.missing_model_bands`, which extract's band check uses)."""
+    from roadprn.raster.scene import missing_model_bands
+
     if isinstance(spec, CheckpointMeta):
         if spec.input is None:
             return
         spec = spec.input
-    missing = [b for b in spec.bands if b > band_count]
-    if missing:
-        raise ModelError(
-            f"{scene} has {band_count} band(s) but the model reads bands {spec.bands} "
-            f"({len(spec.bands)}-band input); use a model made for {band_count}-band imagery"
-        )
+    problem = missing_model_bands(scene, spec.bands, band_count)
+    if problem:
+        raise ModelError(problem)
 
 
 def describe_checkpoint(source: str | Path | Checkpoint) -> dict[str, str]:
@@ -559,14 +560,8 @@ def _validate_meta(meta: Any, path: Path) -> CheckpointMeta:
     try:
         return CheckpointMeta.model_validate(meta)
     except ValidationError as exc:
-        raise ModelError(f"{path}: invalid checkpoint metadata: {_validation_text(exc)}") from exc
-
-
-def _validation_text(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+        raise ModelError(format_validation_error(exc, f"{path}: invalid checkpoint metadata",
+                                                 model=CheckpointMeta, noun="key")) from exc
 
 
 def _kwargs_text(kwargs: dict[str, Any]) -> str:
