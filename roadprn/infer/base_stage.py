@@ -25,7 +25,7 @@ from rasterio.windows import Window
 
 from roadprn import __version__
 from roadprn.config import Config, NormalizationConfig
-from roadprn.errors import InputError, ModelError
+from roadprn.errors import ModelError
 from roadprn.infer.predictor import (
     Predictor,
     SegmentationModel,
@@ -152,13 +152,7 @@ def open_scene_for_model(scene: str | Path, model: SegmentationModel,
                          config: Config) -> tuple[SceneInfo, tuple[int, ...]]:
     """Open and validate ``scene``; return it with the bands to feed ``model`` (checked)."""
     info = open_scene(scene, allow_ungeoreferenced=config.input.allow_ungeoreferenced)
-    if not config.input.bands and model.bands and max(model.bands) > info.count:
-        raise InputError(
-            f"{info.path}: the model reads band(s) {list(model.bands)} ({model.in_channels}-band input) "
-            f"but the scene has {info.count} band(s); pick bands with --bands (e.g. --bands "
-            f"{','.join(['1'] * model.in_channels)}) or use a model for {info.count}-band imagery"
-            + (" (--model default-pan)" if info.count == 1 else ""))
-    bands = check_band_count(info, config.input.bands or model.bands, model.in_channels)
+    bands = check_band_count(info, config.input.bands, model.in_channels, model.bands)
     unused = [b for b in info.data_bands if b not in bands]
     if not config.input.bands and unused:
         # a 16-band or R,G,B,NIR scene: the model's bands may not be the scene's colours

@@ -313,19 +313,41 @@ def _read_level_corners(ds: DatasetReader, name: str) -> None:
         ds.read(ds.count, window=last)
 
 
-def check_band_count(info: SceneInfo, bands: Sequence[int] | None, expected: int | None) -> tuple[int, ...]:
-    """The 1-based bands to read, checked against the scene and what the model expects."""
+def missing_model_bands(scene: str, model_bands: Sequence[int], band_count: int) -> str | None:
+    """Why a scene of ``band_count`` bands cannot feed a model that reads ``model_bands`` (None
+    when it can): the one wording of this mismatch, with the two ways out."""
+    if not model_bands or max(model_bands) <= band_count:
+        return None
+    n = len(model_bands)
+    return (f"{scene}: the model reads band(s) {list(model_bands)} ({n}-band input) but the "
+            f"scene has {band_count} band(s); pick bands with --bands (e.g. --bands "
+            f"{','.join(['1'] * n)}) or use a model for {band_count}-band imagery"
+            + (" (--model default-pan)" if band_count == 1 else ""))
+
+
+def check_band_count(info: SceneInfo, bands: Sequence[int] | None, expected: int | None,
+                     model_bands: Sequence[int] = ()) -> tuple[int, ...]:
+    """The 1-based bands to read, checked against the scene and what the model expects: the
+    one band check of extract, batch and training. ``bands`` are the user's choice; without
+    one, the model's own ``model_bands`` (if any), else the scene's data bands."""
+    if not bands and model_bands:
+        problem = missing_model_bands(info.path, model_bands, info.count)
+        if problem:
+            raise InputError(problem)
+        bands = model_bands
     if bands:
         bad = [b for b in bands if b < 1 or b > info.count]
         if bad:
-            raise InputError(f"{info.path}: band(s) {bad} do not exist; the scene has {info.count} band(s)")
+            raise InputError(f"{info.path}: band(s) {bad} do not exist; the scene has "
+                             f"{info.count} band(s)")
         chosen = tuple(bands)
     else:
         chosen = info.data_bands
         if expected is not None and len(chosen) > expected:
             raise InputError(
                 f"{info.path}: scene has {len(chosen)} bands but the model expects {expected}; "
-                f"choose them with --bands (e.g. --bands {','.join(map(str, range(1, expected + 1)))})"
+                "choose them with --bands (e.g. --bands "
+                f"{','.join(map(str, range(1, expected + 1)))})"
             )
     if expected is not None and len(chosen) != expected:
         raise InputError(
