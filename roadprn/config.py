@@ -182,6 +182,37 @@ class EvaluateConfig(_Section):
     apls: APLSConfig = APLSConfig()
 
 
+class SynthConfig(_Section):
+    """The synthetic scene ``roadprn synth`` writes (same settings, same scene)."""
+
+    size: list[int] = Field([4096], min_length=1, max_length=2,
+                            description="Scene size in pixels: N (square) or WxH.")
+    seed: int = Field(0, ge=0, description="Same seed, same scene.")
+    crs: str = Field("EPSG:32631", description="Any EPSG code or WKT.")
+    resolution: float = Field(0.5, gt=0, le=10_000, description="Pixel size in metres "
+                                                                "(converted to degrees for a "
+                                                                "geographic CRS).")
+    origin: tuple[float, float] | None = Field(None, description="Top-left corner in CRS units; "
+                                                                 "default: centre of the CRS's "
+                                                                 "area of use.")
+    bands: Literal[1, 3, 4] = Field(3, description="1 = panchromatic, 3 = RGB, 4 = RGB + NIR.")
+    dtype: Literal["uint8", "uint16"] = Field("uint8", description="uint16 uses an 11-bit "
+                                                                   "range (1..2047).")
+    nodata_border: bool = Field(False, description="Leave a slanted nodata border (value 0).")
+    nodata_holes: bool = Field(False, description="Punch nodata holes (value 0) into the scene.")
+    window_size: int = Field(1024, ge=16, le=16384, description="Pixels per rendered window "
+                                                                "side (memory, not output, "
+                                                                "depends on it).")
+    overviews: bool = Field(True, description="Build overviews.")
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size: list[int]) -> list[int]:
+        if min(size) < 1:
+            raise ValueError("sizes are positive pixel counts, e.g. [4096] or [4096, 2048]")
+        return size
+
+
 class Config(_Section):
     """Everything a run needs besides its input and output paths."""
 
@@ -196,6 +227,7 @@ class Config(_Section):
     vectorize: VectorizeConfig = VectorizeConfig()
     batch: BatchConfig = BatchConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    synth: SynthConfig = SynthConfig()
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

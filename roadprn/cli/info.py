@@ -9,15 +9,18 @@ from typing import Any
 
 import click
 
+from roadprn.cli.schema_options import SchemaOption, schema_options
+from roadprn.config import Config
 from roadprn.raster.scene import SceneInfo, open_scene
 
 
 @click.command()
 @click.argument("path", type=str)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@click.option("--allow-ungeoreferenced", is_flag=True,
-              help="Describe rasters without a CRS (pixel coordinates) instead of failing.")
-def info(path: str, as_json: bool, allow_ungeoreferenced: bool) -> None:
+@schema_options([SchemaOption("input.allow_ungeoreferenced", ("--allow-ungeoreferenced",),
+                              set_to=True, help="Describe rasters without a CRS (pixel "
+                                                "coordinates) instead of failing.")])
+def info(path: str, as_json: bool, config: Config) -> None:
     """Describe a scene (size, bands, dtype, CRS, resolution in metres, nodata, footprint) or a
     model checkpoint (architecture, expected input, training data, metrics, sha256).
 
@@ -26,7 +29,7 @@ def info(path: str, as_json: bool, allow_ungeoreferenced: bool) -> None:
     if is_model_file(path):
         describe_model(path, as_json)
         return
-    scene = open_scene(path, allow_ungeoreferenced=allow_ungeoreferenced)
+    scene = open_scene(path, allow_ungeoreferenced=config.input.allow_ungeoreferenced)
     if as_json:
         click.echo(json.dumps(json_safe(scene.as_dict()), indent=2, allow_nan=False))
     else:

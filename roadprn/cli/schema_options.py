@@ -122,6 +122,11 @@ def _bounds(field: FieldInfo) -> dict[str, Any]:
     return bounds
 
 
+def _literal_values(annotation: Any) -> tuple[Any, ...]:
+    annotation = _without_none(annotation)
+    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+
+
 def click_type(annotation: Any, field: FieldInfo | None = None) -> Any:
     """The click parameter type for a field (``bool`` handled by the caller): numbers carry the
     field's bounds, so a bad value is refused before any work, naming the option."""
@@ -168,6 +173,11 @@ def make_option(spec: SchemaOption,
     elif spec.convert is not None:
         option = click.option(*names, param, type=click.STRING, default=None, help=help_text,
                               metavar=spec.metavar)
+    elif _literal_values(field.annotation):
+        # Literal[1, 3, 4]: a choice typed as text, given back as the literal itself
+        choices = {str(v): v for v in _literal_values(field.annotation)}
+        option = click.option(*names, param, type=click.Choice(list(choices)), default=None,
+                              help=help_text, callback=lambda _c, _p, v: choices.get(v, v))
     else:
         option = click.option(*names, param, type=click_type(field.annotation, field),
                               default=None,
