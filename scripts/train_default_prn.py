@@ -11,7 +11,8 @@ scenes are kept for ``scripts/eval_prn.py`` and never touch training.
     python scripts/eval_prn.py                          # the tables in docs/prn.md
 
 Writes ``roadprn/data/models/default_prn.pt`` (unless ``--no-install``) and, in the work
-folder, the maps (``maps_{train,val,test}_<map size>.npz``), the run state, and per-epoch metrics.
+folder, the maps (``maps_{train,val,test}_<map size>.npz``), the run state (``.state.pt``) and
+per-epoch metrics (``.metrics.csv`` / ``.metrics.json``).
 """
 
 from __future__ import annotations
@@ -32,19 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from roadprn.config import load_config  # noqa: E402
 from roadprn.models.loading import default_model_path, load_segmentation_model  # noqa: E402
-from roadprn.prn.data import (  # noqa: E402
-    PRNMaps,
-    fit_prn,
-    load_maps,
-    load_train_state,
-    maps_from_scene,
-    save_maps,
-    save_train_state,
-    write_history,
-    write_prn_checkpoint,
-)
-from roadprn.prn.network import prn_arch, prn_arch_kwargs  # noqa: E402
-from roadprn.prn.train import PRNTrainSettings, PRNTrainState  # noqa: E402
+from roadprn.prn.data import PRNMaps, load_maps, maps_from_scene, save_maps  # noqa: E402
+from roadprn.prn.fusion import DEFAULT_FUSION, FUSION_RULES  # noqa: E402
+from roadprn.prn.options import TrainPRNOptions  # noqa: E402
+from roadprn.prn.train import fit_prn  # noqa: E402
 from roadprn.synth import generate_scene  # noqa: E402
 
 PACKAGE_MODELS = ROOT / "roadprn" / "data" / "models"
@@ -99,7 +91,7 @@ def main() -> None:
     parser.add_argument("--test-scenes", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=8e-4)
-    parser.add_argument("--fusion", default="global",
+    parser.add_argument("--fusion", choices=FUSION_RULES, default=DEFAULT_FUSION,
                         help="fusion rule used to select the checkpoint on validation")
     parser.add_argument("--max-minutes", type=float, default=45.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -114,7 +106,6 @@ def main() -> None:
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     out = args.out or work / f"prn_{args.variant}.pt"
-    state_path = out.with_suffix(".state.pt")
 
     t0 = time.perf_counter()
     maps = {split: build_maps(work, split, getattr(args, f"{split}_scenes"), args.scene_size,
@@ -122,38 +113,26 @@ def main() -> None:
             for split in ("train", "val", "test")}
     log.info("maps: %s in %.0f s", {k: len(v) for k, v in maps.items()}, time.perf_counter() - t0)
     torch.set_num_threads(args.threads)  # extract's engine changed it for its own stages
+    # (fit_prn sets options.threads again before training)
 
-    arch_kwargs = prn_arch_kwargs(prn_arch(args.variant, grid=args.grid, map_size=args.map_size))
-    settings = PRNTrainSettings(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
-                                fusion=args.fusion)
-    resume = load_train_state(state_path) if args.resume and state_path.exists() else None
-    history_path = out.with_suffix(".history.csv")
-
-    def on_epoch_end(state: PRNTrainState) -> None:
-        save_train_state(state_path, state)
-        write_history(history_path, state.history)
-        log.info("epoch %d: %s", state.epoch, json.dumps(state.history[-1]))
-
-    state = fit_prn(arch_kwargs, maps["train"], maps["val"], settings, resume=resume,
-                    max_minutes=args.max_minutes, on_epoch_end=on_epoch_end)
     base_path = default_model_path()
     base = load_segmentation_model("default")
     assert base.sha256 is not None
-    best = state.history[state.best_epoch - 1]
-    sha = write_prn_checkpoint(
-        out, state, base.sha256, overwrite=True,
-        metrics={"best_epoch": state.best_epoch, "epochs": state.epoch,
-                 **{k: round(float(v), 5) for k, v in best.items() if k.startswith("val_")}},
-        notes=(f"default PRN ({args.variant}) for {base_path.name}: {len(maps['train'])} maps of "
-               f"{args.map_size} px from synthetic scenes seeds {SPLIT_SEEDS['train']}+ "
-               f"(validation {SPLIT_SEEDS['val']}+), selected by validation IoU "
-               f"({args.fusion} fusion); scripts/train_default_prn.py"),
-        road_fraction=float(maps["train"].truth.mean()),
-        labelled_pixels=int(maps["train"].truth.size),
-    )
+    options = TrainPRNOptions(
+        variant=args.variant, grid=args.grid, map_size=args.map_size, epochs=args.epochs,
+        lr=args.lr, seed=args.seed, fusion=args.fusion, max_minutes=args.max_minutes,
+        threads=args.threads,
+        notes=(f"default PRN ({args.variant}) for {base_path.name}: synthetic scenes seeds "
+               f"{SPLIT_SEEDS['train']}+ (validation {SPLIT_SEEDS['val']}+); "
+               "scripts/train_default_prn.py"))
+    resume = out if args.resume and out.with_suffix(".state.pt").exists() else None
+    result = fit_prn(maps["train"], maps["val"], options, out, base_model_sha256=base.sha256,
+                     resume=resume, overwrite=True,
+                     on_epoch_end=lambda row: log.info("epoch %d: %s", row["epoch"],
+                                                       json.dumps(row)))
     log.info("wrote %s (%.2f MB, sha256 %s…), best epoch %d of %d, %.1f min", out,
-             out.stat().st_size / 1e6, sha[:12], state.best_epoch, state.epoch,
-             (time.perf_counter() - t0) / 60)
+             out.stat().st_size / 1e6, (result.checkpoint_sha256 or "?")[:12],
+             result.best_epoch, len(result.history), (time.perf_counter() - t0) / 60)
     if not args.no_install:
         installed = PACKAGE_MODELS / "default_prn.pt"
         shutil.copyfile(out, installed)

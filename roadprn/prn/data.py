@@ -10,26 +10,25 @@ every pixel is covered without padding); windows with too little labelled area a
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import json
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
-import torch
 
 from roadprn.config import Config
 from roadprn.errors import ConfigError, InputError
-from roadprn.infer.predictor import SegmentationModel
-from roadprn.prn.train import PRNTrainSettings, PRNTrainState
+from roadprn.prn.pseudolabels import pseudo_labels
 from roadprn.raster.labels import SceneGrid, is_vector_labels, labels_to_mask
 from roadprn.raster.scene import open_raster
+
+if TYPE_CHECKING:
+    from roadprn.infer.predictor import SegmentationModel
+    from roadprn.prn.options import TrainPRNOptions
+    from roadprn.train.data import TrainingPair
 
 log = logging.getLogger(__name__)
 
@@ -284,96 +283,115 @@ def load_maps(path: str | Path) -> PRNMaps:
                        [tuple(int(v) for v in o) for o in data["origins"]])
 
 
-# --------------------------------------------------------------------------- run state + checkpoint
+# --------------------------------------------------------------------------- training arrays
 
 
-def save_train_state(path: str | Path, state: PRNTrainState) -> None:
-    """The full training state (for ``--resume``), loadable with ``weights_only=True``."""
-    from roadprn.outputs.atomic import atomic_output
-
-    with atomic_output(Path(path), True) as tmp:
-        torch.save(dataclasses.asdict(state), tmp)
+def dihedral(x: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 flips/rotations of the last two axes (k in 0..7)."""
+    x = np.rot90(x, k % 4, axes=(-2, -1))
+    return x[..., ::-1] if k >= 4 else x
 
 
-def load_train_state(path: str | Path) -> PRNTrainState:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"PRN training state not found: {path}")
-    try:
-        data = torch.load(path, weights_only=True, map_location="cpu")
-        return PRNTrainState(**data)
-    except Exception as exc:  # noqa: BLE001 - damaged or foreign file
-        reason = " ".join(str(exc).split())[:120]
-        raise InputError(f"{path} is not a PRN training state: {reason}") from None
+@dataclass(frozen=True)
+class PRNTrainData:
+    """Training maps with their per-patch pseudo-labels, computed once for the whole run.
 
-
-def write_prn_checkpoint(
-    path: str | Path,
-    state: PRNTrainState,
-    base_model_sha256: str,
-    *,
-    metrics: dict[str, float] | None = None,
-    notes: str = "",
-    road_fraction: float | None = None,
-    labelled_pixels: int | None = None,
-    overwrite: bool = False,
-) -> str:
-    """The selected (best) weights as a PRN checkpoint paired with its base model; its sha256."""
-    from roadprn.models.checkpoint import CheckpointMeta, TrainingData, save_checkpoint
-    from roadprn.prn.train import best_model
-
-    meta = CheckpointMeta(
-        kind="prn", arch="prn", arch_kwargs=state.arch_kwargs,
-        base_model_sha256=base_model_sha256, metrics=metrics or {},
-        training_data=TrainingData(notes=notes, road_fraction=road_fraction,
-                                   labelled_pixels=labelled_pixels),
-    )
-    return save_checkpoint(path, best_model(state), meta, overwrite=overwrite)
-
-
-def fit_prn(
-    arch_kwargs: dict[str, Any],
-    train: PRNMaps,
-    val: PRNMaps | None,
-    settings: PRNTrainSettings,
-    *,
-    resume: PRNTrainState | None = None,
-    max_minutes: float | None = None,
-    on_epoch_end: Callable[[PRNTrainState], None] | None = None,
-) -> PRNTrainState:
-    """:func:`roadprn.prn.train.train_prn` one epoch at a time, stopping after ``max_minutes``.
-
-    Each epoch's randomness comes from ``(seed, epoch)``, so stepping epoch by epoch gives the
-    same result as one long call, and a stopped run resumes exactly.
+    Flips and 90° rotations map a square patch grid onto itself, so a pseudo-label transformed
+    with its map stays that map's pseudo-label: augmentation never recomputes them.
     """
-    from roadprn.prn.train import train_prn
 
-    t0 = time.perf_counter()
-    state = resume
-    has_val = val is not None and len(val) > 0
-    start = 0 if state is None else state.epoch
-    if start >= settings.epochs:
-        raise ConfigError(f"the resumed run already has {start} epochs; raise --epochs")
-    for epoch in range(start, settings.epochs):
-        state = train_prn(
-            arch_kwargs, train.prob, train.truth,
-            val.prob if has_val else None, val.truth if has_val else None,  # type: ignore[union-attr]
-            dataclasses.replace(settings, epochs=epoch + 1), resume=state,
-            on_epoch_end=on_epoch_end,
-        )
-        if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
-            log.info("stopping after epoch %d: past --max-minutes %.1f", epoch + 1, max_minutes)
-            break
-    assert state is not None
-    return state
+    prob: np.ndarray  # (N, S, S) float32
+    pseudo: np.ndarray  # (N, S, S) float32
+    truth: np.ndarray  # (N, S, S) bool
+
+    @classmethod
+    def from_maps(cls, maps: PRNMaps, patch_size: int | None) -> PRNTrainData:
+        prob = np.asarray(maps.prob, dtype=np.float32)
+        return cls(prob, pseudo_labels(prob, maps.truth, patch_size), np.asarray(maps.truth) != 0)
+
+    def __len__(self) -> int:
+        return len(self.prob)
+
+    def batches(self, seed: int, epoch: int, batch_size: int,
+                augment: bool) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(prob, pseudo, truth) batches of epoch ``epoch`` (0-based), from ``(seed, epoch)``.
+
+        Every epoch's order and transforms depend only on the seed and the epoch, so a resumed
+        run sees exactly what an uninterrupted one would.
+        """
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(self))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            k = int(rng.integers(8)) if augment else 0
+            yield tuple(np.ascontiguousarray(dihedral(a[idx], k))  # type: ignore[misc]
+                        for a in (self.prob, self.pseudo, self.truth))
 
 
-def write_history(path: str | Path, history: list[dict[str, float]]) -> None:
-    """Per-epoch metrics as CSV at ``path`` and JSON beside it (same stem)."""
-    path = Path(path)
-    keys = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    path.with_suffix(".json").write_text(json.dumps(history, indent=1))
+# --------------------------------------------------------------------------- a job's maps
+
+
+def collect_maps(
+    pairs: Sequence[TrainingPair],
+    prob_maps: Sequence[tuple[str | Path, str | Path]],
+    base_model: SegmentationModel,
+    options: TrainPRNOptions,
+    work_dir: str | Path,
+    *,
+    progress: bool = False,
+) -> tuple[PRNMaps, PRNMaps]:
+    """Training and validation maps of a ``train prn`` job.
+
+    ``pairs`` run through the base model (:func:`maps_from_scene`); ``prob_maps`` are saved
+    probability rasters, refused when written by another base model. A pair's ``split`` wins;
+    the rest is split by :func:`split_maps` (no random split when any pair is marked ``val``).
+    """
+    from tqdm import tqdm
+
+    from roadprn.config import load_config
+
+    for pair in pairs:
+        for path in (pair.scene, pair.labels):
+            if not Path(path).exists():
+                raise InputError(f"file not found: {path}")
+    config = load_config(None, {"output.overwrite": True, "inference.device": options.device})
+    size = options.map_size
+    explicit: dict[str, list[PRNMaps]] = {"train": [], "val": []}
+    undecided: list[PRNMaps] = []
+    sources = [("pair", Path(p.scene), Path(p.labels), p.split) for p in pairs]
+    sources += [("prob", Path(p), Path(t), None) for p, t in prob_maps]
+    for kind, first, second, split in tqdm(sources, desc="base maps", unit="scene",
+                                           disable=not progress):
+        if kind == "pair":
+            part = maps_from_scene(first, second, base_model, config, work_dir, size,
+                                   road_width_m=options.road_width_m,
+                                   mask_threshold=options.mask_threshold,
+                                   labels_crs=options.labels_crs, progress=progress)
+        else:
+            check_prob_source(first, base_model.sha256)
+            part = maps_from_rasters(first, second, size, mask_threshold=options.mask_threshold)
+        if not len(part):
+            log.warning("%s: no %d-pixel map with enough labelled area; skipped", first, size)
+        (explicit[split] if split in explicit else undecided).append(part)
+    train, val = split_maps(PRNMaps.concat(undecided, size),
+                            0.0 if explicit["val"] else options.val_fraction, options.seed)
+    train = PRNMaps.concat([train, *explicit["train"]], size)
+    val = PRNMaps.concat([val, *explicit["val"]], size)
+    if not len(train):
+        raise InputError(f"no training maps of {size} px: scenes too small or unlabelled; "
+                         "lower --map-size")
+    return train, val
+
+
+def check_prob_source(path: Path, base_sha256: str | None) -> None:
+    """A probability raster written by ``extract`` names its base model: it must be this one."""
+    from roadprn.raster.scene import open_dataset
+
+    if not path.is_file():
+        raise InputError(f"probability raster not found: {path}")
+    with open_dataset(path) as ds:
+        made_by = ds.tags().get("ROADPRN_MODEL_SHA256")
+    if made_by and made_by != "unknown" and made_by != base_sha256:
+        raise InputError(f"{path} was made by base model {made_by[:12]}…, not --base-model "
+                         f"({(base_sha256 or '?')[:12]}…); PRN must learn the bias of the model "
+                         "it refines")

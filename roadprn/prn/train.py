@@ -1,76 +1,58 @@
 """Train a PatchRefineNet on base-model probability maps and their ground truth.
 
 Maps must come from images the base model was not trained on (its own training images give
-over-confident maps and PRN learns little). Pseudo-labels are computed once per map with the
-model's patch size; flips and 90° rotations are applied jointly to map, pseudo-label and truth
-(they map a square patch grid onto itself, so the pseudo-labels stay valid). The checkpoint is
-selected on a held-out split by pooled IoU of the fused output, not by training loss.
+over-confident maps and PRN learns little). The run follows the loop pattern shared with base
+training (:mod:`roadprn.train.loop`: state file, metrics files, resume, time budget, patience,
+best-epoch checkpoint). Pseudo-labels are computed once per run with the model's patch size;
+the model and optimiser are built once. Flips and 90° rotations are applied jointly to map,
+pseudo-label and truth (:class:`roadprn.prn.data.PRNTrainData`). The checkpoint is selected on
+a held-out split by pooled IoU of the fused output, not by training loss.
 
 Deterministic: the model is built after seeding, and each epoch's shuffling and augmentation
-come from ``(seed, epoch)``, so a run resumed from an epoch state continues exactly as an
+come from ``(seed, epoch)``, so a run resumed from its state file continues exactly as an
 uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from roadprn.errors import ConfigError, ModelError
+from roadprn.prn.data import PRNMaps, PRNTrainData, collect_maps
 from roadprn.prn.loss import prn_loss
-from roadprn.prn.network import PatchRefineNet
-from roadprn.prn.pseudolabels import pseudo_labels
+from roadprn.prn.network import PatchRefineNet, prn_arch, prn_arch_kwargs
+from roadprn.prn.options import PRN_FROZEN_ON_RESUME, TrainPRNOptions
 from roadprn.prn.refine import fuse
+from roadprn.train.loop import (
+    TrainPaths,
+    TrainResult,
+    check_outputs,
+    check_resume_options,
+    checkpoint_metrics,
+    load_state,
+    run_epochs,
+    seed_everything,
+)
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("epoch", "lr", "train_loss", "val_iou", "val_iou_global", "val_iou_local",
+               "maps_per_s", "seconds")
 
 
-@dataclass
-class PRNTrainSettings:
-    epochs: int = 50
-    learning_rate: float = 8e-4
-    batch_size: int = 1
-    seed: int = 0
-    augment: bool = True
-    fusion: str = "paper"
-    device: str = "cpu"
-
-
-@dataclass
-class PRNTrainState:
-    """Everything needed to continue or publish a run (plain tensors and numbers)."""
-
-    arch_kwargs: dict[str, Any]
-    epoch: int  # epochs completed
-    model_state: dict[str, torch.Tensor]
-    optimizer_state: dict[str, Any]
-    best_state: dict[str, torch.Tensor]
-    best_epoch: int
-    best_score: float
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-def _check_maps(prob: np.ndarray, truth: np.ndarray, size: int, name: str) -> None:
-    if prob.ndim != 3 or prob.shape != truth.shape or prob.shape[1:] != (size, size):
-        raise ValueError(
-            f"{name}: expected probability and truth of shape (N, {size}, {size}), "
-            f"got {prob.shape} and {truth.shape}"
-        )
-
-
-def _patch_size(model: PatchRefineNet) -> int | None:
-    arch = model.arch
-    return arch.map_size // arch.grid if arch.grid > 0 else None
-
-
-def _dihedral(x: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 flips/rotations of the last two axes (k in 0..7)."""
-    x = np.rot90(x, k % 4, axes=(-2, -1))
-    return x[..., ::-1] if k >= 4 else x
+@dataclass(frozen=True)
+class PRNTrainResult(TrainResult):
+    base_model_sha256: str = ""
+    train_maps: int = 0
+    val_maps: int = 0
 
 
 def pooled_iou(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -99,6 +81,7 @@ def predict_maps(
 def evaluate_prn(
     model: PatchRefineNet, prob: np.ndarray, truth: np.ndarray, fusion: str, device: str
 ) -> dict[str, float]:
+    """Pooled IoU of the fused, global and local outputs on held-out maps."""
     g, loc = predict_maps(model, prob, device=device)
     truth = truth != 0
     metrics = {"val_iou": pooled_iou(fuse(g, loc, fusion), truth)}
@@ -108,93 +91,189 @@ def evaluate_prn(
     return metrics
 
 
-def train_prn(
-    arch_kwargs: dict[str, Any],
-    train_prob: np.ndarray,
-    train_truth: np.ndarray,
-    val_prob: np.ndarray | None = None,
-    val_truth: np.ndarray | None = None,
-    settings: PRNTrainSettings | None = None,
+def arch_kwargs_of(options: TrainPRNOptions) -> dict[str, Any]:
+    """PatchRefineNet keyword arguments of the options (variant preset, grid, size, extras)."""
+    extra = {k: v for k, v in options.arch_kwargs.items() if k not in ("variant", "grid",
+                                                                        "map_size")}
+    try:
+        arch = prn_arch(options.variant, grid=options.grid, map_size=options.map_size, **extra)
+    except ValueError as exc:
+        raise ConfigError(f"--variant/--grid/--map-size/arch_kwargs: {exc}") from None
+    return prn_arch_kwargs(arch)
+
+
+def train_prn_model(
+    pairs: Sequence[Any],
+    options: TrainPRNOptions,
+    output: str | Path,
     *,
-    resume: PRNTrainState | None = None,
-    on_epoch_end: Callable[[PRNTrainState], None] | None = None,
-) -> PRNTrainState:
-    """Train from (N, S, S) maps; returns the final state with the best weights in ``best_state``.
+    prob_maps: Sequence[tuple[str | Path, str | Path]] = (),
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    work_dir: str | Path | None = None,
+    progress: bool = False,
+) -> PRNTrainResult:
+    """The whole ``train prn`` job: base maps of ``pairs`` / ``prob_maps``, then :func:`fit_prn`.
 
-    Without a validation split the best epoch is the one with the lowest training loss.
-    ``on_epoch_end`` receives the state after every epoch (for checkpoints and progress).
+    ``pairs`` are :class:`roadprn.train.TrainingPair` (scene, labels, optional split) the base
+    model ``options.base_model`` did not train on; their probability rasters are kept in
+    ``work_dir`` (default ``OUT.maps/``) and reused while the base model is the same.
     """
-    settings = settings or PRNTrainSettings()
-    torch.manual_seed(settings.seed)
-    model = PatchRefineNet(**arch_kwargs).to(settings.device)
+    from roadprn.models.loading import load_segmentation_model
+
+    paths = TrainPaths.for_output(output)
+    state = load_state(resume, "prn") if resume is not None else None
+    check_outputs(paths, state, overwrite)
+    arch_kwargs_of(options)  # refuse a bad architecture before any base-model run
+    if not pairs and not prob_maps:
+        raise ConfigError("give training data with --pair SCENE LABELS, --pairs CSV or "
+                          "--prob-maps PROB TRUTH")
+    base = load_segmentation_model(options.base_model)
+    if not base.sha256:
+        raise ModelError(f"base model {options.base_model}: no sha256 to pair the PRN with")
+    maps_dir = Path(work_dir) if work_dir else Path(f"{paths.checkpoint}.maps")
+    train, val = collect_maps(pairs, prob_maps, base, options, maps_dir, progress=progress)
+    log.info("PRN maps: %d train, %d validation (%d px)", len(train), len(val), options.map_size)
+    result = fit_prn(train, val, options, output, base_model_sha256=base.sha256,
+                     resume=state, overwrite=True, progress=progress)
+    return result
+
+
+def fit_prn(
+    train: PRNMaps,
+    val: PRNMaps | None,
+    options: TrainPRNOptions,
+    output: str | Path,
+    *,
+    base_model_sha256: str,
+    resume: str | Path | dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> PRNTrainResult:
+    """Train on in-memory maps; the best epoch goes to ``output`` as a PRN checkpoint.
+
+    ``resume`` is a state file (or its checkpoint) or a state already loaded. Without
+    validation maps the best epoch is the one with the lowest training loss.
+    """
+    paths = TrainPaths.for_output(output)
+    state = load_state(resume, "prn") if isinstance(resume, str | Path) else resume
+    check_outputs(paths, state, overwrite)
+    if state is not None:
+        check_resume_options(options, state["options"], PRN_FROZEN_ON_RESUME)
+        if state.get("base_model_sha256") != base_model_sha256:
+            raise ConfigError(f"--resume: the run being resumed refines base model "
+                              f"{str(state.get('base_model_sha256'))[:12]}…, not "
+                              f"{base_model_sha256[:12]}…")
+    arch_kwargs = arch_kwargs_of(options)
+    seed_everything(options.seed, options.threads)
+    from roadprn.infer.predictor import resolve_device
+
+    device = str(resolve_device(options.device))
+    model = PatchRefineNet(**arch_kwargs).to(device)
     size = model.arch.map_size
-    _check_maps(train_prob, train_truth, size, "training maps")
-    has_val = val_prob is not None and val_truth is not None
+    _check_maps(train, size, "training maps")
+    has_val = val is not None and len(val) > 0
     if has_val:
-        assert val_prob is not None and val_truth is not None
-        _check_maps(val_prob, val_truth, size, "validation maps")
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    if resume is not None:
-        model.load_state_dict(resume.model_state)
-        optimizer.load_state_dict(resume.optimizer_state)
-        state = copy.deepcopy(resume)
-    else:
-        state = PRNTrainState(
-            arch_kwargs=model.arch_kwargs,
-            epoch=0,
-            model_state=copy.deepcopy(model.state_dict()),
-            optimizer_state=copy.deepcopy(optimizer.state_dict()),
-            best_state=copy.deepcopy(model.state_dict()),
-            best_epoch=0,
-            best_score=-math.inf,
-        )
-    train_prob = np.asarray(train_prob, dtype=np.float32)
-    train_pseudo = pseudo_labels(train_prob, train_truth, _patch_size(model))
-    train_truth = np.asarray(train_truth) != 0
+        assert val is not None
+        _check_maps(val, size, "validation maps")
+    arch = model.arch
+    data = PRNTrainData.from_maps(train, arch.map_size // arch.grid if arch.grid > 0 else None)
+    runner = _PRNRunner(model, data, val if has_val else None, options, device, paths,
+                        base_model_sha256, progress)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        runner.optimizer.load_state_dict(state["optimizer"])
+    result = run_epochs(runner, options, paths, kind="prn", columns=CSV_COLUMNS, resume=state,
+                        extra_state={"base_model_sha256": base_model_sha256,
+                                     "arch_kwargs": model.arch_kwargs},
+                        on_epoch_end=on_epoch_end)
+    return PRNTrainResult(**vars(result), base_model_sha256=base_model_sha256,
+                          train_maps=len(train), val_maps=len(val) if val is not None else 0)
 
-    for epoch in range(state.epoch, settings.epochs):
-        t0 = time.perf_counter()
-        rng = np.random.default_rng([settings.seed, epoch])
-        order = rng.permutation(len(train_prob))
-        model.train()
+
+def _check_maps(maps: PRNMaps, size: int, name: str) -> None:
+    if maps.prob.ndim != 3 or maps.prob.shape[1:] != (size, size):
+        raise ValueError(f"{name}: expected maps of shape (N, {size}, {size}), "
+                         f"got {maps.prob.shape}")
+
+
+class _PRNRunner:
+    """One epoch of Adam over the maps (batches from ``(seed, epoch)``), then validation."""
+
+    rate_column = "maps_per_s"
+
+    def __init__(self, model: PatchRefineNet, data: PRNTrainData, val: PRNMaps | None,
+                 options: TrainPRNOptions, device: str, paths: TrainPaths,
+                 base_model_sha256: str, progress: bool) -> None:
+        self.model, self.data, self.val, self.options = model, data, val, options
+        self.device, self.paths, self.progress = device, paths, progress
+        self.base_model_sha256 = base_model_sha256
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+        self.fusion = options.selection_fusion()
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, Any], int]:
+        self.model.train()
         losses = []
-        for start in range(0, len(order), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
-            k = int(rng.integers(8)) if settings.augment else 0
-            maps = [_dihedral(a[idx], k) for a in (train_prob, train_pseudo, train_truth)]
-            prob, pseudo, truth = (
-                torch.from_numpy(np.ascontiguousarray(m)[:, None]).float().to(settings.device)
-                for m in maps
-            )
-            loss = prn_loss(model(prob), pseudo, truth)
-            optimizer.zero_grad(set_to_none=True)
+        steps = -(-len(self.data) // self.options.batch_size)
+        batches = self.data.batches(self.options.seed, epoch - 1, self.options.batch_size,
+                                    self.options.augment)
+        for maps in tqdm(batches, total=steps, desc=f"epoch {epoch}", unit="step",
+                         disable=not self.progress, leave=False):
+            prob, pseudo, truth = (torch.from_numpy(m[:, None]).float().to(self.device)
+                                   for m in maps)
+            loss = prn_loss(self.model(prob), pseudo, truth)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
             losses.append(loss.item())
-        record: dict[str, float] = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
-        if has_val:
-            assert val_prob is not None and val_truth is not None
-            record.update(
-                evaluate_prn(model, val_prob, val_truth, settings.fusion, settings.device)
-            )
-            score = record["val_iou"]
-        else:
-            score = -record["train_loss"]
-        record["seconds"] = time.perf_counter() - t0
-        state.history.append(record)
-        state.epoch = epoch + 1
-        if score > state.best_score:
-            state.best_score, state.best_epoch = score, epoch + 1
-            state.best_state = copy.deepcopy(model.state_dict())
-        state.model_state = copy.deepcopy(model.state_dict())
-        state.optimizer_state = copy.deepcopy(optimizer.state_dict())
-        if on_epoch_end is not None:
-            on_epoch_end(state)
-    return state
+        row: dict[str, Any] = {"lr": self.optimizer.param_groups[0]["lr"],
+                               "train_loss": float(np.mean(losses))}
+        if self.val is not None:
+            row.update(evaluate_prn(self.model, self.val.prob, self.val.truth, self.fusion,
+                                    self.device))
+        return row, len(self.data)
+
+    def score(self, row: dict[str, Any]) -> float:
+        return float(row["val_iou"] if self.val is not None else -row["train_loss"])
+
+    def save_best(self, row: dict[str, Any]) -> str:
+        truth = self.data.truth
+        return write_prn_checkpoint(
+            self.paths.checkpoint, self.model, self.base_model_sha256,
+            metrics=checkpoint_metrics(row, best_epoch=row["epoch"],
+                                       map_size=self.model.arch.map_size),
+            notes="; ".join(filter(None, [
+                self.options.notes, f"{len(self.data)} train / "
+                f"{len(self.val) if self.val is not None else 0} validation maps of "
+                f"{self.model.arch.map_size} px, selected by validation IoU "
+                f"({self.fusion} fusion)"])),
+            road_fraction=float(truth.mean()), labelled_pixels=int(truth.size), overwrite=True)
+
+    def state(self) -> dict[str, Any]:
+        return {"model": {k: v.detach().cpu().clone() for k, v in
+                          self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "scheduler": {}, "scaler": {}}
 
 
-def best_model(state: PRNTrainState) -> PatchRefineNet:
-    """The selected model, in eval mode."""
-    model = PatchRefineNet(**state.arch_kwargs)
-    model.load_state_dict(state.best_state)
-    return model.eval()
+def write_prn_checkpoint(
+    path: str | Path,
+    model: PatchRefineNet,
+    base_model_sha256: str,
+    *,
+    metrics: dict[str, Any] | None = None,
+    notes: str = "",
+    road_fraction: float | None = None,
+    labelled_pixels: int | None = None,
+    overwrite: bool = False,
+) -> str:
+    """``model``'s weights as a PRN checkpoint paired with its base model; its sha256."""
+    from roadprn.models.checkpoint import CheckpointMeta, TrainingData, save_checkpoint
+
+    meta = CheckpointMeta(
+        kind="prn", arch="prn", arch_kwargs=model.arch_kwargs,
+        base_model_sha256=base_model_sha256, metrics=metrics or {},
+        training_data=TrainingData(notes=notes, road_fraction=road_fraction,
+                                   labelled_pixels=labelled_pixels),
+    )
+    return save_checkpoint(path, model, meta, overwrite=overwrite)

@@ -241,7 +241,8 @@ def run_epochs(
             log.info("no improvement for %d epochs: stopping early", options.patience)
             stopped_early = True
             break
-        if options.max_minutes and time.perf_counter() - t_run > 60 * options.max_minutes:
+        if (options.max_minutes and epoch > start
+                and time.perf_counter() - t_run > 60 * options.max_minutes):
             log.info("time budget of %g min used: stopping after epoch %d",
                      options.max_minutes, epoch - 1)
             stopped_early = True

@@ -15,6 +15,7 @@ from roadprn.models.checkpoint import load_checkpoint
 from roadprn.models.loading import default_model_path
 from roadprn.prn.network import PatchRefineNet
 from roadprn.synth import generate_scene
+from roadprn.train.loop import load_state
 
 pytestmark = [
     pytest.mark.slow,  # ~15 s on an idle 2-core machine, up to a minute on a busy one
@@ -46,7 +47,7 @@ def trained(tmp_path_factory):
 
 def test_training_lowers_the_loss_and_writes_a_paired_checkpoint(trained):
     folder, _, out, summary = trained
-    history = json.loads(out.with_suffix(".history.json").read_text())
+    history = json.loads(out.with_suffix(".metrics.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert all("val_iou" in row for row in history)
@@ -59,21 +60,47 @@ def test_training_lowers_the_loss_and_writes_a_paired_checkpoint(trained):
     assert isinstance(model, PatchRefineNet) and model.arch.grid == 2
     assert summary["best_epoch"] == checkpoint.meta.metrics["best_epoch"]
     best = max(history, key=lambda row: row["val_iou"])
-    assert checkpoint.meta.metrics["val_iou"] == pytest.approx(best["val_iou"])
+    assert checkpoint.meta.metrics["val_iou"] == pytest.approx(best["val_iou"], abs=1e-6)
+    assert summary["sha256"] == checkpoint.sha256
     assert (folder / "prn.pt.maps" / "scene_probability.tif").is_file()
 
 
 def test_resume_continues_the_same_run(trained):
     folder, scene, out, _ = trained
-    before = json.loads(out.with_suffix(".history.json").read_text())
+    before = json.loads(out.with_suffix(".metrics.json").read_text())
     _invoke(["--pair", str(scene.image_path), str(scene.mask_path), "--out", str(out),
              "--epochs", "4", "--val-fraction", "0.25", "--no-augment", "--lr", "2e-3",
              "--resume", str(out), *TINY])
-    after = json.loads(out.with_suffix(".history.json").read_text())
+    after = json.loads(out.with_suffix(".metrics.json").read_text())
     assert [row["epoch"] for row in after] == [1, 2, 3, 4]
     for old, new in zip(before, after[:3], strict=True):
-        assert new["train_loss"] == old["train_loss"]
-    assert load_checkpoint(out).meta.metrics["epochs"] == 4
+        assert new == old  # the first three epochs are kept as they were
+    assert load_state(out, "prn")["epoch"] == 4
+    # the model options of a resumed run cannot change
+    with pytest.raises(ConfigError, match="grid"):
+        _invoke(["--pair", str(scene.image_path), str(scene.mask_path), "--out", str(out),
+                 "--epochs", "5", "--resume", str(out), *TINY[:2], "--grid", "4", *TINY[4:]])
+
+
+def test_config_file_and_set_give_the_options(trained, tmp_path):
+    """--config's train.prn mapping < --set train.prn.KEY < explicit options."""
+    folder, scene, _, _ = trained
+    prob = folder / "prn.pt.maps" / "scene_probability.tif"
+    config = tmp_path / "train.yaml"
+    config.write_text("train:\n  prn:\n    epochs: 3\n    map_size: 128\n    grid: 2\n"
+                      "    val_fraction: 0.0\n    lr: 0.01\n")
+    out = tmp_path / "cfg.pt"
+    _invoke(["--prob-maps", str(prob), str(scene.mask_path), "--out", str(out),
+             "--config", str(config), "--set", "train.prn.epochs=2", "--set",
+             "train.prn.threads=1", "--lr", "0.002"])
+    options = load_state(out, "prn")["options"]
+    assert (options["epochs"], options["lr"], options["map_size"]) == (2, 0.002, 128)
+    with pytest.raises(ConfigError, match="train.prn"):
+        _invoke(["--prob-maps", str(prob), str(scene.mask_path), "--out",
+                 str(tmp_path / "z.pt"), "--set", "tiling.halo=3"])
+    with pytest.raises(ConfigError, match="epochs"):
+        _invoke(["--prob-maps", str(prob), str(scene.mask_path), "--out",
+                 str(tmp_path / "z.pt"), "--set", "train.prn.epochs=0"])
 
 
 def test_saved_probability_maps_train_and_foreign_maps_are_refused(trained, tmp_path):

@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from roadprn.errors import ConfigError, InputError
+from roadprn.errors import ConfigError, InputError, ModelError
 from roadprn.models.checkpoint import load_checkpoint
 from roadprn.prn.data import (
     PRNMaps,
+    PRNTrainData,
     cut_maps,
-    fit_prn,
     load_maps,
-    load_train_state,
     maps_from_rasters,
     read_probability,
     save_maps,
-    save_train_state,
     split_maps,
     window_starts,
-    write_history,
-    write_prn_checkpoint,
 )
 from roadprn.prn.network import prn_arch, prn_arch_kwargs
-from roadprn.prn.train import PRNTrainSettings, train_prn
+from roadprn.prn.options import TrainPRNOptions
+from roadprn.prn.train import fit_prn
+from roadprn.train.loop import STATE_FORMAT, load_state
 
-TINY = prn_arch_kwargs(prn_arch("fast", grid=2, map_size=64))
+TINY = {"variant": "fast", "grid": 2, "map_size": 64}
+TINY_ARCH = prn_arch_kwargs(prn_arch("fast", grid=2, map_size=64))
 
 
 def _write(path, data, nodata=None):
@@ -143,38 +144,53 @@ def _tiny_maps(n=3, seed=0):
     return PRNMaps(prob, truth)
 
 
-def test_fit_prn_epoch_by_epoch_equals_one_run_and_stops_on_time():
+def test_pseudo_labels_are_computed_once_per_run(tmp_path, monkeypatch):
+    """The data (maps + pseudo-labels) is built once; epochs only reorder and transform it."""
+    import roadprn.prn.data as prn_data
+
+    calls = []
+    real = prn_data.pseudo_labels
+    monkeypatch.setattr(prn_data, "pseudo_labels",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.set_num_threads(1)
     maps = _tiny_maps()
-    settings = PRNTrainSettings(epochs=2, seed=5)
-    stepped = fit_prn(TINY, maps, maps, settings)
-    whole = train_prn(TINY, maps.prob, maps.truth, maps.prob, maps.truth, settings)
-    assert stepped.epoch == whole.epoch == 2
-    for name, tensor in whole.model_state.items():
-        torch.testing.assert_close(stepped.model_state[name], tensor)
-    stopped = fit_prn(TINY, maps, None, PRNTrainSettings(epochs=5), max_minutes=0.0)
-    assert stopped.epoch == 1
-    with pytest.raises(ConfigError, match="epochs"):
-        fit_prn(TINY, maps, None, PRNTrainSettings(epochs=1), resume=stopped)
+    result = fit_prn(maps, maps, TrainPRNOptions(**TINY, epochs=3, device="cpu"),
+                     tmp_path / "prn.pt", base_model_sha256="ab" * 32)
+    assert len(result.history) == 3 and calls == [1]
+    data = PRNTrainData.from_maps(maps, 32)
+    epoch0 = list(data.batches(5, 0, 2, True))
+    assert [len(b[0]) for b in epoch0] == [2, 1]
+    again = list(data.batches(5, 0, 2, True))
+    for one, two in zip(epoch0, again, strict=True):
+        for x, y in zip(one, two, strict=True):
+            np.testing.assert_array_equal(x, y)
 
 
 def test_state_and_checkpoint_round_trip(tmp_path):
     torch.set_num_threads(1)
     maps = _tiny_maps(2)
-    state = fit_prn(TINY, maps, None, PRNTrainSettings(epochs=1))
-    save_train_state(tmp_path / "run.state.pt", state)
-    back = load_train_state(tmp_path / "run.state.pt")
-    assert back.epoch == 1 and back.arch_kwargs == state.arch_kwargs
-    assert back.history == state.history
     sha = "ab" * 32
-    write_prn_checkpoint(tmp_path / "prn.pt", back, sha, metrics={"val_iou": 0.5})
+    result = fit_prn(maps, None, TrainPRNOptions(**TINY, epochs=1, device="cpu"),
+                     tmp_path / "prn.pt", base_model_sha256=sha)
+    state = load_state(tmp_path / "prn.pt", "prn")  # the checkpoint leads to its state
+    assert state["format"] == STATE_FORMAT and state["kind"] == "prn" and state["epoch"] == 1
+    assert state["options"]["grid"] == 2 and state["base_model_sha256"] == sha
+    assert state["history"] == result.history
     checkpoint = load_checkpoint(tmp_path / "prn.pt")
     assert checkpoint.meta.kind == "prn" and checkpoint.meta.base_model_sha256 == sha
     model = checkpoint.build_model()
-    for name, tensor in model.state_dict().items():
-        torch.testing.assert_close(tensor, state.best_state[name])
-    write_history(tmp_path / "h.csv", state.history)
-    assert (tmp_path / "h.csv").read_text().startswith("epoch,")
+    for name, tensor in model.state_dict().items():  # one epoch: the best is the last
+        torch.testing.assert_close(tensor, state["model"][name])
+    assert (tmp_path / "prn.metrics.csv").read_text().startswith("epoch,lr,train_loss,")
+    assert json.loads((tmp_path / "prn.metrics.json").read_text()) == result.history
     (tmp_path / "junk.state.pt").write_bytes(b"not a state")
-    with pytest.raises(InputError, match="junk.state.pt"):
-        load_train_state(tmp_path / "junk.state.pt")
+    with pytest.raises(ModelError, match="junk.state.pt"):
+        load_state(tmp_path / "junk.state.pt", "prn")
+    with pytest.raises(ModelError, match="prn training run, not base"):
+        load_state(tmp_path / "prn.state.pt", "base")
+    # a PRN state from before the shared format: refused in one line naming the file
+    torch.save({"arch_kwargs": TINY_ARCH, "epoch": 1, "model_state": {}, "optimizer_state": {},
+                "best_state": {}, "best_epoch": 1, "best_score": 0.5, "history": []},
+               tmp_path / "old.state.pt")
+    with pytest.raises(ConfigError, match="old.state.pt.*before the shared"):
+        load_state(tmp_path / "old.state.pt", "prn")
