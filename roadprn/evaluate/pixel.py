@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from roadprn.raster.masks import counts_above, is_road
+
 
 @dataclass(frozen=True)
 class PixelCounts:
@@ -64,8 +66,9 @@ def _valid(shape: tuple[int, ...], valid: np.ndarray | None) -> np.ndarray:
 
 
 def binarize(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """Road where probability >= threshold (so threshold 0.5 keeps a {0, 1} mask unchanged)."""
-    return np.asarray(prob) >= threshold
+    """Road where probability is above threshold (:func:`roadprn.raster.masks.is_road`, the
+    rule extract's masks are made by; threshold 0.5 keeps a {0, 1} mask unchanged)."""
+    return is_road(np.asarray(prob), threshold)
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> PixelCounts:
@@ -135,20 +138,17 @@ def sweep_counts(prob: np.ndarray, truth: np.ndarray, valid: np.ndarray | None =
                  n_thresholds: int = 101) -> dict[str, np.ndarray]:
     """TP, FP and FN at thresholds evenly spaced in [0, 1]; sums over images pool a set.
 
-    One histogram pass instead of one pass per threshold: counts of road and background
-    probabilities per bin, accumulated from the top, give TP and FP for every threshold.
-    Bin k holds probabilities in [t_k, t_{k+1}), so "prob >= t_k" is a suffix sum.
+    One pass instead of one pass per threshold (:func:`roadprn.raster.masks.counts_above`):
+    TP and FP count road and background pixels whose probability is above each threshold.
     """
     prob = np.asarray(prob, dtype=np.float64)
     truth = np.asarray(truth, dtype=bool)
     v = _valid(prob.shape, valid)
     thresholds = np.linspace(0.0, 1.0, n_thresholds)
-    edges = np.append(thresholds, np.inf)
-    road = np.histogram(prob[v & truth], bins=edges)[0]
-    background = np.histogram(prob[v & ~truth], bins=edges)[0]
-    tp = np.cumsum(road[::-1])[::-1].astype(np.int64)
-    fp = np.cumsum(background[::-1])[::-1].astype(np.int64)
-    return {"threshold": thresholds, "tp": tp, "fp": fp, "fn": int(road.sum()) - tp}
+    tp = counts_above(prob[v & truth], thresholds)
+    fp = counts_above(prob[v & ~truth], thresholds)
+    return {"threshold": thresholds, "tp": tp, "fp": fp,
+            "fn": int(np.count_nonzero(v & truth)) - tp}
 
 
 def sweep_scores(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

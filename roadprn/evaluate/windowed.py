@@ -32,7 +32,10 @@ from rasterio.enums import Resampling
 from roadprn.errors import ConfigError
 from roadprn.evaluate.pixel import PixelCounts, RelaxedCounts
 from roadprn.raster.labels import burn
+from roadprn.raster.masks import counts_above, is_road
 
+#: truth values (0..1) above this are road, as in :func:`roadprn.raster.labels.read_mask_labels`
+TRUTH_THRESHOLD = 0.5
 #: core window side in pixels (the halo comes on top)
 WINDOW = 1024
 #: the largest relaxation radius in pixels; beyond it a window's halo would dwarf its core
@@ -266,7 +269,8 @@ def windowed_pixel_metrics(shape: tuple[int, int], pred: Layer, truth: Layer,
 
     Equal to the whole-array functions of :mod:`roadprn.evaluate.pixel` (``confusion``,
     ``relaxed_counts``, ``sweep_counts``, ``patch_iou_grid``); memory is O(window + halo).
-    ``n_thresholds`` > 0 adds sweep counts. Truth is road at >= 0.5, an ignore layer where > 0.
+    ``n_thresholds`` > 0 adds sweep counts. Truth is road above 0.5 (``TRUTH_THRESHOLD``, the
+    labels' rule for float masks), an ignore layer where > 0.
     """
     height, width = shape
     if halo is None:
@@ -279,9 +283,10 @@ def windowed_pixel_metrics(shape: tuple[int, int], pred: Layer, truth: Layer,
     stride = max(1, math.ceil(max(shape) / PLOT_SIDE))
     small = (math.ceil(height / stride), math.ceil(width / stride))
     over = [np.zeros(small, bool) for _ in range(3)]
-    edges = np.append(np.linspace(0.0, 1.0, n_thresholds), np.inf) if n_thresholds else None
-    road_hist = np.zeros(max(n_thresholds, 1), np.int64)
-    back_hist = np.zeros_like(road_hist)
+    thresholds = np.linspace(0.0, 1.0, n_thresholds) if n_thresholds else None
+    tp_s = np.zeros(max(n_thresholds, 1), np.int64)
+    fp_s = np.zeros_like(tp_s)
+    n_road = 0
     tp = fp = fn = tn = 0
     pm = pt = tm = tt = 0
     max_prob = 0.0
@@ -295,8 +300,9 @@ def windowed_pixel_metrics(shape: tuple[int, int], pred: Layer, truth: Layer,
             if ignore is not None:
                 ignore_values, ignore_valid = ignore.read(*args)
                 valid &= ~((ignore_values > 0) & ignore_valid)
-            p_all = prob >= threshold
-            p, t = p_all & valid, (truth_values >= 0.5) & valid
+            p_all = is_road(prob, threshold)
+            t_all = is_road(truth_values, TRUTH_THRESHOLD)
+            p, t = p_all & valid, t_all & valid
             core = (slice(halo, halo + h), slice(halo, halo + w))
             pc, tc, vc = p[core], t[core], valid[core]
             n_tp = int(np.count_nonzero(pc & tc))
@@ -312,10 +318,11 @@ def windowed_pixel_metrics(shape: tuple[int, int], pred: Layer, truth: Layer,
                     pm += int(np.count_nonzero(pc & _within(t, sampling, tolerance_m)[core]))
                 if n_t and p.any():
                     tm += int(np.count_nonzero(tc & _within(p, sampling, tolerance_m)[core]))
-            if edges is not None:
-                values = prob[core].astype(np.float64)
-                road_hist += np.histogram(values[tc], bins=edges)[0]
-                back_hist += np.histogram(values[vc & ~tc], bins=edges)[0]
+            if thresholds is not None:
+                values = prob[core]
+                tp_s += counts_above(values[tc], thresholds)
+                fp_s += counts_above(values[vc & ~tc], thresholds)
+                n_road += n_t
             i0, j0 = row0 // size, col0 // size
             block_i = _block_sums(pc & tc, row0, col0, size)
             block_u = _block_sums(pc | tc, row0, col0, size)
@@ -326,15 +333,12 @@ def windowed_pixel_metrics(shape: tuple[int, int], pred: Layer, truth: Layer,
                 sel = (slice(halo + r_start, halo + h, stride),
                        slice(halo + c_start, halo + w, stride))
                 dst_r, dst_c = (row0 + r_start) // stride, (col0 + c_start) // stride
-                for target, mask in zip(over, (p_all, truth_values >= 0.5, valid), strict=True):
+                for target, mask in zip(over, (p_all, t_all, valid), strict=True):
                     part = mask[sel]
                     target[dst_r:dst_r + part.shape[0], dst_c:dst_c + part.shape[1]] = part
     sweep = None
-    if edges is not None:
-        tp_s = np.cumsum(road_hist[::-1])[::-1].astype(np.int64)
-        fp_s = np.cumsum(back_hist[::-1])[::-1].astype(np.int64)
-        sweep = {"threshold": edges[:-1], "tp": tp_s, "fp": fp_s,
-                 "fn": int(road_hist.sum()) - tp_s}
+    if thresholds is not None:
+        sweep = {"threshold": thresholds, "tp": tp_s, "fp": fp_s, "fn": n_road - tp_s}
     with np.errstate(invalid="ignore", divide="ignore"):
         patch_iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
     return WindowedResult(

@@ -20,6 +20,7 @@ from roadprn.config import Config
 from roadprn.infer.stitch import Strip
 from roadprn.raster.gdal_env import MASK_IO_LOCK
 from roadprn.raster.grid import Grid
+from roadprn.raster.masks import is_road
 from roadprn.raster.overviews import StreamedOverviews
 from roadprn.raster.scene import SceneInfo
 from roadprn.raster.write import COG_BLOCK, GDAL_CACHE_MB, MASK_NODATA, open_raw, raw_profile
@@ -66,7 +67,7 @@ def write_strips(
             # uint8 throughout: a full-width strip of a wide scene is tens of MB per copy
             invalid = ~strip.valid
             window = Window(0, strip.row_off, grid.width, strip.prob.shape[0])
-            mask = (strip.prob > threshold).view(np.uint8)
+            mask = is_road(strip.prob, threshold).view(np.uint8)
             mask[invalid] = MASK_NODATA
             mask_ds.write(mask[None], window=window)
             if mask_levels is not None:

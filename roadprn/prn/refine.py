@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from roadprn.prn.fusion import DEFAULT_FUSION, FUSION_RULES
 from roadprn.prn.network import PatchRefineNet
+from roadprn.raster.masks import is_road
 
 __all__ = ["DEFAULT_FUSION", "FUSION_RULES", "default_halo", "fuse", "prn_probabilities", "refine"]
 _DILATE_3X3 = np.ones((3, 3), dtype=bool)
@@ -31,7 +32,8 @@ def fuse(
     rule: str = DEFAULT_FUSION,
     threshold: float = 0.5,
 ) -> np.ndarray:
-    """Binary road mask from PRN outputs (H, W) or (N, H, W); thresholds are strict (> t).
+    """Binary road mask from PRN outputs (H, W) or (N, H, W); thresholds are strict
+    (:func:`roadprn.raster.masks.is_road`).
 
     ``paper``: G ∪ dilate₃ₓ₃(G ∩ L), the local branch only adds a one-pixel rim where both agree;
     ``global``: G; ``local``: L; ``mean``: (g + l)/2 > t. Without a local map (P0) ``paper``
@@ -39,7 +41,7 @@ def fuse(
     """
     if rule not in FUSION_RULES:
         raise ValueError(f"fusion rule must be one of {FUSION_RULES}, got {rule!r}")
-    global_mask = np.asarray(global_map) > threshold
+    global_mask = is_road(np.asarray(global_map), threshold)
     if rule == "global" or (rule == "paper" and local_map is None):
         return global_mask
     if local_map is None:
@@ -48,10 +50,10 @@ def fuse(
     if local_map.shape != global_mask.shape:
         raise ValueError(f"global {global_mask.shape} and local {local_map.shape} maps differ")
     if rule == "local":
-        return local_map > threshold
+        return is_road(local_map, threshold)
     if rule == "mean":
-        return (np.asarray(global_map, dtype=np.float64) + local_map) / 2 > threshold
-    both = global_mask & (local_map > threshold)
+        return is_road((np.asarray(global_map, dtype=np.float64) + local_map) / 2, threshold)
+    both = global_mask & is_road(local_map, threshold)
     structure = _DILATE_3X3 if both.ndim == 2 else _DILATE_3X3[None]
     return global_mask | ndimage.binary_dilation(both, structure=structure)
 

@@ -43,6 +43,7 @@ from shapely.geometry.base import BaseGeometry
 from roadprn.errors import InputError, one_line
 from roadprn.outputs.atomic import ogr_path
 from roadprn.raster.geometry import metric_crs_at
+from roadprn.raster.masks import is_road
 from roadprn.raster.scene import data_bands, open_raster
 
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".gml", ".kml", ".sqlite"}
@@ -323,7 +324,7 @@ def read_mask_labels(
                 boundless=read_window is not None and source is ds,
                 fill_value=0,
             )
-    road = (data > threshold).any(axis=0)
+    road = is_road(data, threshold).any(axis=0)
     if ds_nodata is not None:  # nodata is "not labelled", never road
         road &= ~(data == ds_nodata).all(axis=0)
     return road.astype(np.uint8)

@@ -20,6 +20,7 @@ from roadprn.config import Config, OutputConfig
 from roadprn.errors import InputError, one_line
 from roadprn.raster.gdal_env import DEFAULT_GDAL_CACHE_MB, GDAL_ERRORS
 from roadprn.raster.grid import Grid, scene_grid
+from roadprn.raster.masks import is_road
 from roadprn.raster.read import read_valid, validity_sources
 from roadprn.raster.scene import SceneInfo, check_blocks_readable, open_dataset
 
@@ -97,8 +98,9 @@ def resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
                 valid &= scene_valid(scene, bands, window, sources)
             if kind == "mask":
                 if threshold is not None:
-                    values = values.astype(np.float32) / 255.0 > threshold
-                dst.write(np.where(valid, values, MASK_NODATA).astype(np.uint8)[None], window=window)
+                    values = is_road(values.astype(np.float32) / 255.0, threshold)
+                dst.write(np.where(valid, values, MASK_NODATA).astype(np.uint8)[None],
+                          window=window)
             else:
                 dst.write(np.where(valid, values, 0).astype(np.uint8)[None], window=window)
                 dst.write_mask((valid * 255).astype(np.uint8), window=window)

@@ -16,7 +16,7 @@ class VectorizeParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     threshold: float = Field(0.5, gt=0.0, le=1.0,
-                             description="Road if probability >= threshold (uint8 p = v/255).")
+                             description="Road if probability > threshold (uint8 p = v/255).")
     min_component_area_m2: float = Field(
         40.0, ge=0.0, le=1e6,
         description="Road blobs smaller than this are noise and removed.")

@@ -20,6 +20,7 @@ from rasterio.windows import Window
 
 from roadprn.errors import InputError
 from roadprn.raster.gdal_env import bounded_gdal_cache
+from roadprn.raster.masks import is_road
 from roadprn.raster.scene import open_dataset
 
 RasterKind = Literal["mask", "prob"]
@@ -89,7 +90,7 @@ class FileSource:
             return TilePixels(road=(raw > 0) & valid, prob=None)
         prob = raw.astype(np.float32) / np.float32(self.scale)
         prob[~valid] = np.nan
-        return TilePixels(road=valid & (prob >= self.threshold), prob=prob)
+        return TilePixels(road=valid & is_road(prob, self.threshold), prob=prob)
 
 
 @dataclass(frozen=True)
