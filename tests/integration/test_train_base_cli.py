@@ -121,6 +121,32 @@ def test_user_errors_are_one_line(scenes, tmp_path):
     assert not out.exists()
 
 
+def test_config_file_and_set_give_the_options(scenes, tmp_path):
+    """Defaults < the file's train.base mapping < --set train.base.KEY < explicit options; a
+    nested section (normalization) is merged into its defaults, not replaced."""
+    from roadprn.train.loop import load_state
+
+    config = tmp_path / "train.yaml"
+    config.write_text("train:\n  base:\n    epochs: 3\n    seed: 1\n"
+                      "    normalization: {percentiles: [1, 99]}\n")
+    out = tmp_path / "cfg.pt"
+    result = _invoke("train", "base", "--pair", str(scenes[0].image_path),
+                     str(scenes[0].mask_path), "-o", str(out), "--config", str(config),
+                     "--set", "train.base.epochs=1", "--seed", "7", "--val-fraction", "0", *FAST)
+    assert result.exit_code == 0, result.output
+    options = load_state(out, "base")["options"]
+    assert (options["epochs"], options["seed"]) == (1, 7)
+    assert options["normalization"]["mode"] == "percentile"
+    assert options["normalization"]["percentiles"] == [1.0, 99.0]
+    for bad, words in ((["--set", "train.prn.epochs=1"], "train.base"),
+                       (["--set", "train.base.epochs=0"], "epochs"),
+                       (["--set", "train.base.no_such=1"], "no_such")):
+        result = _invoke("train", "base", "--pair", str(scenes[0].image_path),
+                         str(scenes[0].mask_path), "-o", str(tmp_path / "x.pt"), *bad)
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
 def test_shipped_default_model_loads_and_finds_roads(tmp_path):
     """The model `roadprn extract` uses out of the box: small, RGB at 0.5 m, and it works."""
     import rasterio
