@@ -35,7 +35,8 @@ def _given(spec: SchemaOption, value: Any) -> Any:
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any,
                 defaults: dict[str, Any]) -> None:
     """Set ``a.b`` in ``data``; a section not yet there starts from its default values."""
-    node, default = data, defaults
+    node: dict[str, Any] = data
+    default: Any = defaults
     parts = dotted.split(".")
     for part in parts[:-1]:
         default = default.get(part) if isinstance(default, dict) else None

@@ -280,7 +280,7 @@ def load_maps(path: str | Path) -> PRNMaps:
     with np.load(path) as data:
         return PRNMaps(data["prob"].astype(np.float32) / 255.0, data["truth"].astype(bool),
                        [str(s) for s in data["sources"]],
-                       [tuple(int(v) for v in o) for o in data["origins"]])
+                       [(int(o[0]), int(o[1])) for o in data["origins"]])
 
 
 # --------------------------------------------------------------------------- training arrays

@@ -7,7 +7,7 @@ state file and the checkpoint, and a resumed run is checked against it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -84,7 +84,7 @@ class TrainBaseOptions(TrainLoopOptions):
         from roadprn.train.data import Augmentation
 
         try:
-            return Augmentation(**self.augmentation)
+            return Augmentation(**cast(dict[str, Any], self.augmentation))
         except TypeError as exc:
             raise ConfigError(f"augmentation: {exc}") from None
 
