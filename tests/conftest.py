@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real data lives, small synthetic rasters."""
+"""Fixtures of the whole suite: the real data, a tiny model, small rasters (their helpers are in
+tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,12 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _realdata_dir() -> Path:
-    env = os.environ.get("ROADPRN_REALDATA")
-    if env:
-        return Path(env)
-    return REPO_ROOT.parent / "shared" / "realdata"
-
-
-REALDATA = _realdata_dir()
+from tests.helpers import REALDATA, make_checkpoint, write_test_raster
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 3-band tiny_unet checkpoint with 64 px tiles: fast enough for many runs."""
-    from tests.integration.test_extract_cli import make_checkpoint
-
     return make_checkpoint(tmp_path_factory.mktemp("model") / "tiny3.pt", 3, tile=64, halo=8)
 
 
@@ -39,41 +28,6 @@ def realdata() -> Path:
             pytest.fail(f"real data folder missing: {REALDATA}")
         pytest.skip(f"real data folder missing: {REALDATA}")
     return REALDATA
-
-
-def write_test_raster(
-    path: Path,
-    data,
-    *,
-    crs: str | None = "EPSG:32631",
-    transform=None,
-    nodata=None,
-    **profile,
-) -> Path:
-    """Write a small GeoTIFF from a (bands, h, w) or (h, w) array; for tests only."""
-    import numpy as np
-    import rasterio
-    from rasterio.transform import from_origin
-
-    arr = np.asarray(data)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if transform is None:
-        transform = from_origin(600000.0, 5750000.0, 0.5, 0.5)
-    meta = {
-        "driver": "GTiff",
-        "width": arr.shape[2],
-        "height": arr.shape[1],
-        "count": arr.shape[0],
-        "dtype": arr.dtype.name,
-        "crs": crs,
-        "transform": transform,
-        "nodata": nodata,
-    }
-    meta.update(profile)
-    with rasterio.open(path, "w", **meta) as ds:
-        ds.write(arr)
-    return path
 
 
 @pytest.fixture

@@ -74,7 +74,8 @@ def vector_digest(path: Path) -> dict:
         if "geometry" in frame:
             record["geometry"] = _sha(b"".join(frame.geometry.to_wkb()))
         attributes = frame.drop(columns=["geometry"], errors="ignore")
-        record["attributes"] = _sha(attributes.to_json(orient="split", double_precision=15).encode())
+        as_json = attributes.to_json(orient="split", double_precision=15)
+        record["attributes"] = _sha(as_json.encode())
         out[name] = record
     return out
 

@@ -1,4 +1,5 @@
-"""`roadprn batch` on a LocalCluster with 2 worker processes: isolation, resume, equality, signals."""
+"""`roadprn batch` on the shared LocalCluster (2 worker processes, tests/integration/conftest.py):
+isolation, resume, equality, signals."""
 
 from __future__ import annotations
 
@@ -6,16 +7,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,28 +24,18 @@ from roadprn.batch.manifest import (
     latest_scene_records,
     read_records,
 )
-from roadprn.cli import main
-from roadprn.cli.batch import batch as batch_command
 from roadprn.config import load_config
 from roadprn.errors import InputError
 from roadprn.outputs.atomic import TMP_MARKER
-
-if "batch" not in main.commands:  # the lead registers it; until then the tests do
-    main.add_command(batch_command)
-
-CLI = ("import sys; from roadprn.cli import main; from roadprn.cli.batch import batch; "
-       "main.add_command(batch); sys.exit(main())")
-# Bound of every wait on an event (a record, a busy worker, a thread ending): generous, since a
-# busy 2-core CI machine once took over 60 s for the first scene; a healthy run needs seconds.
-BOUND_S = 600
-
+from tests.helpers import BOUND_S, cli_process, invoke, wait_for
 
 # --------------------------------------------------------------------------- inputs (fast)
 
 
 def test_inputs_files_dirs_globs_lists_and_remote(tmp_path):
     (tmp_path / "a" / "deep").mkdir(parents=True)
-    files = [tmp_path / "a" / "one.tif", tmp_path / "a" / "deep" / "two.tif", tmp_path / "three.tif"]
+    files = [tmp_path / "a" / "one.tif", tmp_path / "a" / "deep" / "two.tif",
+             tmp_path / "three.tif"]
     for f in files:
         f.write_bytes(b"x")
     (tmp_path / "a" / "notes.txt.bak").write_bytes(b"x")
@@ -111,24 +98,13 @@ def test_manifest_survives_a_line_cut_short(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=40)
-    with Client(cluster) as dask_client:
-        yield dask_client
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     """4 good synthetic scenes, one truncated, one without CRS."""
     from roadprn.synth import generate_scene
 
     folder = tmp_path_factory.mktemp("scenes")
-    good = [generate_scene(folder / f"good{i}.tif", width=200 + 24 * i, height=180, seed=i).image_path
-            for i in range(4)]
+    good = [generate_scene(folder / f"good{i}.tif", width=200 + 24 * i, height=180,
+                           seed=i).image_path for i in range(4)]
     truncated = folder / "truncated.tif"
     shutil.copy(good[0], truncated)
     with open(truncated, "r+b") as fh:
@@ -142,24 +118,22 @@ def scenes(tmp_path_factory):
     return {"good": [Path(p) for p in good], "truncated": truncated, "no_crs": no_crs}
 
 
-def cli(*args):
-    return CliRunner().invoke(main, ["-q", "batch", *map(str, args)], catch_exceptions=False)
-
-
 def scene_records(out: Path) -> dict[str, dict]:
     return {Path(r["scene"]).name: r for r in latest_scene_records(out / MANIFEST_NAME).values()}
 
 
 @pytest.mark.slow
-def test_failures_isolated_then_resume_and_redo(client, scenes, tiny_model, tmp_path):
+def test_failures_isolated_then_resume_and_redo(dask_client, scenes, tiny_model, tmp_path):
     out = tmp_path / "out"
     inputs = [*scenes["good"], scenes["truncated"], scenes["no_crs"]]
-    address = client.scheduler.address
-    result = cli(*inputs, "--out", out, "--model", tiny_model, "--scheduler", address)
+    address = dask_client.scheduler.address
+    result = invoke("-q", "batch", *inputs, "--out", out, "--model", tiny_model,
+                    "--scheduler", address)
     assert result.exit_code == 6, result.output
     records = scene_records(out)
     assert {n: r["status"] for n, r in records.items()} == {
-        **{p.name: "done" for p in scenes["good"]}, "truncated.tif": "failed", "nocrs.tif": "failed"}
+        **{p.name: "done" for p in scenes["good"]}, "truncated.tif": "failed",
+        "nocrs.tif": "failed"}
     assert "truncated or corrupt" in records["truncated.tif"]["error"]
     assert "no CRS" in records["nocrs.tif"]["error"]
     assert "truncated.tif" in result.output and "no CRS" in result.output
@@ -174,15 +148,18 @@ def test_failures_isolated_then_resume_and_redo(client, scenes, tiny_model, tmp_
         assert len(record["config_hash"]) == 64 and len(record["model_hashes"]["base"]) == 64
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             Path(f["path"]).name for f in record["files"].values())
-    # models load once per worker process, not once per scene
+    # models load once per worker process, not once per scene (the cluster is shared: other
+    # tests' runs count too, and each model must still appear once per worker)
     from roadprn.batch.worker import model_loads
 
-    loads = client.run(model_loads)
-    assert all(len(v) <= 1 for v in loads.values()) and sum(map(len, loads.values())) >= 1
+    loads = dask_client.run(model_loads)
+    assert all(len(v) == len(set(v)) for v in loads.values()), loads
+    assert any(str(tiny_model) in spec for v in loads.values() for spec, _ in v), loads
 
     # rerun: everything done is skipped, the two bad scenes are tried again and fail again
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.tif")}
-    result = cli(*inputs, "--out", out, "--model", tiny_model, "--scheduler", address, "--json")
+    result = invoke("-q", "batch", *inputs, "--out", out, "--model", tiny_model,
+                    "--scheduler", address, "--json")
     assert result.exit_code == 6
     report = json.loads(result.stdout)
     assert (report["done"], report["skipped"], len(report["failed"])) == (0, 4, 2)
@@ -191,8 +168,8 @@ def test_failures_isolated_then_resume_and_redo(client, scenes, tiny_model, tmp_
     # deleting one output redoes exactly that scene
     victim = records[scenes["good"][2].name]
     (out / victim["files"]["mask"]["path"]).unlink()
-    result = cli(*scenes["good"], "--out", out, "--model", tiny_model, "--scheduler", address,
-                 "--json")
+    result = invoke("-q", "batch", *scenes["good"], "--out", out, "--model", tiny_model,
+                    "--scheduler", address, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["done"], report["skipped"]) == (1, 3)
@@ -202,7 +179,7 @@ def test_failures_isolated_then_resume_and_redo(client, scenes, tiny_model, tmp_
 
 
 @pytest.mark.slow
-def test_batch_outputs_equal_extract_outputs(client, scenes, tiny_model, tmp_path):
+def test_batch_outputs_equal_extract_outputs(dask_client, scenes, tiny_model, tmp_path):
     import geopandas as gpd
 
     from roadprn.extract import run_extract
@@ -210,7 +187,7 @@ def test_batch_outputs_equal_extract_outputs(client, scenes, tiny_model, tmp_pat
     scene = scenes["good"][3]
     config = load_config(None, {"model": str(tiny_model)})
     summary = run_batch([SceneInput(str(scene), scene_folder_name(str(scene)))], config,
-                        tmp_path / "batch", client=client)
+                        tmp_path / "batch", client=dask_client)
     assert summary.as_dict()["done"] == 1
     single = run_extract(scene, config, tmp_path / "single")
     record = summary.records[0]
@@ -226,47 +203,45 @@ def test_batch_outputs_equal_extract_outputs(client, scenes, tiny_model, tmp_pat
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_run_still_completes(client, scenes, tiny_model, tmp_path):
+def test_worker_killed_mid_run_still_completes(dask_client, scenes, tiny_model, tmp_path):
     out = tmp_path / "out"
     inputs = [SceneInput(str(p), scene_folder_name(str(p))) for p in scenes["good"]]
     config = load_config(None, {"model": str(tiny_model)})
     result: dict = {}
     runner = threading.Thread(target=lambda: result.setdefault(
-        "summary", run_batch(inputs, config, out, client=client)))
+        "summary", run_batch(inputs, config, out, client=dask_client)))
     runner.start()
-    deadline = time.monotonic() + BOUND_S
-    killed = None
-    while killed is None and time.monotonic() < deadline and runner.is_alive():
-        busy = [w for w, keys in client.processing().items() if keys]
+    killed: list[str] = []
+
+    def killed_a_busy_worker() -> bool:
+        busy = [w for w, keys in dask_client.processing().items() if keys]
         if busy:
-            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            pid = dask_client.run(os.getpid, workers=[busy[0]])[busy[0]]
             os.kill(pid, signal.SIGKILL)
-            killed = busy[0]
-        time.sleep(0.05)
+            killed.append(busy[0])
+        return bool(killed) or not runner.is_alive()
+
+    wait_for(killed_a_busy_worker, "busy worker")
     runner.join(BOUND_S)
-    assert killed is not None and not runner.is_alive()
+    assert killed and not runner.is_alive()
     summary = result["summary"]
     assert summary.as_dict()["done"] == 4 and not summary.failed
-    client.wait_for_workers(2, timeout=BOUND_S)
+    # the shared cluster as it was: the nanny has started its worker again
+    dask_client.wait_for_workers(2, timeout=BOUND_S)
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly_and_rerun_resumes(client, scenes, tiny_model, tmp_path):
-    """A real `roadprn batch` process with its own LocalCluster, stopped by SIGTERM mid-run."""
+def test_sigterm_stops_cleanly_and_rerun_resumes(dask_client, scenes, tiny_model, tmp_path):
+    """A real `roadprn batch` process with its own LocalCluster (the command's, under test),
+    stopped by SIGTERM mid-run; the rerun resumes on the shared cluster."""
     out = tmp_path / "out"
     inputs = [*scenes["good"], *scenes["good"]]  # duplicates are dropped: 4 scenes
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLI, "-q", "batch", *map(str, inputs), "--out", str(out),
-         "--model", str(tiny_model), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = cli_process(["-q", "batch", *map(str, inputs), "--out", str(out),
+                        "--model", str(tiny_model), "--workers", "1"])
     manifest = out / MANIFEST_NAME
     # wait for the event (a scene recorded done), however long a loaded machine takes for it
-    deadline = time.monotonic() + BOUND_S
-    while proc.poll() is None:
-        if manifest.exists() and '"status": "done"' in manifest.read_text():
-            break
-        assert time.monotonic() < deadline, f"no scene finished within {BOUND_S} s"
-        time.sleep(0.05)
+    wait_for(lambda: manifest.exists() and '"status": "done"' in manifest.read_text(),
+             "scene recorded done", proc)
     if proc.poll() == 0:
         pytest.skip("the run finished before SIGTERM could be sent")
     assert proc.poll() is None, proc.communicate()
@@ -287,18 +262,18 @@ def test_sigterm_stops_cleanly_and_rerun_resumes(client, scenes, tiny_model, tmp
     assert {p.name for p in out.iterdir() if p.is_dir()} == done
 
     summary = run_batch(collect_inputs(list(map(str, inputs))),
-                        load_config(None, {"model": str(tiny_model)}), out, client=client)
+                        load_config(None, {"model": str(tiny_model)}), out, client=dask_client)
     assert summary.as_dict()["skipped"] == len(done)
     assert summary.as_dict()["done"] == 4 - len(done)
 
 
 def test_bad_batch_options_are_one_line_errors(tmp_path, tiny_model):
     (tmp_path / "x.tif").write_bytes(b"x")
-    result = CliRunner().invoke(main, ["batch", str(tmp_path / "x.tif"), "--out", str(tmp_path / "o"),
-                                       "--model", str(tiny_model), "--workers", "0"])
+    result = invoke("batch", tmp_path / "x.tif", "--out", tmp_path / "o", "--model", tiny_model,
+                    "--workers", "0")
     assert result.exit_code == 2 and "workers" in result.output
-    result = CliRunner().invoke(main, ["batch", str(tmp_path / "none*.tif"), "--out",
-                                       str(tmp_path / "o"), "--model", str(tiny_model)])
+    result = invoke("batch", tmp_path / "none*.tif", "--out", tmp_path / "o", "--model",
+                    tiny_model)
     assert result.exit_code == 3 and "no scenes found" in result.output
 
 

@@ -12,15 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from click.testing import CliRunner
 
 from roadprn.batch import collect_inputs, run_batch
 from roadprn.batch.inputs import LOG_FOLDER, SceneInput, scene_folder_name
@@ -31,10 +28,8 @@ from roadprn.batch.manifest import (
     mismatch_reason,
     read_records,
 )
-from roadprn.cli import main
 from roadprn.config import load_config
-
-BOUND_S = 600  # generous upper bound of any wait; a healthy run takes a fraction of it
+from tests.helpers import BOUND_S, cli_process, finish, invoke, wait_for
 
 # Runs in every worker process before it takes tasks. Faults, chosen by environment variables:
 #   RP_BUG=<text>    run_extract raises a ZeroDivisionError (a bug) for scenes whose path has it
@@ -100,34 +95,18 @@ def scene_folder_with(tmp_path: Path, scene_files: list[Path], extra: dict[str, 
 
 def batch_process(args: list[str], env: dict[str, str] | None = None,
                   hook_dir: Path | None = None) -> subprocess.Popen:
-    full = dict(os.environ)
-    full.update(env or {})
+    """``roadprn -q batch ARGS`` as a real process; ``hook_dir``: its workers run :data:`HOOK`."""
+    full = dict(env or {})
     if hook_dir is not None:
         (hook_dir / "rp_fault_hook.py").write_text(HOOK)
         full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook_dir),
-                                                           full.get("PYTHONPATH")]))
+                                                           os.environ.get("PYTHONPATH")]))
         full["DASK_DISTRIBUTED__WORKER__PRELOAD"] = '["rp_fault_hook"]'
-    return subprocess.Popen([sys.executable, "-m", "roadprn", "-q", "batch", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full)
-
-
-def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
-    stdout, stderr = proc.communicate(timeout=BOUND_S)
-    return proc.returncode, stdout, stderr
+    return cli_process(["-q", "batch", *args], env=full)
 
 
 def records_by_file(out: Path) -> dict[str, dict]:
     return {Path(r["scene"]).name: r for r in latest_scene_records(out / MANIFEST_NAME).values()}
-
-
-def wait_for(condition, what: str, proc: subprocess.Popen | None = None) -> None:
-    """Poll ``condition`` until true (bounded); fail early if ``proc`` ended meanwhile."""
-    deadline = time.monotonic() + BOUND_S
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the process ended before {what}: {proc.communicate()}")
-        assert time.monotonic() < deadline, f"no {what} within {BOUND_S} s"
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- fast, no cluster
@@ -240,28 +219,39 @@ def test_failure_fields_log_bugs_only(tmp_path, tiny_model):
 
 
 def test_a_bad_model_stops_the_run_before_any_scene(tmp_path, scene_files):
-    result = CliRunner().invoke(main, ["batch", str(scene_files[0]), "--out", str(tmp_path / "o"),
-                                       "--model", str(tmp_path / "missing.pt")])
+    result = invoke("batch", scene_files[0], "--out", tmp_path / "o",
+                    "--model", tmp_path / "missing.pt")
     assert result.exit_code == 5, result.output
     assert not (tmp_path / "o" / MANIFEST_NAME).exists() or not [
         r for r in read_records(tmp_path / "o" / MANIFEST_NAME) if r.get("type") == "scene"]
 
 
 def test_no_worker_left_fails_the_waiting_scenes(tmp_path, scene_files, tiny_model, monkeypatch):
-    """A cluster without a single worker (all died, none restarts): scenes fail, no endless wait."""
+    """A cluster without a single worker (all died, none restarts): scenes fail, no endless wait.
+
+    Its own in-process cluster: the shared one has workers, and this one must have none.
+    """
     from distributed import Client, LocalCluster
 
     import roadprn.batch.run as batch_run
 
     monkeypatch.setattr(batch_run, "NO_WORKER_GRACE_S", 1.0)
     monkeypatch.setattr(batch_run, "POLL_S", 0.1)
+    looks: list[str | None] = []
+    gone_for_good = batch_run._WorkerWatch.gone_for_good
+
+    def look(self):
+        looks.append(gone_for_good(self))
+        return looks[-1]
+
+    monkeypatch.setattr(batch_run._WorkerWatch, "gone_for_good", look)
     scenes = [SceneInput(str(p), scene_folder_name(str(p))) for p in scene_files]
     config = load_config(None, {"model": str(tiny_model)})
     with LocalCluster(n_workers=0, processes=False, dashboard_address=":0",
                       silence_logs=50) as cluster, Client(cluster) as client:
-        started = time.monotonic()
         summary = run_batch(scenes, config, tmp_path / "out", client=client)
-    assert time.monotonic() - started < BOUND_S
+    # the driver stopped waiting at the first look that found the workers gone for good
+    assert looks and looks[-1] is not None and looks.count(None) == len(looks) - 1, looks
     assert len(summary.failed) == 3 and not summary.by_status("done")
     assert all("no Dask worker left" in r["error"] for r in summary.failed)
     records = read_records(tmp_path / "out" / MANIFEST_NAME)
@@ -389,16 +379,15 @@ def test_mixed_1_and_3_band_folder_gets_the_models_extract_picks(tmp_path):
                                bands=bands).image_path
         shutil.copy(image, folder / f"{name}.tif")
     out = tmp_path / "batch"
-    result = CliRunner().invoke(main, ["-q", "batch", str(folder), "--out", str(out),
-                                       "--workers", "2", "--json"], catch_exceptions=False)
+    result = invoke("-q", "batch", str(folder), "--out", str(out),
+                    "--workers", "2", "--json")
     assert result.exit_code == 0, result.output
     records = records_by_file(out)
     assert {r["status"] for r in records.values()} == {"done"}
     hashes = set()
     for scene in sorted(folder.glob("*.tif")):
         single = tmp_path / "single" / scene.stem
-        result = CliRunner().invoke(main, ["-q", "extract", str(scene), "--out", str(single)],
-                                    catch_exceptions=False)
+        result = invoke("-q", "extract", str(scene), "--out", str(single))
         assert result.exit_code == 0, result.output
         record = records[scene.name]
         with rasterio.open(single / f"{scene.stem}_mask.tif") as a, \
@@ -411,8 +400,7 @@ def test_mixed_1_and_3_band_folder_gets_the_models_extract_picks(tmp_path):
     assert len({h for kind, h in hashes if kind == "pan"}) == 1
     assert len({h for _, h in hashes}) == 2
     # a rerun skips all three: each scene's own model hash matches its record
-    result = CliRunner().invoke(main, ["-q", "batch", str(folder), "--out", str(out), "--json"],
-                                catch_exceptions=False)
+    result = invoke("-q", "batch", str(folder), "--out", str(out), "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["skipped"] == 3
 
 
@@ -423,8 +411,8 @@ def test_gpus_per_worker_without_a_gpu_is_refused(tmp_path, scene_files, tiny_mo
 
     monkeypatch.setattr(cluster, "_cuda_device_count", lambda: 0)
     out = tmp_path / "o"
-    result = CliRunner().invoke(main, ["batch", str(scene_files[0]), "--out", str(out),
-                                       "--model", str(tiny_model), "--gpus-per-worker", "1"])
+    result = invoke("batch", str(scene_files[0]), "--out", str(out),
+                    "--model", str(tiny_model), "--gpus-per-worker", "1")
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
@@ -440,8 +428,8 @@ def test_a_second_batch_on_the_same_out_is_refused(tmp_path, scene_files, tiny_m
 
     out = tmp_path / "o"
     with ManifestWriter(out / MANIFEST_NAME):  # the first run
-        result = CliRunner().invoke(main, ["batch", str(scene_files[0]), "--out", str(out),
-                                           "--model", str(tiny_model)])
+        result = invoke("batch", str(scene_files[0]), "--out", str(out),
+                        "--model", str(tiny_model))
     assert result.exit_code == 4, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "another roadprn batch run is writing" in lines[0], lines

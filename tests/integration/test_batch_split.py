@@ -1,7 +1,8 @@
 """Large scenes split across batch workers in bands of tile rows (issue 9, item 4).
 
-LocalCluster with 2 worker processes and tiny tiles, so that small synthetic scenes split into
-3 bands: outputs equal `extract`, pieces are cleaned up, a failing band fails only its scene.
+The shared LocalCluster (2 worker processes) and tiny tiles, so that small synthetic scenes
+split into 3 bands: outputs equal `extract`, pieces are cleaned up, a failing band fails only
+its scene.
 """
 
 from __future__ import annotations
@@ -26,26 +27,8 @@ from roadprn.batch.split import (
 from roadprn.config import load_config
 from roadprn.outputs.atomic import TMP_MARKER
 
-from .test_extract_cli import make_checkpoint
-
 TILING = {"tile_size": 32, "halo": 8}  # stride 16: a 230-row scene has 15 tile rows
 SPLIT = BatchConfig(split_tiles=20)
-
-
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=40)
-    with Client(cluster) as dask_client:
-        yield dask_client
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "tiny3.pt", 3, tile=64, halo=8)
 
 
 def inputs(*paths: Path) -> list[SceneInput]:
@@ -98,14 +81,14 @@ def test_only_scenes_beyond_threshold_and_fair_share_split():
     assert choose_splits({"alone": plan(4096)}, 64, 4) == {"alone": [(0, 5), (5, 10)]}
 
 
-def test_pieces_with_a_gap_are_refused_and_leave_no_outputs(tmp_path, checkpoint):
+def test_pieces_with_a_gap_are_refused_and_leave_no_outputs(tmp_path, tiny_model):
     from roadprn.infer.base_stage import ExtractPaths, extract_probability
     from roadprn.models.loading import load_segmentation_model
     from roadprn.synth import generate_scene
 
     scene = generate_scene(tmp_path / "s.tif", width=70, height=100, seed=2).image_path
-    config = load_config(None, {"model": str(checkpoint), "tiling": TILING})
-    model = load_segmentation_model(str(checkpoint))
+    config = load_config(None, {"model": str(tiny_model), "tiling": TILING})
+    model = load_segmentation_model(str(tiny_model))
     pieces = [piece_path(tmp_path, i, rows) for i, rows in enumerate([(0, 3), (3, 7)])]
     for piece, rows in zip(pieces, [(0, 3), (3, 7)], strict=True):
         predict_band(str(scene), config, model, rows, piece)
@@ -125,7 +108,7 @@ def test_pieces_with_a_gap_are_refused_and_leave_no_outputs(tmp_path, checkpoint
 
 
 @pytest.mark.slow
-def test_split_scenes_equal_extract_and_leave_no_pieces(client, checkpoint, tmp_path):
+def test_split_scenes_equal_extract_and_leave_no_pieces(dask_client, tiny_model, tmp_path):
     import geopandas as gpd
 
     from roadprn.extract import run_extract
@@ -137,12 +120,12 @@ def test_split_scenes_equal_extract_and_leave_no_pieces(client, checkpoint, tmp_
     resampled = generate_scene(folder / "fine.tif", width=210, height=230, seed=6,
                                resolution_m=0.3).image_path  # model grid 0.5 m: 126x138 px
     small = generate_scene(folder / "small.tif", width=60, height=60, seed=1).image_path
-    config = load_config(None, {"model": str(checkpoint), "tiling": TILING})
+    config = load_config(None, {"model": str(tiny_model), "tiling": TILING})
     out = tmp_path / "batch"
 
-    summary = run_batch(inputs(border, small), config, out, SPLIT, client=client)
+    summary = run_batch(inputs(border, small), config, out, SPLIT, client=dask_client)
     assert summary.as_dict()["done"] == 2, summary.records
-    summary = run_batch(inputs(resampled), config, out, SPLIT, client=client)
+    summary = run_batch(inputs(resampled), config, out, SPLIT, client=dask_client)
     assert summary.as_dict()["done"] == 1, summary.records
     found = records(out)
     assert found["border.tif"]["bands"] == 3 and found["fine.tif"]["bands"] == 2
@@ -171,7 +154,7 @@ def test_split_scenes_equal_extract_and_leave_no_pieces(client, checkpoint, tmp_
         assert len(roads_a) == len(roads_b) and roads_a.geometry.geom_equals(roads_b.geometry).all()
 
     # resume holds for split scenes: nothing to redo
-    again = run_batch(inputs(border, resampled, small), config, out, SPLIT, client=client)
+    again = run_batch(inputs(border, resampled, small), config, out, SPLIT, client=dask_client)
     assert (again.as_dict()["done"], again.as_dict()["skipped"]) == (0, 3)
 
 
@@ -186,7 +169,7 @@ def corrupt_block(path: Path, block_col: int, block_row: int) -> None:
 
 
 @pytest.mark.slow
-def test_a_failing_band_fails_only_its_scene(client, checkpoint, tmp_path):
+def test_a_failing_band_fails_only_its_scene(dask_client, tiny_model, tmp_path):
     from roadprn.synth import generate_scene
 
     folder = tmp_path / "scenes"
@@ -200,12 +183,12 @@ def test_a_failing_band_fails_only_its_scene(client, checkpoint, tmp_path):
             dst.write(src.read())
     corrupt_block(bad, 5, 2)  # read by tile rows 1-3 only: the first of the 3 bands
     # fixed normalisation: no sample read touches the bad block outside the bands
-    config = load_config(None, {"model": str(checkpoint), "tiling": TILING,
+    config = load_config(None, {"model": str(tiny_model), "tiling": TILING,
                                 "input": {"normalization": {"mode": "dtype"}},
                                 "vectorize": {"enabled": False}})
     out = tmp_path / "out"
 
-    summary = run_batch(inputs(good, bad), config, out, SPLIT, client=client)
+    summary = run_batch(inputs(good, bad), config, out, SPLIT, client=dask_client)
     found = records(out)
     assert {n: r["status"] for n, r in found.items()} == {"good.tif": "done", "bad.tif": "failed"}
     assert "bands" not in found["good.tif"]

@@ -1,4 +1,4 @@
-"""`roadprn evaluate` end to end through Click (the command is invoked via a local group)."""
+"""`roadprn evaluate` end to end through the CLI."""
 
 from __future__ import annotations
 
@@ -7,20 +7,9 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from click.testing import CliRunner
 from rasterio.transform import from_origin
 
-from roadprn.cli import RoadprnGroup
-from roadprn.cli.evaluate import evaluate
-
-from ..conftest import write_test_raster
-
-
-def _cli(*args: str):
-    group = RoadprnGroup()
-    group.add_command(evaluate)
-    return CliRunner().invoke(group, ["evaluate", *map(str, args)])
-
+from tests.helpers import invoke, write_test_raster
 
 GRID = from_origin(600000, 5800000, 0.5, 0.5)
 
@@ -41,7 +30,8 @@ def test_identical_rasters_score_one_and_write_all_outputs(tmp_path):
     prob = (_roads() * 200 + 20).astype(np.uint8)  # uint8 probability 0-255
     pred = _write(tmp_path / "pred.tif", prob)
     out = tmp_path / "out"
-    r = _cli("--pred", pred, "--truth", truth, "--out", out, "--sweep", "--patch-size", "32")
+    r = invoke("evaluate", "--pred", pred, "--truth", truth, "--out", out, "--sweep",
+               "--patch-size", "32")
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "metrics.json").read_text())
     for key in ("iou", "precision", "recall", "f1", "relaxed_precision", "relaxed_recall"):
@@ -53,7 +43,7 @@ def test_identical_rasters_score_one_and_write_all_outputs(tmp_path):
     assert "| iou | 1.0000 |" in r.output
     assert not list(out.glob("*.roadprn-tmp-*"))
     # existing outputs are kept unless --overwrite
-    again = _cli("--pred", pred, "--truth", truth, "--out", out)
+    again = invoke("evaluate", "--pred", pred, "--truth", truth, "--out", out)
     assert again.exit_code == 4 and "--overwrite" in again.output
 
 
@@ -64,12 +54,12 @@ def test_empty_prediction_and_swapped_inputs(tmp_path):
     half[60:70, 10:30] = 1  # a false positive
     pred = _write(tmp_path / "pred.tif", half)
     empty = _write(tmp_path / "empty.tif", np.zeros_like(half))
-    r = _cli("--pred", empty, "--truth", truth, "--out", tmp_path / "e")
+    r = invoke("evaluate", "--pred", empty, "--truth", truth, "--out", tmp_path / "e")
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert doc["iou"] == doc["precision"] == doc["recall"] == doc["relaxed_recall"] == 0.0
-    _cli("--pred", pred, "--truth", truth, "--out", tmp_path / "a", "--no-plots")
-    _cli("--pred", truth, "--truth", pred, "--out", tmp_path / "b", "--no-plots")
+    invoke("evaluate", "--pred", pred, "--truth", truth, "--out", tmp_path / "a", "--no-plots")
+    invoke("evaluate", "--pred", truth, "--truth", pred, "--out", tmp_path / "b", "--no-plots")
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert 0 < a["precision"] < 1 and 0 < a["recall"] < 1
@@ -86,14 +76,15 @@ def test_nodata_and_ignore_mask_are_excluded(tmp_path):
     ignore = np.zeros_like(truth)
     ignore[0:20, 0:20] = 1  # ... all inside the ignored area
     ignore_path = _write(tmp_path / "ignore.tif", ignore)
-    r = _cli("--pred", pred_path, "--truth", truth_path, "--ignore", ignore_path,
-             "--out", tmp_path / "o", "--no-plots")
+    r = invoke("evaluate", "--pred", pred_path, "--truth", truth_path, "--ignore", ignore_path,
+               "--out", tmp_path / "o", "--no-plots")
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["iou"] == 1.0
     with_nodata = pred.copy()
     with_nodata[0:20, 0:20] = 255
     nd_path = _write(tmp_path / "nd.tif", with_nodata, nodata=255)
-    r = _cli("--pred", nd_path, "--truth", truth_path, "--out", tmp_path / "n", "--no-plots")
+    r = invoke("evaluate", "--pred", nd_path, "--truth", truth_path, "--out", tmp_path / "n",
+               "--no-plots")
     assert json.loads((tmp_path / "n" / "metrics.json").read_text())["iou"] == 1.0
 
 
@@ -110,7 +101,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     for pred, expect in ((far, "do not overlap"), (plain, "no georeferencing"),
                          (junk, "not a readable raster"), (tmp_path / "missing.tif",
                                                            "no such file")):
-        r = _cli("--pred", pred, "--truth", truth, "--out", tmp_path / "x")
+        r = invoke("evaluate", "--pred", pred, "--truth", truth, "--out", tmp_path / "x")
         assert r.exit_code == 3, r.output
         lines = [line for line in r.output.splitlines() if line.strip()]
         assert len(lines) == 1 and expect in lines[0], r.output
@@ -120,15 +111,15 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
 @pytest.mark.realdata
 def test_raster_vs_lines_matches_solaris_mask(realdata, tmp_path):
     d = realdata / "spacenet_vegas_pan"
-    r = _cli("--pred", d / "sample_road_raster_mask.tif", "--truth",
-             d / "sample_roads_for_masking.geojson", "--image", d / "road_mask_input.tif",
-             "--out", tmp_path / "o", "--truth-width-m", "4")
+    r = invoke("evaluate", "--pred", d / "sample_road_raster_mask.tif", "--truth",
+               d / "sample_roads_for_masking.geojson", "--image", d / "road_mask_input.tif",
+               "--out", tmp_path / "o", "--truth-width-m", "4")
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert doc["iou"] > 0.99  # solaris' 4 m wide mask of the same lines
-    wrong = _cli("--pred", d / "sample_road_raster_mask.tif", "--truth",
-                 realdata / "robustness" / "geotiff_custom_proj_labels.geojson",
-                 "--out", tmp_path / "w")
+    wrong = invoke("evaluate", "--pred", d / "sample_road_raster_mask.tif", "--truth",
+                   realdata / "robustness" / "geotiff_custom_proj_labels.geojson",
+                   "--out", tmp_path / "w")
     assert wrong.exit_code == 3 and "CRS is wrong" in wrong.output
 
 
@@ -138,7 +129,7 @@ def test_vector_pairs_csv(realdata, tmp_path):
     for chip in sorted((realdata / "vectors" / "spacenet").glob("*.geojson")):
         rows.append(f"{realdata / 'vectors' / 'osm' / chip.name},{chip},{chip.stem}")
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
-    r = _cli("--pairs", tmp_path / "pairs.csv", "--out", tmp_path / "o")
+    r = invoke("evaluate", "--pairs", tmp_path / "pairs.csv", "--out", tmp_path / "o")
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert len(doc["pairs"]) == 7
@@ -165,12 +156,14 @@ def test_overlay_of_a_large_scene_is_drawn_from_decimated_reads(tmp_path, monkey
         return rgb
 
     monkeypatch.setattr(io, "read_image_rgb", spy)
-    r = _cli("--pred", truth, "--truth", truth, "--image", image, "--out", tmp_path / "o")
+    r = invoke("evaluate", "--pred", truth, "--truth", truth, "--image", image,
+               "--out", tmp_path / "o")
     assert r.exit_code == 0, r.output
     assert shapes == [(32, 40, 3)]  # stride 4: ceil(128 / 4) x ceil(160 / 4)
     assert (tmp_path / "o" / "overlay.png").stat().st_size > 0
     wrong = _write(tmp_path / "small.tif", _roads((64, 64)))
-    r = _cli("--pred", truth, "--truth", truth, "--image", wrong, "--out", tmp_path / "w")
+    r = invoke("evaluate", "--pred", truth, "--truth", truth, "--image", wrong,
+               "--out", tmp_path / "w")
     assert r.exit_code == 3 and "same grid" in r.output
 
 
@@ -187,7 +180,7 @@ def test_a_failure_after_some_figures_leaves_no_output(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "plot_patch_iou", full)
     truth = _write(tmp_path / "truth.tif", _roads())
     out = tmp_path / "out"
-    r = _cli("--pred", truth, "--truth", truth, "--out", out)
+    r = invoke("evaluate", "--pred", truth, "--truth", truth, "--out", out)
     assert r.exit_code == 1
     assert "no space left on device" in r.output
     assert sorted(out.iterdir()) == []
@@ -198,7 +191,7 @@ def test_figures_named_after_results_never_replace_a_file_without_overwrite(tmp_
     out = tmp_path / "out"
     out.mkdir()
     (out / "overlay.png").write_bytes(b"the user's own picture")
-    r = _cli("--pred", truth, "--truth", truth, "--out", out)
+    r = invoke("evaluate", "--pred", truth, "--truth", truth, "--out", out)
     assert r.exit_code == 4 and "overlay.png" in r.output
     assert (out / "overlay.png").read_bytes() == b"the user's own picture"
     assert sorted(p.name for p in out.iterdir()) == ["overlay.png"]

@@ -5,43 +5,14 @@ import json
 import numpy as np
 import pytest
 import rasterio
-import torch
-from click.testing import CliRunner
 
-from roadprn.cli import main
-from roadprn.models.base import build_model
-from roadprn.models.checkpoint import save_checkpoint
-
-from .test_info_cli import REAL_GEOTIFFS
-
-
-def make_checkpoint(path, bands: int, tile: int = 128, halo: int = 16):
-    torch.manual_seed(0)
-    model = build_model("tiny_unet", in_channels=bands)
-    meta = {
-        "kind": "base",
-        "arch": "tiny_unet",
-        "arch_kwargs": {"in_channels": bands},
-        "input": {
-            "bands": list(range(1, bands + 1)),
-            "normalization": {"mode": "percentile", "percentiles": [2.0, 98.0]},
-            "gsd_m": 0.5,
-            "tile_size": tile,
-            "halo": halo,
-        },
-    }
-    save_checkpoint(path, model, meta)
-    return path
+from tests.helpers import REAL_GEOTIFFS, invoke, make_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     return {n: make_checkpoint(folder / f"tiny{n}.pt", n) for n in (1, 3, 4)}
-
-
-def run(*args):
-    return CliRunner().invoke(main, ["extract", *map(str, args)], catch_exceptions=False)
 
 
 @pytest.mark.slow
@@ -52,7 +23,7 @@ def test_extract_on_every_real_geotiff(realdata, tmp_path, checkpoints, rel):
     with rasterio.open(scene) as src:
         crs, transform, shape, count = src.crs, src.transform, src.shape, src.count
         valid_in = src.dataset_mask() > 0
-    result = run(scene, "--model", checkpoints[count], "--out", tmp_path, "--json")
+    result = invoke("extract", scene, "--model", checkpoints[count], "--out", tmp_path, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary["files"]) == {"probability", "mask", "roads"}
@@ -66,16 +37,16 @@ def test_extract_on_every_real_geotiff(realdata, tmp_path, checkpoints, rel):
 
 
 def test_band_mismatch_is_clear(realdata, tmp_path, checkpoints):
-    result = CliRunner().invoke(main, ["extract", str(realdata / "robustness/pan1.tif"),
-                                       "--model", str(checkpoints[3]), "--out", str(tmp_path)])
+    result = invoke("extract", str(realdata / "robustness/pan1.tif"),
+                    "--model", str(checkpoints[3]), "--out", str(tmp_path))
     assert result.exit_code == 3
     assert "the scene has 1 band(s)" in result.output and "--bands" in result.output
     assert not list(tmp_path.iterdir())
 
 
 def test_band_selection_on_four_band_scene(realdata, tmp_path, checkpoints):
-    result = run(realdata / "robustness/ms1.tif", "--model", checkpoints[3], "--bands", "3,2,1",
-                 "--out", tmp_path, "--json")
+    result = invoke("extract", realdata / "robustness/ms1.tif", "--model", checkpoints[3],
+                    "--bands", "3,2,1", "--out", tmp_path, "--json")
     assert result.exit_code == 0, result.output
 
 
@@ -83,7 +54,7 @@ def test_band_selection_on_four_band_scene(realdata, tmp_path, checkpoints):
 def test_tiny_and_odd_scenes(make_raster, tmp_path, checkpoints, shape):
     rng = np.random.default_rng(0)
     path = make_raster(rng.integers(0, 255, (3, *shape)).astype(np.uint8))
-    result = run(path, "--model", checkpoints[3], "--out", tmp_path / "o", "--json")
+    result = invoke("extract", path, "--model", checkpoints[3], "--out", tmp_path / "o", "--json")
     assert result.exit_code == 0, result.output
     with rasterio.open(json.loads(result.stdout)["files"]["mask"]) as ds:
         assert ds.shape == shape
@@ -92,13 +63,13 @@ def test_tiny_and_odd_scenes(make_raster, tmp_path, checkpoints, shape):
 
 def test_missing_default_model_or_bad_model_path(make_raster, tmp_path):
     path = make_raster(np.ones((3, 8, 8), np.uint8))
-    result = CliRunner().invoke(main, ["extract", str(path), "--model", str(tmp_path / "nope.pt")])
+    result = invoke("extract", str(path), "--model", str(tmp_path / "nope.pt"))
     assert result.exit_code == 5 and "nope.pt" in result.output
 
 
 def test_bad_config_value_names_key(make_raster):
     path = make_raster(np.ones((3, 8, 8), np.uint8))
-    result = CliRunner().invoke(main, ["extract", str(path), "--set", "tiling.blend=gauss"])
+    result = invoke("extract", str(path), "--set", "tiling.blend=gauss")
     assert result.exit_code == 2 and "tiling.blend" in result.output
 
 
@@ -111,7 +82,7 @@ def test_extract_writes_network_next_to_rasters(tmp_path, checkpoints):
 
     synth = generate_scene(tmp_path / "scene.tif", width=300, height=260, seed=2)
     out = tmp_path / "out"
-    result = run(synth.image_path, "--model", checkpoints[3], "--out", out, "--json")
+    result = invoke("extract", synth.image_path, "--model", checkpoints[3], "--out", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     gpkg = out / "scene_roads.gpkg"
@@ -125,24 +96,24 @@ def test_extract_writes_network_next_to_rasters(tmp_path, checkpoints):
     runs = gpd.read_file(gpkg, layer="runs")
     assert runs["command"].iloc[0] == "extract"
     # a rerun without --overwrite refuses before doing any work
-    again = CliRunner().invoke(main, ["extract", str(synth.image_path), "--model", str(checkpoints[3]),
-                                      "--out", str(out)])
+    again = invoke("extract", str(synth.image_path), "--model", str(checkpoints[3]),
+                   "--out", str(out))
     assert again.exit_code == 4 and "--overwrite" in again.output
 
 
 def test_info_describes_a_checkpoint(checkpoints):
-    result = CliRunner().invoke(main, ["info", str(checkpoints[3])])
+    result = invoke("info", str(checkpoints[3]))
     assert result.exit_code == 0, result.output
     assert "tiny_unet" in result.output and "sha256" in result.output
     assert "0.5 m per pixel" in result.output
-    as_json = CliRunner().invoke(main, ["info", str(checkpoints[1]), "--json"])
+    as_json = invoke("info", str(checkpoints[1]), "--json")
     assert json.loads(as_json.stdout)["bands"] == "1"
 
 
 def test_info_on_corrupt_checkpoint(tmp_path, checkpoints):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(checkpoints[3].read_bytes()[:2000])
-    result = CliRunner().invoke(main, ["info", str(broken)])
+    result = invoke("info", str(broken))
     assert result.exit_code == 5 and "broken.pt" in result.output
 
 
@@ -150,11 +121,11 @@ def test_no_probability_skips_auto_refinement_but_refuses_forced(tmp_path, make_
     """--no-probability with the default (auto) refinement writes the base mask only;
     an explicit --refine prn needs the probability raster and says so before any work."""
     path = make_raster(np.full((3, 40, 40), 120, np.uint8))
-    ok = CliRunner().invoke(main, ["extract", str(path), "--no-probability", "--no-vectorize",
-                                   "--out", str(tmp_path / "a"), "--json"])
+    ok = invoke("extract", str(path), "--no-probability", "--no-vectorize",
+                "--out", str(tmp_path / "a"), "--json")
     assert ok.exit_code == 0, ok.output
     assert set(json.loads(ok.stdout)["files"]) == {"mask"}
-    forced = CliRunner().invoke(main, ["extract", str(path), "--no-probability", "--refine", "prn",
-                                       "--out", str(tmp_path / "b")])
+    forced = invoke("extract", str(path), "--no-probability", "--refine", "prn",
+                    "--out", str(tmp_path / "b"))
     assert forced.exit_code == 2 and "--no-probability" in forced.output
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())

@@ -5,28 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from roadprn.cli import main
-
-# path: (width, height, bands, dtype, crs, resolution_m (x, y), nodata)
-REAL_GEOTIFFS = {
-    "spacenet_vegas_pan/road_mask_input.tif": (1300, 1300, 1, "uint16", "EPSG:4326", (0.243, 0.300), None),
-    "spacenet_vegas_pan/sample_road_raster_mask.tif": (1300, 1300, 1, "uint8", "EPSG:4326", (0.243, 0.300), None),
-    "robustness/pan1.tif": (600, 600, 1, "uint16", "EPSG:32631", (0.5, 0.5), None),
-    "robustness/pan2.tif": (600, 600, 1, "uint16", "EPSG:32631", (0.5, 0.5), None),
-    "robustness/pan3.tif": (600, 600, 1, "uint16", "EPSG:32631", (0.5, 0.5), None),
-    "robustness/ms1.tif": (300, 300, 4, "float64", "EPSG:32631", (1.0, 1.0), None),
-    "robustness/ms2.tif": (300, 300, 4, "float64", "EPSG:32631", (1.0, 1.0), None),
-    "robustness/ms3.tif": (300, 300, 4, "float64", "EPSG:32631", (1.0, 1.0), None),
-    "robustness/rgb_unmasked.tif": (200, 200, 3, "uint8", "EPSG:32631", (4.5, 4.5), None),
-    "robustness/sample_geotiff.tif": (900, 900, 1, "uint16", "EPSG:32616", (0.5, 0.5), 0.0),
-    "robustness/sample_geotiff_custom_proj.tif": (512, 512, 3, "int16", "custom (aea, no EPSG code)", (30.0, 30.0), -9999.0),
-}
-
-
-def run_info(*args):
-    return CliRunner().invoke(main, ["info", *args])
+from tests.helpers import REAL_GEOTIFFS, invoke
 
 
 def test_every_real_geotiff_is_listed(realdata):
@@ -38,7 +18,7 @@ def test_every_real_geotiff_is_listed(realdata):
 @pytest.mark.parametrize("rel", sorted(REAL_GEOTIFFS))
 def test_info_json_on_real_geotiffs(realdata, rel):
     width, height, bands, dtype, crs, (xm, ym), nodata = REAL_GEOTIFFS[rel]
-    result = run_info(str(realdata / rel), "--json")
+    result = invoke("info", str(realdata / rel), "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert (info["width"], info["height"], info["bands"]) == (width, height, bands)
@@ -53,7 +33,7 @@ def test_info_json_on_real_geotiffs(realdata, rel):
 
 @pytest.mark.realdata
 def test_info_text_output(realdata):
-    result = run_info(str(realdata / "spacenet_vegas_pan/road_mask_input.tif"))
+    result = invoke("info", str(realdata / "spacenet_vegas_pan/road_mask_input.tif"))
     assert result.exit_code == 0
     assert "0.243 m x 0.300 m" in result.output and "EPSG:4326" in result.output
     assert "1300 x 1300 px" in result.output
@@ -62,10 +42,10 @@ def test_info_text_output(realdata):
 @pytest.mark.realdata
 def test_png_without_georeferencing(realdata):
     png = realdata / "spacenet_vegas_img33/AOI_2_Vegas_img33.png"
-    refused = run_info(str(png))
+    refused = invoke("info", str(png))
     assert refused.exit_code == 3
     assert "no CRS" in refused.output and "--allow-ungeoreferenced" in refused.output
-    allowed = run_info(str(png), "--allow-ungeoreferenced", "--json")
+    allowed = invoke("info", str(png), "--allow-ungeoreferenced", "--json")
     assert allowed.exit_code == 0 and json.loads(allowed.output)["crs"].startswith("none")
 
 
@@ -98,8 +78,7 @@ def test_bad_inputs_give_one_clear_line(tmp_path, realdata, case):
 
 
 def test_version_and_help():
-    runner = CliRunner()
-    version = runner.invoke(main, ["--version"])
+    version = invoke("--version")
     assert version.exit_code == 0 and "roadprn" in version.output
-    helptext = runner.invoke(main, ["--help"])
+    helptext = invoke("--help")
     assert helptext.exit_code == 0 and "info" in helptext.output

@@ -4,29 +4,11 @@ import json
 
 import numpy as np
 import rasterio
-import torch
-from click.testing import CliRunner
 
-from roadprn.cli import main
 from roadprn.config import load_config
-from roadprn.models.base import build_model
-from roadprn.models.checkpoint import save_checkpoint
 from roadprn.prn.refine import refine
 from roadprn.prn.refine_scene import load_refine_model, refine_scene
-
-from .test_extract_cli import make_checkpoint
-
-
-def make_prn(path, base_sha: str, seed: int = 0, randomise: bool = True):
-    torch.manual_seed(seed)
-    model = build_model("prn", variant="fast", grid=2, map_size=128)
-    if randomise:  # a fresh fast PRN starts at the identity; perturb it so the test means something
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-    save_checkpoint(path, model, {"kind": "prn", "arch": "prn", "arch_kwargs": model.arch_kwargs,
-                                  "base_model_sha256": base_sha})
-    return path
+from tests.helpers import invoke, make_checkpoint, make_prn
 
 
 def test_scene_refinement_equals_in_memory_refinement(make_raster, tmp_path):
@@ -59,8 +41,8 @@ def test_extract_with_prn_writes_refined_mask_and_vectorises_it(tmp_path, caplog
     base = make_checkpoint(tmp_path / "base.pt", 3)
     prn = make_prn(tmp_path / "prn.pt", file_sha256(base))
     scene = generate_scene(tmp_path / "s.tif", width=260, height=200, seed=4).image_path
-    result = CliRunner().invoke(main, ["extract", str(scene), "--model", str(base), "--prn",
-                                       str(prn), "--out", str(tmp_path / "o"), "--json"])
+    result = invoke("extract", str(scene), "--model", str(base), "--prn",
+                    str(prn), "--out", str(tmp_path / "o"), "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary["files"]) == {"probability", "mask", "refined_mask", "roads"}
@@ -79,8 +61,8 @@ def test_prn_for_another_base_model_warns(tmp_path, caplog):
     prn = make_prn(tmp_path / "prn.pt", "c" * 64)
     scene = generate_scene(tmp_path / "s.tif", width=64, height=64, seed=1).image_path
     with caplog.at_level("WARNING", logger="roadprn"):
-        result = CliRunner().invoke(main, ["extract", str(scene), "--model", str(base), "--prn",
-                                           str(prn), "--out", str(tmp_path / "o"), "--no-vectorize"])
+        result = invoke("extract", str(scene), "--model", str(base), "--prn",
+                        str(prn), "--out", str(tmp_path / "o"), "--no-vectorize")
     assert result.exit_code == 0, result.output
     assert "trained on base model" in result.output or "trained on base model" in caplog.text
 
@@ -88,6 +70,6 @@ def test_prn_for_another_base_model_warns(tmp_path, caplog):
 def test_refine_prn_without_prn_is_clear(tmp_path, make_raster):
     base = make_checkpoint(tmp_path / "base.pt", 3)
     path = make_raster(np.ones((3, 32, 32), np.uint8))
-    result = CliRunner().invoke(main, ["extract", str(path), "--model", str(base), "--refine",
-                                       "prn", "--prn", str(base), "--out", str(tmp_path / "o")])
+    result = invoke("extract", str(path), "--model", str(base), "--refine",
+                    "prn", "--prn", str(base), "--out", str(tmp_path / "o"))
     assert result.exit_code == 5 and "not a PatchRefineNet" in result.output

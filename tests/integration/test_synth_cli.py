@@ -5,25 +5,15 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import rasterio
-from click.testing import CliRunner
 
-from roadprn.cli import main
-from roadprn.cli.synth import synth
-
-# registered by roadprn/cli/__init__.py; added here too so this test does not depend on it
-if "synth" not in main.commands:
-    main.add_command(synth)
-
-
-def _invoke(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+from tests.helpers import invoke
 
 
 def test_synth_writes_three_outputs_and_reports_them(tmp_path):
     out = tmp_path / "scene.tif"
-    result = _invoke("synth", str(out), "--size", "300x200", "--seed", "4", "--bands", "4",
-                     "--dtype", "uint16", "--crs", "EPSG:3857", "--resolution", "1",
-                     "--origin", "490000,6800000", "--nodata-border")
+    result = invoke("synth", str(out), "--size", "300x200", "--seed", "4", "--bands", "4",
+                    "--dtype", "uint16", "--crs", "EPSG:3857", "--resolution", "1",
+                    "--origin", "490000,6800000", "--nodata-border")
     assert result.exit_code == 0, result.output
     mask, roads = tmp_path / "scene_mask.tif", tmp_path / "scene_roads.gpkg"
     for path in (out, mask, roads):
@@ -44,24 +34,23 @@ def test_synth_writes_three_outputs_and_reports_them(tmp_path):
 def test_synth_is_deterministic_through_the_cli(tmp_path):
     a, b = tmp_path / "a.tif", tmp_path / "b.tif"
     for path in (a, b):
-        assert _invoke("--quiet", "synth", str(path), "--size", "256", "--seed", "8").exit_code == 0
+        assert invoke("--quiet", "synth", str(path), "--size", "256", "--seed", "8").exit_code == 0
     with rasterio.open(a) as ra, rasterio.open(b) as rb:
         assert np.array_equal(ra.read(), rb.read())
 
 
 def test_existing_output_fails_with_one_line_and_exit_4(tmp_path):
     out = tmp_path / "s.tif"
-    assert _invoke("synth", str(out), "--size", "64").exit_code == 0
-    result = CliRunner().invoke(main, ["synth", str(out), "--size", "64"])
+    assert invoke("synth", str(out), "--size", "64").exit_code == 0
+    result = invoke("synth", str(out), "--size", "64")
     assert result.exit_code == 4
     assert "exists" in result.output and "--overwrite" in result.output
-    assert _invoke("synth", str(out), "--size", "64", "--overwrite").exit_code == 0
+    assert invoke("synth", str(out), "--size", "64", "--overwrite").exit_code == 0
 
 
 def test_bad_options_exit_2(tmp_path):
-    runner = CliRunner()
-    bad_size = runner.invoke(main, ["synth", str(tmp_path / "s.tif"), "--size", "12x"])
+    bad_size = invoke("synth", str(tmp_path / "s.tif"), "--size", "12x")
     assert bad_size.exit_code == 2 and "--size" in bad_size.output
-    bad_crs = runner.invoke(main, ["synth", str(tmp_path / "s.tif"), "--crs", "EPSG:999999"])
+    bad_crs = invoke("synth", str(tmp_path / "s.tif"), "--crs", "EPSG:999999")
     assert bad_crs.exit_code == 2 and "EPSG:999999" in bad_crs.output
     assert not list(tmp_path.iterdir())

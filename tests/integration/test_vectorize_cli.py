@@ -14,15 +14,7 @@ from click.testing import CliRunner
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
-from roadprn.cli import main
-from roadprn.cli.vectorize import vectorize
-
-if "vectorize" not in main.commands:  # until the lead registers it in roadprn/cli/__init__.py
-    main.add_command(vectorize)
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, ["vectorize", *args])
+from tests.helpers import invoke
 
 
 def write_raster(path: Path, data: np.ndarray, crs: str = "EPSG:32611",
@@ -47,7 +39,7 @@ def cross_probability(n: int = 600) -> np.ndarray:
 @pytest.mark.realdata
 def test_real_spacenet_mask_lines_lie_on_the_labels(realdata: Path, tmp_path: Path) -> None:
     vegas = realdata / "spacenet_vegas_pan"
-    result = invoke(str(vegas / "sample_road_raster_mask.tif"), "--out", str(tmp_path))
+    result = invoke("vectorize", str(vegas / "sample_road_raster_mask.tif"), "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     gpkg = tmp_path / "sample_road_raster_mask_roads.gpkg"
     roads = gpd.read_file(gpkg, layer="roads")
@@ -68,7 +60,7 @@ def test_real_spacenet_mask_lines_lie_on_the_labels(realdata: Path, tmp_path: Pa
 def test_probability_raster_thresholded_with_attributes(tmp_path: Path) -> None:
     src = write_raster(tmp_path / "prob.tif", cross_probability())
     out = tmp_path / "out"
-    result = invoke(str(src), "--out", str(out), "--dst-crs", "EPSG:4326")
+    result = invoke("vectorize", str(src), "--out", str(out), "--dst-crs", "EPSG:4326")
     assert result.exit_code == 0, result.output
     gpkg = out / "prob_roads.gpkg"
     roads = gpd.read_file(gpkg, layer="roads")
@@ -79,7 +71,7 @@ def test_probability_raster_thresholded_with_attributes(tmp_path: Path) -> None:
     assert roads.width_m.to_numpy() == pytest.approx(6.0, abs=0.6)
     assert roads.length_m.sum() == pytest.approx(600, rel=0.03)
     # a threshold above every road value leaves nothing, but still a valid file
-    again = invoke(str(src), "--out", str(out), "--threshold", "0.95", "--overwrite")
+    again = invoke("vectorize", str(src), "--out", str(out), "--threshold", "0.95", "--overwrite")
     assert again.exit_code == 0, again.output
     assert pyogrio.read_info(gpkg, layer="roads")["features"] == 0
 
@@ -98,7 +90,7 @@ def test_empty_mask_and_nodata(tmp_path: Path) -> None:
     data = np.zeros((200, 200), np.uint8)
     data[:, :100] = 255  # left half would be one big road, but it is nodata
     src = write_raster(tmp_path / "empty.tif", data, nodata=255)
-    result = invoke(str(src), "--out", str(tmp_path / "o"))
+    result = invoke("vectorize", str(src), "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
     gpkg = tmp_path / "o" / "empty_roads.gpkg"
     layers = dict(pyogrio.list_layers(gpkg).tolist())
@@ -107,18 +99,18 @@ def test_empty_mask_and_nodata(tmp_path: Path) -> None:
 
 
 def test_user_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
-    missing = invoke(str(tmp_path / "nope.tif"), "--out", str(tmp_path))
+    missing = invoke("vectorize", str(tmp_path / "nope.tif"), "--out", str(tmp_path))
     assert missing.exit_code == 3 and "nope.tif" in missing.output
     src = write_raster(tmp_path / "m.tif", np.zeros((64, 64), np.uint8))
-    bad = invoke(str(src), "--out", str(tmp_path), "--spur-length-m", "-1")
+    bad = invoke("vectorize", str(src), "--out", str(tmp_path), "--spur-length-m", "-1")
     assert bad.exit_code == 2 and "--spur-length-m" in bad.output
-    crs = invoke(str(src), "--out", str(tmp_path), "--dst-crs", "EPSG:99999999")
+    crs = invoke("vectorize", str(src), "--out", str(tmp_path), "--dst-crs", "EPSG:99999999")
     assert crs.exit_code == 2
     values = write_raster(tmp_path / "v.tif", np.full((64, 64), 7, np.int16))
-    wrong = invoke(str(values), "--out", str(tmp_path))
+    wrong = invoke("vectorize", str(values), "--out", str(tmp_path))
     assert wrong.exit_code == 3 and "v.tif" in wrong.output
-    assert invoke(str(src), "--out", str(tmp_path)).exit_code == 0
-    exists = invoke(str(src), "--out", str(tmp_path))
+    assert invoke("vectorize", str(src), "--out", str(tmp_path)).exit_code == 0
+    exists = invoke("vectorize", str(src), "--out", str(tmp_path))
     assert exists.exit_code == 4 and "--overwrite" in exists.output
     for r in (missing, bad, crs, wrong, exists):
         assert r.output.count("\n") == 1 and r.output.startswith("roadprn: error:")
@@ -127,7 +119,7 @@ def test_user_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_process_workers_and_flatgeobuf(tmp_path: Path) -> None:
     src = write_raster(tmp_path / "p.tif", cross_probability(1200))
-    result = invoke(str(src), "--out", str(tmp_path), "--workers", "2", "--tile-size-px", "256",
+    result = invoke("vectorize", src, "--out", tmp_path, "--workers", "2", "--tile-size-px", "256",
                     "--format", "fgb")
     assert result.exit_code == 0, result.output
     roads = gpd.read_file(tmp_path / "p_roads.fgb")
@@ -145,8 +137,8 @@ def test_non_finite_or_absurd_options_are_refused(tmp_path, option, value):
     with rasterio.open(mask, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8",
                        crs="EPSG:32631", transform=from_origin(600000, 5800000, 0.5, 0.5)) as ds:
         ds.write(np.zeros((1, 64, 64), np.uint8))
-    result = CliRunner().invoke(main, ["vectorize", str(mask), "--out", str(tmp_path / "o"),
-                                       option, value])
+    result = invoke("vectorize", str(mask), "--out", str(tmp_path / "o"),
+                    option, value)
     assert result.exit_code == 2, result.output
     assert option in result.output
     assert not (tmp_path / "o").exists()

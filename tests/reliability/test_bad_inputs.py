@@ -17,9 +17,14 @@ import rasterio.shutil
 import torch
 
 from roadprn.outputs.atomic import TMP_MARKER
-
-from .conftest import assert_clean_failure, invoke, leftovers, temp_files
-from .test_untrusted import server  # noqa: F401 - the recording HTTP server fixture
+from tests.helpers import (
+    assert_clean_failure,
+    cli_process,
+    invoke,
+    leftovers,
+    make_prn,
+    temp_files,
+)
 
 
 @pytest.fixture
@@ -124,11 +129,6 @@ def test_nan_and_inf_are_nodata_not_a_crash(make_raster, out, tiny_model):
 @pytest.mark.realdata
 def test_labels_with_a_wrong_declared_crs(realdata, out):
     """Albers metres declared as EPSG:4326: refused with the reason, via `train base`."""
-    from roadprn.cli import main
-    from roadprn.cli.train import train
-
-    if "train" not in main.commands:  # registered by the lead; the test stands alone meanwhile
-        main.add_command(train)
     scene = realdata / "robustness" / "sample_geotiff_custom_proj.tif"
     labels = realdata / "robustness" / "geotiff_custom_proj_labels.geojson"
     result = invoke("train", "base", "--pair", scene, labels, "--arch", "tiny_unet",
@@ -189,8 +189,6 @@ def test_bad_checkpoints_are_refused(tmp_path, out, good_scene, tiny_model, case
 
 
 def test_prn_of_another_base_model_warns(tmp_path, out, good_scene, tiny_model):
-    from ..integration.test_refine_scene import make_prn
-
     prn = make_prn(tmp_path / "prn.pt", "a" * 64)
     result = extract(good_scene, tiny_model, out, "--prn", prn, "--refine", "prn",
                      "--no-vectorize")
@@ -325,8 +323,6 @@ def test_missing_config_file(tmp_path, out, good_scene, tiny_model):
 @pytest.mark.slow
 def test_a_real_process_prints_one_line_and_the_code(tmp_path, tiny_model):
     """Outside CliRunner too: the installed entry point, a bad scene, stderr is one line."""
-    from .conftest import cli_process
-
     (tmp_path / "x.tif").write_text("not a raster")
     proc = cli_process(["extract", str(tmp_path / "x.tif"), "--model", str(tiny_model),
                         "--out", str(tmp_path / "o")])

@@ -13,8 +13,7 @@ import pytest
 
 from roadprn.config import MAX_CONFIG_BYTES, MAX_QUOTED_CHARS, load_config, parse_set_option
 from roadprn.errors import ConfigError
-
-from .conftest import assert_clean_failure, cli_process, invoke
+from tests.helpers import assert_clean_failure, cli_process, invoke
 
 #: Longest one-line error accepted: the message plus a path and at most one quoted value.
 MAX_LINE = 2 * MAX_QUOTED_CHARS + 400

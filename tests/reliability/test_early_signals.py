@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO_ROOT, wait_for_file
+from tests.helpers import REPO_ROOT, wait_for_file
 
 # Holds the import of the extract command (torch, dask, ... behind it) until a signal arrives.
 SLOW_IMPORT = """
@@ -52,3 +52,28 @@ def test_the_cli_imports_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=REPO_ROOT)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize("option", ["--version", "--help"])
+def test_version_and_help_import_neither_torch_nor_matplotlib(option):
+    """``roadprn --version`` took 5-13 s and 255 MB when every command was imported up front."""
+    code = ("import sys\nfrom roadprn.cli import main\ntry:\n"
+            f"    main([{option!r}], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "heavy = {'torch', 'matplotlib', 'rasterio', 'numpy', 'dask', 'scipy'}\n"
+            "print(sorted(heavy & set(sys.modules)), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=REPO_ROOT)
+    assert done.stderr.strip() == "[]", done.stderr
+    assert ("extract" in done.stdout) == (option == "--help")
+
+
+def test_command_list_matches_each_commands_own_help():
+    """The static list ``roadprn --help`` prints says what each command's docstring says."""
+    import click
+
+    from roadprn.cli import COMMAND_HELP, COMMANDS, main
+
+    ctx = click.Context(main)
+    assert set(COMMAND_HELP) == set(COMMANDS)
+    for name in COMMANDS:
+        assert COMMAND_HELP[name] == main.get_command(ctx, name).get_short_help_str(limit=150)

@@ -15,8 +15,7 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import LineString
 
-from ..conftest import write_test_raster
-from .conftest import REPO_ROOT, assert_clean_failure, invoke
+from tests.helpers import REPO_ROOT, assert_clean_failure, invoke, write_test_raster
 
 UTM = from_origin(600000, 5800000, 0.5, 0.5)
 

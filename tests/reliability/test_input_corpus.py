@@ -18,9 +18,9 @@ from roadprn.models.base import build_model
 from roadprn.models.checkpoint import save_checkpoint
 from roadprn.raster.read import read_valid
 from roadprn.raster.scene import open_raster
+from tests.helpers import assert_clean_failure, invoke
 
 from . import corpus
-from .conftest import assert_clean_failure, invoke
 
 MODES = ["resample", "scene_grid"]
 NO_RESAMPLE = ("--set", "resolution.resample=false")
@@ -184,7 +184,7 @@ REAL_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
 
 
 def real_rasters() -> list[str]:
-    from ..conftest import REALDATA
+    from tests.helpers import REALDATA
 
     if not REALDATA.is_dir():
         return ["(missing)"]

@@ -12,43 +12,15 @@ import signal
 
 import pytest
 
-from .conftest import cli_process, invoke, leftovers, temp_files, wait_for_file
-
-# Each hook touches $MARKER when the stage starts, then makes the stage slow.
-HOOKS = {
-    # reader threads: a slow disk (the main thread waits for the read)
-    "reading": ("roadprn.infer.base_stage", "read_window", "before", 2.0),
-    # the model's batches, on the main thread
-    "inference": ("roadprn.infer.predictor.Predictor", "__call__", "before", 60.0),
-    # raw rasters -> COGs on a thread pool, temporary files open
-    "writing_rasters": ("roadprn.infer.base_stage", "to_cog", "after", 2.0),
-    # skeleton, graph, pruning of the mask (rasters already complete)
-    "vectorizing": ("roadprn.vectorize.run", "vectorize_source", "before", 60.0),
-    # the GeoPackage half written under its temporary name
-    "writing_network": ("roadprn.vectorize.gpkg", "_write_layer", "after", 60.0),
-}
-
-HOOK_CODE = """
-import importlib, os, pathlib, time
-_module, _name, _when, _delay = {spec!r}
-_parts = _module.split('.')
-try:
-    _owner = importlib.import_module(_module)
-except ModuleNotFoundError:
-    _owner = getattr(importlib.import_module('.'.join(_parts[:-1])), _parts[-1])
-_original = getattr(_owner, _name)
-def _slow(*args, **kwargs):
-    marker = pathlib.Path(os.environ['MARKER'])
-    if _when == 'after':
-        result = _original(*args, **kwargs)
-    marker.touch()
-    deadline = time.monotonic() + _delay
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-    marker.with_name(marker.name + '.held_to_the_end').touch()
-    return result if _when == 'after' else _original(*args, **kwargs)
-setattr(_owner, _name, _slow)
-"""
+from tests.helpers import (
+    HOOK_CODE,
+    HOOKS,
+    cli_process,
+    invoke,
+    leftovers,
+    temp_files,
+    wait_for_file,
+)
 
 CASES = [("reading", signal.SIGTERM), ("inference", signal.SIGINT),
          ("writing_rasters", signal.SIGTERM), ("vectorizing", signal.SIGINT),

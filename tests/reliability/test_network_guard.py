@@ -4,7 +4,8 @@ Each of the ten bypasses a red-team run found is built against a recording HTTP 
 127.0.0.1 (in its own process, ``http_recorder.py``): every command must end in one line, exit 3,
 and the server must see **no request**. The same files are then opened with roadprn's own XML
 checks switched off, to show that GDAL itself, as roadprn configures it
-(:mod:`roadprn.runtime.gdal_guard`), sends nothing either. A network path the user gives still works.
+(:mod:`roadprn.runtime.gdal_guard`), sends nothing either. A network path the user gives still
+works.
 Each test uses URLs of its own, so GDAL's per-process cache of answers cannot hide a request.
 """
 
@@ -27,9 +28,7 @@ import pytest
 import rasterio
 
 from roadprn.runtime import gdal_guard
-
-from ..conftest import write_test_raster
-from .conftest import REPO_ROOT, assert_clean_failure, invoke
+from tests.helpers import REPO_ROOT, assert_clean_failure, invoke, write_test_raster
 
 GRID = "600000, 0.5, 0, 5750000, 0, -0.5"
 SIZE = (160, 140)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from roadprn.outputs.staging import MARKER_SUFFIX, STAGING_PREFIX
-
-from .conftest import (
+from tests.helpers import (
+    HOOK_CODE,
+    HOOKS,
     assert_clean_failure,
     cli_process,
     invoke,
@@ -23,7 +24,6 @@ from .conftest import (
     temp_files,
     wait_for_file,
 )
-from .test_interruption import HOOK_CODE, HOOKS
 
 OUTPUTS = ("mask.tif", "probability.tif", "roads.gpkg")
 

@@ -22,8 +22,7 @@ from roadprn.evaluate.length import length_metrics
 from roadprn.evaluate.pixel import patch_iou_grid, pixel_metrics, threshold_sweep
 from roadprn.prn.pseudolabels import patch_thresholds, pseudo_labels
 from roadprn.vectorize import ArraySource, VectorizeParams, network_frames, vectorize_source
-
-from ..unit.test_pseudolabels import loop_pseudo_labels
+from tests.helpers import loop_pseudo_labels
 
 FAST = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 @pytest.mark.slow

@@ -10,9 +10,7 @@ tests/integration/test_batch.py::test_derived_folder_never_escapes_out and
 from __future__ import annotations
 
 import ast
-import http.server
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +19,7 @@ import pytest
 from roadprn.errors import InputError
 from roadprn.raster.scene import open_dataset, open_scene
 from roadprn.runtime.gdal_guard import is_network_path
-
-from ..conftest import write_test_raster
-from .conftest import REPO_ROOT, assert_clean_failure, invoke, leftovers
+from tests.helpers import REPO_ROOT, assert_clean_failure, invoke, leftovers, write_test_raster
 
 SOURCES = sorted([*(REPO_ROOT / "roadprn").rglob("*.py"), *(REPO_ROOT / "scripts").rglob("*.py")])
 
@@ -104,31 +100,6 @@ def test_pyyaml_is_only_used_safely():
 
 
 # --------------------------------------------------------------------------- GDAL network
-
-
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    hits: list[str] = []
-
-    def do_HEAD(self):  # noqa: N802 - http.server's naming
-        self.hits.append(self.path)
-        self.send_response(404)
-        self.end_headers()
-
-    do_GET = do_HEAD  # noqa: N815
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    """A local HTTP server standing for 'the network': every request it gets is recorded."""
-    _Recorder.hits = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{httpd.server_address[1]}", _Recorder.hits
-    httpd.shutdown()
 
 
 def _vrt(path: Path, source: str, extra: str = "") -> Path:

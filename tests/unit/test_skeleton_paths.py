@@ -13,7 +13,7 @@ from skimage.draw import circle_perimeter
 from skimage.morphology import skeletonize
 
 from roadprn.vectorize.skeleton_paths import skeleton_paths
-from tests.conftest import REALDATA
+from tests.helpers import REALDATA
 
 
 def assert_same_as_skan(skel: np.ndarray) -> None:

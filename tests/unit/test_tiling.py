@@ -10,7 +10,8 @@ def coverage(plan: TilePlan) -> np.ndarray:
     count = np.zeros((plan.height, plan.width), np.int32)
     for tile in plan:
         c = tile.core
-        count[int(c.row_off):int(c.row_off + c.height), int(c.col_off):int(c.col_off + c.width)] += 1
+        rows = slice(int(c.row_off), int(c.row_off + c.height))
+        count[rows, int(c.col_off):int(c.col_off + c.width)] += 1
     return count
 
 
@@ -23,7 +24,8 @@ def weight_sum(plan: TilePlan) -> np.ndarray:
         c0 = int(tile.read.col_off) + plan.tile_size
         total[r0:r0 + plan.tile_size, c0:c0 + plan.tile_size] += plan.weights(tile)
     del h
-    return total[plan.tile_size:plan.tile_size + plan.height, plan.tile_size:plan.tile_size + plan.width]
+    t = plan.tile_size
+    return total[t:t + plan.height, t:t + plan.width]
 
 
 @settings(max_examples=60, deadline=None)
