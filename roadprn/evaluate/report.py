@@ -138,7 +138,7 @@ def plot_overlay(result: PairResult, path: Path, overwrite: bool,
     ax.imshow(rgb, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{result.pair.name}: IoU {result.metrics['iou']:.3f}")
-    ax.legend(handles=[Patch(color=np.array(c) / 255, label=n) for c, n in
+    ax.legend(handles=[Patch(color="#{:02x}{:02x}{:02x}".format(*c), label=n) for c, n in
                        ((TP_RGB, "true positive"), (FP_RGB, "false positive"),
                         (FN_RGB, "false negative"))],
               loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, frameon=False)
@@ -147,6 +147,8 @@ def plot_overlay(result: PairResult, path: Path, overwrite: bool,
 
 def plot_patch_iou(result: PairResult, path: Path, overwrite: bool, patch_size: int) -> None:
     grid = result.patch_iou
+    if grid is None:
+        raise ValueError(f"{result.pair.name}: no per-patch IoU to plot (not a pixel result)")
     fig = Figure(figsize=(7, 6))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1,

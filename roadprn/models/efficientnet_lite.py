@@ -194,7 +194,10 @@ def conv_bn(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d, x: torch.T
         weight = weight.contiguous(memory_format=torch.channels_last)
     bias = bias.to(weight.dtype)
     if transposed:
-        return F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding,
+        padding = conv.padding
+        if isinstance(padding, str):  # nn.ConvTranspose2d takes only numbers
+            raise TypeError(f"transposed convolution with padding {padding!r}")
+        return F.conv_transpose2d(x, weight, bias, conv.stride, padding,
                                   conv.output_padding, conv.groups, conv.dilation)
     if isinstance(conv, SameConv2d) and conv.stride[0] != 1:
         x = F.pad(x, _same_padding(x.shape[-2:], conv.kernel_size[0], conv.stride[0]))

@@ -122,7 +122,8 @@ class LiteLinkNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         x = pad_to_multiple(x, DOWNSAMPLING)
-        x = (x - self.input_mean) / self.input_std
+        mean, std = self.get_buffer("input_mean"), self.get_buffer("input_std")
+        x = (x - mean) / std
         return self.decoder(self.encoder.features(x))[..., :height, :width]
 
     def load_pretrained(self) -> str:

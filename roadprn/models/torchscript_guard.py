@@ -392,7 +392,7 @@ def source_constructs(tree: ast.AST) -> Iterator[tuple[str, int]]:
     bound = _bound_names(tree)
     heads: set[int] = set()  # ids of Name/Attribute nodes already judged as part of a chain
     nodes = sorted((n for n in ast.walk(tree) if hasattr(n, "lineno")),
-                   key=lambda n: (n.lineno, n.col_offset))
+                   key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))
     operators = registered_operator_names()
     for node in nodes:
         line = node.lineno
@@ -451,9 +451,9 @@ def source_constructs(tree: ast.AST) -> Iterator[tuple[str, int]]:
                     continue
                 if head not in bound:
                     yield f"name:{head}", line
-                for attr in chain[1:]:
-                    if attr in operators:
-                        yield f".{attr}", line
+                for part in chain[1:]:
+                    if part in operators:
+                        yield f".{part}", line
                 continue
             heads.add(id(node))
             if node.attr in operators:

@@ -207,6 +207,14 @@ def join_unmatched_seams(graph: RoadGraph) -> None:
                      trim_m=0.0)
 
 
+def _dead_end_edge_of(graph: RoadGraph, node: int) -> int:
+    """The edge of a node known to be a dead end."""
+    eid = _dead_end_edge(graph, node)
+    if eid is None:
+        raise ValueError(f"node {node} is not a dead end")
+    return eid
+
+
 def _dead_end_edge(graph: RoadGraph, node: int) -> int | None:
     inc = graph.incident[node]
     if len(inc) != 1:
@@ -312,7 +320,7 @@ def bridge_gaps(graph: RoadGraph, max_gap_m: float, max_angle_deg: float) -> boo
     candidates = []
     for i, j in pairs.tolist():
         ei, ej = _dead_end_edge(graph, ends[i]), _dead_end_edge(graph, ends[j])
-        if ei == ej:
+        if ei is None or ej is None or ei == ej:  # every end here has one (filtered above)
             continue
         gap = metric[j] - metric[i]
         length = float(np.hypot(*gap))
@@ -328,9 +336,9 @@ def bridge_gaps(graph: RoadGraph, max_gap_m: float, max_angle_deg: float) -> boo
         if i in used or j in used:
             continue
         used.update((i, j))
-        ei = graph.edges[_dead_end_edge(graph, ends[i])]
-        ej = graph.edges[_dead_end_edge(graph, ends[j])]
-        mean_w = (ei.width_int + ej.width_int) / max(ei.length_m + ej.length_m, 1e-9)
+        edge_i, edge_j = (graph.edges[_dead_end_edge_of(graph, ends[k])] for k in (i, j))
+        mean_w = ((edge_i.width_int + edge_j.width_int)
+                  / max(edge_i.length_m + edge_j.length_m, 1e-9))
         graph.add_edge(Edge(ends[i], ends[j], np.vstack([points[i], points[j]]), length,
                             mean_w * length, 0.0, 0.0))
     return bool(used)
