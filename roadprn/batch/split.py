@@ -31,11 +31,11 @@ from roadprn.infer.base_stage import (
     predict_strips,
     prepare_inference,
 )
-from roadprn.infer.predictor import Predictor, SegmentationModel, configure_torch_threads
+from roadprn.infer.predictor import Predictor, SegmentationModel
 from roadprn.infer.stitch import Strip
 from roadprn.infer.tiling import TilePlan
 from roadprn.outputs.atomic import TMP_MARKER, temporary_sibling
-from roadprn.raster.gdal_env import limit_gdal_cache
+from roadprn.raster.gdal_env import gdal_cache_bounded, read_masks, write_mask
 from roadprn.raster.grid import Grid, inference_grid
 from roadprn.raster.scene import open_scene
 from roadprn.raster.write import WRITE_BLOCK
@@ -90,6 +90,7 @@ class BandResult:
                 "model_seconds": round(self.model_seconds, 3), "seconds": round(self.seconds, 3)}
 
 
+@gdal_cache_bounded
 def predict_band(scene: str, config: Config, model: SegmentationModel,
                  tile_rows: tuple[int, int], piece: Path) -> BandResult:
     """Base-model probabilities of tile rows ``[a, b)`` of ``scene``, written to ``piece``.
@@ -99,14 +100,12 @@ def predict_band(scene: str, config: Config, model: SegmentationModel,
     (a scene given up meanwhile gets no stray files).
     """
     t_start = time.perf_counter()
-    limit_gdal_cache()
     info, bands = open_scene_for_model(scene, model, config)
     setup = prepare_inference(info, bands, model, config)
     plan, grid = setup.plan, setup.grid
     a, b = tile_rows
     if not 0 <= a < b <= plan.n_rows:
         raise ValueError(f"{scene}: tile rows {a}-{b} are outside the scene's {plan.n_rows} rows")
-    configure_torch_threads(config.inference.torch_threads, config.inference.reader_threads)
     predictor = Predictor(model.module, setup.device, amp=config.inference.amp,
                           tta=config.inference.tta, compile=config.inference.compile,
                           outputs_logits=model.outputs_logits)
@@ -145,7 +144,7 @@ def write_piece(strips: Iterator[Strip], piece: Path, grid: Grid, crs: Any,
                                      f"expected {written}")
                 window = Window(0, strip.row_off - start, grid.width, strip.prob.shape[0])
                 ds.write(strip.prob.astype(np.float32, copy=False)[None], window=window)
-                ds.write_mask((strip.valid * 255).astype(np.uint8), window=window)
+                write_mask(ds, (strip.valid * 255).astype(np.uint8), window=window)
                 written += strip.prob.shape[0]
             if written != stop:
                 raise ValueError(f"{piece.name}: strips ended at row {written}, expected {stop}")
@@ -187,7 +186,7 @@ def read_pieces(pieces: Sequence[Path], rows_per_strip: int = WRITE_BLOCK * 2) -
                     continue
                 window = Window(0, lo - start, ds.width, hi - lo)
                 probs.append(ds.read(1, window=window))
-                valids.append(ds.read_masks(1, window=window) > 0)
+                valids.append(read_masks(ds, 1, window=window) > 0)
             yield Strip(row, np.concatenate(probs), np.concatenate(valids))
 
 

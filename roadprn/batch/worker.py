@@ -117,10 +117,21 @@ def is_transient(exc: BaseException, path: str) -> bool:
     return is_remote(path) and isinstance(exc, OSError) and "HTTP" in str(exc)
 
 
+def configure_worker(task: SceneTask) -> None:
+    """This worker process's GDAL cache and torch threads for ``task`` (the batch run sized
+    ``inference.torch_threads`` to the worker); the library itself sets neither."""
+    from roadprn.runtime.settings import configure_process
+
+    inference = task.config.inference
+    configure_process(torch_threads=inference.torch_threads,
+                      reader_threads=inference.reader_threads)
+
+
 def process_scene(task: SceneTask) -> dict[str, Any]:
     """Run the extract job on one scene into its own folder; return its manifest record."""
     from roadprn.extract import run_extract
 
+    configure_worker(task)
     return _scene_record(task, lambda model: run_extract(task.path, task.config, task.folder,
                                                          base_model=model))
 
@@ -133,6 +144,7 @@ def process_band(task: SceneTask, tile_rows: tuple[int, int], piece: str) -> dic
     """
     from roadprn.batch.split import predict_band
 
+    configure_worker(task)
     try:
         model = task_model(task)
         band = predict_band(task.path, task.config, model, tile_rows, Path(piece))
@@ -152,6 +164,7 @@ def finish_split_scene(task: SceneTask, pieces: list[str],
     from roadprn.batch.split import read_pieces
     from roadprn.extract import run_extract
 
+    configure_worker(task)
     pieces_dir = Path(pieces[0]).parent
     try:
         failed = [band for band in bands if band["status"] == "failed"]

@@ -153,11 +153,11 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     5 model/checkpoint problem, 6 some batch scenes failed, 130 interrupted.
     """
     configure_logging(verbose, quiet)
-    from roadprn.raster.gdal_env import limit_gdal_cache
     from roadprn.runtime.gdal_messages import quiet_gdal_console
+    from roadprn.runtime.settings import configure_process
 
     quiet_gdal_console(verbose)
-    limit_gdal_cache()
+    configure_process()  # commands that run a model add torch's threads
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     ctx.obj["verbose"] = verbose

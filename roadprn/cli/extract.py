@@ -28,9 +28,12 @@ def extract(ctx: click.Context, scene: str, out_dir: str | None, config: Config,
     refined mask when there is one.
     """
     from roadprn.extract import run_extract
+    from roadprn.runtime.settings import configure_process
 
     if overwrite:
         config.output.overwrite = True
+    configure_process(torch_threads=config.inference.torch_threads,
+                      reader_threads=config.inference.reader_threads)
     run = run_extract(scene, config, out_dir, progress=show_progress(ctx))
     if as_json:
         click.echo(json.dumps(run.as_dict(), indent=2))

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from roadprn.errors import InputError, gdal_reason, one_line
 from roadprn.evaluate.windowed import GridSpec, Layer, ShapesLayer, WarpedLayer, clip_rect
 from roadprn.outputs.atomic import ogr_path
-from roadprn.raster.gdal_env import MASK_IO_LOCK
+from roadprn.raster.gdal_env import read_masks
 from roadprn.raster.geometry import metric_crs_at, pixel_size_m
 from roadprn.raster.labels import SceneGrid, buffer_lines
 from roadprn.raster.scene import check_blocks_readable, open_dataset, open_raster
@@ -254,8 +254,7 @@ class RasterLayer:
                                            "resampling": Resampling.nearest}
         try:
             raw = self.ds.read(1, window=window, **kw)
-            with MASK_IO_LOCK:
-                valid = self.ds.read_masks(1, window=window, **kw) > 0
+            valid = read_masks(self.ds, 1, window=window, **kw) > 0
         except (RasterioError, CPLE_BaseError) as exc:
             raise InputError(f"{self.path}: cannot read pixels at col {col0} row {row0} "
                              f"({gdal_reason(exc)}); the file is truncated or corrupt") from None
@@ -432,7 +431,7 @@ def read_image_rgb(path: str | Path, shape: tuple[int, int],
             bands = [1, 2, 3] if ds.count >= 3 else [1]
             data = ds.read(bands, out_shape=(len(bands), *out_shape),
                            resampling=Resampling.nearest).astype(np.float32)
-            valid = ds.read_masks(1, out_shape=out_shape, resampling=Resampling.nearest) > 0
+            valid = read_masks(ds, 1, out_shape=out_shape, resampling=Resampling.nearest) > 0
         except (RasterioError, CPLE_BaseError) as exc:
             raise InputError(f"{path}: cannot read the overlay image ({gdal_reason(exc)}); the file "
                              "is truncated or corrupt") from None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rasterio.windows import Window
 
 from roadprn import __version__
@@ -29,7 +30,6 @@ from roadprn.errors import ModelError
 from roadprn.infer.predictor import (
     Predictor,
     SegmentationModel,
-    configure_torch_threads,
     resolve_device,
 )
 from roadprn.infer.stitch import Strip, StripStitcher
@@ -42,7 +42,7 @@ from roadprn.outputs.atomic import (
     remove_with_sidecars,
     temporary_sibling,
 )
-from roadprn.raster.gdal_env import limit_gdal_cache
+from roadprn.raster.gdal_env import gdal_cache_bounded
 from roadprn.raster.grid import Grid, inference_grid
 from roadprn.raster.normalize import BandNormalizer, make_normalizer
 from roadprn.raster.read import read_window
@@ -190,6 +190,7 @@ def prepare_inference(info: SceneInfo, bands: tuple[int, ...], model: Segmentati
     return InferenceSetup(info, bands, device, choice, grid, plan, normalizer)
 
 
+@gdal_cache_bounded
 def extract_probability(
     scene: str | Path,
     model: SegmentationModel,
@@ -207,7 +208,6 @@ def extract_probability(
     the scene grid, statistics) is as for a whole-scene run.
     """
     t_start = time.perf_counter()
-    limit_gdal_cache()
     info, bands = open_scene_for_model(scene, model, config)
     paths = ExtractPaths.for_scene(scene, out_dir)
     overwrite = config.output.overwrite
@@ -218,7 +218,7 @@ def extract_probability(
     setup = prepare_inference(info, bands, model, config)
     device, choice, grid, plan, normalizer = (setup.device, setup.choice, setup.grid, setup.plan,
                                               setup.normalizer)
-    torch_threads = configure_torch_threads(config.inference.torch_threads, config.inference.reader_threads)
+    torch_threads = torch.get_num_threads()  # set by the CLI / batch worker (runtime.settings)
     predictor = None
     if precomputed_strips is None:
         predictor = Predictor(model.module, device, amp=config.inference.amp,

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from roadprn.errors import ConfigError
-from roadprn.runtime.parallel import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +55,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device 'mps' requested but Apple MPS is not available on this machine")
     return torch.device(spec)
-
-
-def configure_torch_threads(torch_threads: int | None, reader_threads: int) -> int:
-    """Leave cores to the reader threads so torch and readers do not oversubscribe the CPU."""
-    cores = available_cores()
-    n = torch_threads or max(1, cores - max(0, reader_threads - 1))
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
 
 
 class Predictor:

@@ -18,7 +18,7 @@ from rasterio.windows import Window
 
 from roadprn.config import Config
 from roadprn.infer.stitch import Strip
-from roadprn.raster.gdal_env import MASK_IO_LOCK
+from roadprn.raster.gdal_env import write_mask
 from roadprn.raster.grid import Grid
 from roadprn.raster.masks import is_road
 from roadprn.raster.overviews import StreamedOverviews
@@ -82,9 +82,7 @@ def write_strips(
                 prob = scaled.astype(np.uint8)
                 prob[invalid] = 0
                 prob_ds.write(prob[None], window=window)
-                with MASK_IO_LOCK:
-                    prob_ds.write_mask(strip.valid.view(np.uint8) * np.uint8(255),
-                                       window=window)
+                write_mask(prob_ds, strip.valid.view(np.uint8) * np.uint8(255), window=window)
                 if prob_levels is not None:
                     prob_levels.add(prob, strip.valid)
             stats["road_pixels"] += float(np.count_nonzero(mask == 1))

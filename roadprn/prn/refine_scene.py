@@ -24,7 +24,7 @@ from torch import nn
 from roadprn.config import Config
 from roadprn.errors import ModelError
 from roadprn.infer.base_stage import predict_strips
-from roadprn.infer.predictor import configure_torch_threads, resolve_device
+from roadprn.infer.predictor import resolve_device
 from roadprn.infer.tiling import TilePlan
 from roadprn.infer.writer import write_strips
 from roadprn.outputs.atomic import (
@@ -37,8 +37,7 @@ from roadprn.prn.refine import FUSION_RULES, default_halo, fuse
 from roadprn.raster.grid import scene_grid
 from roadprn.raster.normalize import BandNormalizer
 from roadprn.raster.scene import open_scene
-from roadprn.raster.write import MASK_NODATA
-from roadprn.raster.write import to_cog
+from roadprn.raster.write import MASK_NODATA, to_cog
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,6 @@ def refine_scene(
     halo = config.refine.halo if config.refine.halo is not None else default_halo(prn.module)
     plan = TilePlan(info.width, info.height, size, halo, 0)
     device = resolve_device(config.inference.device)
-    configure_torch_threads(config.inference.torch_threads, config.inference.reader_threads)
     predictor = PRNPredictor(prn, device, config.refine.fusion)
     to_unit = BandNormalizer((1.0 / 255.0,), (0.0,), clip=True)
     stats: dict[str, float] = {}

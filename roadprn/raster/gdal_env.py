@@ -3,34 +3,45 @@ the exceptions GDAL raises through rasterio (their one-line reason: ``errors.gda
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import rasterio
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 
-DEFAULT_GDAL_CACHE_MB = 64
+from roadprn.runtime.settings import DEFAULT_GDAL_CACHE_MB
 
-#: Held around GDAL mask-band reads and writes that run on different threads at once (reader
-#: threads reading a scene's masks while the writer thread writes an output's mask): one CI run
-#: segfaulted with the two inside GDAL's mask code together. Both calls are short.
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+#: Held around every GDAL mask-band read and write (:func:`read_masks`, :func:`write_mask`, the
+#: only way the code touches masks): reader threads reading a scene's masks while the writer
+#: thread writes an output's mask segfaulted one CI run inside GDAL's mask code, even on
+#: separate dataset handles. Mask calls are short next to the pixel reads around them.
 MASK_IO_LOCK = threading.Lock()
+
+
+def read_masks(ds: Any, *args: Any, **kwargs: Any) -> Any:
+    """``ds.read_masks(...)`` under :data:`MASK_IO_LOCK` (the thread-safety rule: every mask
+    read goes through here, on any thread)."""
+    with MASK_IO_LOCK:
+        return ds.read_masks(*args, **kwargs)
+
+
+def write_mask(ds: Any, mask: Any, **kwargs: Any) -> None:
+    """``ds.write_mask(mask, ...)`` under :data:`MASK_IO_LOCK` (every mask write goes here)."""
+    with MASK_IO_LOCK:
+        ds.write_mask(mask, **kwargs)
 
 #: What GDAL raises through rasterio: rasterio's own errors, and the CPLE_* errors that escape
 #: from attribute reads (a truncated TIFF fails in ``ds.colorinterp`` when the next directory is
 #: read). Every GDAL call after opening catches both and says which file failed.
 GDAL_ERRORS: tuple[type[BaseException], ...] = (RasterioError, CPLE_BaseError)
-
-
-def limit_gdal_cache(megabytes: int = DEFAULT_GDAL_CACHE_MB) -> None:
-    """Cap GDAL's block cache unless the user set GDAL_CACHEMAX.
-
-    GDAL's default (5 % of RAM) fills up while a large scene streams through, so peak memory
-    would grow with the scene; windows are read once (plus halos), so a small cache loses
-    nothing. GDAL reads this when its cache is first used: call it before opening rasters.
-    """
-    os.environ.setdefault("GDAL_CACHEMAX", str(megabytes))
 
 
 def bounded_gdal_cache(megabytes: int = DEFAULT_GDAL_CACHE_MB) -> rasterio.Env:
@@ -43,3 +54,14 @@ def bounded_gdal_cache(megabytes: int = DEFAULT_GDAL_CACHE_MB) -> rasterio.Env:
         return rasterio.Env()
     return rasterio.Env(GDAL_CACHEMAX=megabytes)
 
+
+def gdal_cache_bounded(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` inside :func:`bounded_gdal_cache`: the scoped cap of a library function
+    that streams a scene (the process-wide one is the CLI's, ``runtime.settings``)."""
+
+    @functools.wraps(func)
+    def bounded(*args: P.args, **kwargs: P.kwargs) -> R:
+        with bounded_gdal_cache():
+            return func(*args, **kwargs)
+
+    return bounded

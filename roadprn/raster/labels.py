@@ -42,6 +42,7 @@ from shapely.geometry.base import BaseGeometry
 
 from roadprn.errors import InputError, one_line
 from roadprn.outputs.atomic import ogr_path
+from roadprn.raster.gdal_env import read_masks
 from roadprn.raster.geometry import metric_crs_at
 from roadprn.raster.masks import is_road
 from roadprn.raster.scene import data_bands, open_raster
@@ -372,7 +373,7 @@ def _default_threshold(ds: rasterio.io.DatasetReader, bands: list[int]) -> float
         return 0.5
     for _, block in ds.block_windows(bands[0]):
         values = ds.read(bands, window=block)
-        valid = ds.read_masks(bands, window=block) > 0
+        valid = read_masks(ds, bands, window=block) > 0
         if (values[valid] > 1).any():
             return 127.0
     return 0.0

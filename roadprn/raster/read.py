@@ -14,7 +14,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from roadprn.errors import InputError, gdal_reason
-from roadprn.raster.gdal_env import GDAL_ERRORS, MASK_IO_LOCK
+from roadprn.raster.gdal_env import GDAL_ERRORS, read_masks
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,7 @@ def read_valid(ds: DatasetReader, bands: Sequence[int], window: Window | None = 
         mask_kwargs = dict(kwargs)
         if out_shape is not None:
             mask_kwargs["out_shape"] = (len(sources.mask_bands), *out_shape)
-        with MASK_IO_LOCK:
-            masks = ds.read_masks(list(sources.mask_bands), **mask_kwargs)
+        masks = read_masks(ds, list(sources.mask_bands), **mask_kwargs)
         valid &= np.all(masks > 0, axis=0)
     if data.dtype.kind == "f":
         valid &= np.all(np.isfinite(data), axis=0)

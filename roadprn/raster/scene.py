@@ -22,7 +22,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from roadprn.errors import InputError, gdal_reason
-from roadprn.raster.gdal_env import GDAL_ERRORS, MASK_IO_LOCK
+from roadprn.raster.gdal_env import GDAL_ERRORS, read_masks
 from roadprn.raster.geometry import footprint_wgs84, pixel_size_m
 from roadprn.raster.read import explicit_mask_bands
 from roadprn.raster.sources import open_guarded, refuse_embedded_code, refuse_network_sources
@@ -307,8 +307,7 @@ def _read_level_corners(ds: DatasetReader, name: str) -> None:
     for window in (Window(0, 0, bw, bh), last):
         ds.read(1, window=window)
         if explicit_mask:
-            with MASK_IO_LOCK:
-                ds.read_masks(1, window=window)
+            read_masks(ds, 1, window=window)
     if ds.count > 1:
         ds.read(ds.count, window=last)
 

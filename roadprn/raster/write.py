@@ -18,7 +18,7 @@ from rasterio.windows import Window
 
 from roadprn.config import Config, OutputConfig
 from roadprn.errors import InputError, one_line
-from roadprn.raster.gdal_env import DEFAULT_GDAL_CACHE_MB, GDAL_ERRORS
+from roadprn.raster.gdal_env import DEFAULT_GDAL_CACHE_MB, GDAL_ERRORS, write_mask
 from roadprn.raster.grid import Grid, scene_grid
 from roadprn.raster.masks import is_road
 from roadprn.raster.read import read_valid, validity_sources
@@ -103,7 +103,7 @@ def resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
                           window=window)
             else:
                 dst.write(np.where(valid, values, 0).astype(np.uint8)[None], window=window)
-                dst.write_mask((valid * 255).astype(np.uint8), window=window)
+                write_mask(dst, (valid * 255).astype(np.uint8), window=window)
 
 
 def scene_valid(scene: Any, bands: tuple[int, ...], window: Window, sources: Any) -> np.ndarray:

@@ -19,7 +19,7 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from roadprn.errors import InputError
-from roadprn.raster.gdal_env import bounded_gdal_cache
+from roadprn.raster.gdal_env import bounded_gdal_cache, read_masks
 from roadprn.raster.masks import is_road
 from roadprn.raster.scene import open_dataset
 
@@ -85,7 +85,7 @@ class FileSource:
         window = Window(col, row, width, height)
         with open_dataset(self.path) as ds:
             raw = ds.read(1, window=window)
-            valid = ds.read_masks(1, window=window) > 0
+            valid = read_masks(ds, 1, window=window) > 0
         if self.kind == "mask":
             return TilePixels(road=(raw > 0) & valid, prob=None)
         prob = raw.astype(np.float32) / np.float32(self.scale)
@@ -120,12 +120,12 @@ class MaskProbabilitySource:
     def read(self, row: int, col: int, height: int, width: int) -> TilePixels:
         window = Window(col, row, width, height)
         with rasterio.open(self.mask_path) as ds:
-            road = (ds.read(1, window=window) == 1) & (ds.read_masks(1, window=window) > 0)
+            road = (ds.read(1, window=window) == 1) & (read_masks(ds, 1, window=window) > 0)
         prob = None
         if self.prob_path is not None:
             with rasterio.open(self.prob_path) as ds:
                 prob = ds.read(1, window=window).astype(np.float32) / np.float32(255.0)
-                prob[ds.read_masks(1, window=window) == 0] = np.nan
+                prob[read_masks(ds, 1, window=window) == 0] = np.nan
         return TilePixels(road=road, prob=prob)
 
 
@@ -189,7 +189,7 @@ def _scan_values(ds: rasterio.DatasetReader) -> tuple[list[float] | None, float,
     for window in scan_windows(ds.height, ds.width, ds.block_shapes[0]):
         values = ds.read(1, window=window)
         if not all_valid:
-            values = values[ds.read_masks(1, window=window) > 0]
+            values = values[read_masks(ds, 1, window=window) > 0]
         if values.size == 0:
             continue
         if values.dtype.kind == "f" and not np.isfinite(values).all():
