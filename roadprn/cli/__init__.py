@@ -119,8 +119,33 @@ def printable_line(message: str, limit: int = 1000) -> str:
 
 
 def _fail(message: str, code: int) -> None:
+    if _AS_CONSOLE_SCRIPT:
+        _ignore_signals_from_now_on()  # the outcome is decided: nothing may change it now
     click.echo(f"roadprn: error: {printable_line(message)}", err=True)
     sys.exit(code)
+
+
+# Set by :func:`run` (the console script), never in-process (CliRunner, a caller's own program):
+# only a process of its own may give up its signal handlers.
+_AS_CONSOLE_SCRIPT = False
+
+
+def _ignore_signals_from_now_on() -> None:
+    """SIGINT and SIGTERM ignored for the rest of the process, once its outcome is decided.
+
+    A batch stopped by SIGTERM while its LocalCluster started printed its one line, then died
+    by SIGINT (exit -2, not 130; rare, under load): Python's finalisation resets SIGINT to the
+    OS default before the process ends, and a SIGINT landing after that kills it. (perf's
+    ``signal:signal_generate`` showed batch-run processes sending themselves SIGINT from one
+    of their own threads.) Ignored, a late signal changes nothing: the cleanup it would ask
+    for is done.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -174,6 +199,8 @@ def run() -> None:
     import signal
     import threading
 
+    global _AS_CONSOLE_SCRIPT
+    _AS_CONSOLE_SCRIPT = True
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
@@ -182,10 +209,10 @@ def run() -> None:
     except (KeyboardInterrupt, click.Abort):
         _fail("interrupted; partial outputs were removed", Interrupted.exit_code)
     except click.ClickException as exc:
+        _ignore_signals_from_now_on()
         exc.show()
         sys.exit(exc.exit_code)
-    # the work is done and published: a signal now must not turn success into a traceback
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the work is done and published: a signal now must not turn success into a traceback, nor
+    # a late one (see _ignore_signals_from_now_on) the exit code into -2
+    _ignore_signals_from_now_on()
     sys.exit(code if isinstance(code, int) else 0)

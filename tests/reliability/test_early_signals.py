@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO_ROOT, wait_for_file
+from tests.helpers import REPO_ROOT, cli_process, finish, wait_for_file
 
 # Holds the import of the extract command (torch, dask, ... behind it) until a signal arrives.
 SLOW_IMPORT = """
@@ -77,3 +77,27 @@ def test_command_list_matches_each_commands_own_help():
     assert set(COMMAND_HELP) == set(COMMANDS)
     for name in COMMANDS:
         assert COMMAND_HELP[name] == main.get_command(ctx, name).get_short_help_str(limit=150)
+
+
+# A SIGINT the process sends itself at exit, once its outcome is printed.
+LATE_SIGINT = ("import atexit, os, signal\n"
+               "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))\n")
+
+
+@pytest.mark.parametrize("bad", [True, False], ids=["failure", "success"])
+def test_a_signal_once_the_outcome_is_printed_changes_nothing(tmp_path, good_scene, bad):
+    """A batch stopped by SIGTERM while its cluster started got a SIGINT from a thread of its
+    own while Dask shut down, after its one line: it died by SIGINT (exit -2, not 130) when the
+    signal came after Python had reset its handlers. Once the outcome is decided, signals are
+    ignored: the one line and the exit code stand."""
+    scene = tmp_path / "x.tif" if bad else good_scene
+    if bad:
+        scene.write_text("not a raster")
+    code, stdout, stderr = finish(cli_process(["info", scene], hook=LATE_SIGINT))
+    assert code == (3 if bad else 0), stderr
+    assert "KeyboardInterrupt" not in stderr and "Exception ignored" not in stderr, stderr
+    if bad:
+        assert stderr.strip().splitlines()[0].startswith("roadprn: error: ")
+        assert len(stderr.strip().splitlines()) == 1, stderr
+    else:
+        assert stderr == "" and stdout

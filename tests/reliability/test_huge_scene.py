@@ -66,14 +66,14 @@ def test_info_on_a_huge_vrt_reads_no_scene(tmp_path, monkeypatch):
 def test_extract_on_a_huge_vrt_starts_in_bounded_memory(tmp_path, tiny_model):
     vrt = huge_vrt(tmp_path)
     out = tmp_path / "out"
-    marker, more = tmp_path / "tiles_done20", tmp_path / "tiles_done40"
+    marker, more = tmp_path / "tiles_done20", tmp_path / "tiles_done25"
     # touch a marker once the model has run 20 batches (tiles are flowing through the pipeline),
-    # another at 40
+    # another at 25
     hook = ("import os, pathlib, roadprn.infer.predictor as _i\n"
             "_orig = _i.Predictor.__call__\n_n = [0]\n"
             "def _count(self, batch):\n"
             "    _n[0] += 1\n"
-            "    if _n[0] in (20, 40): pathlib.Path(os.environ['MARKER'] + str(_n[0])).touch()\n"
+            "    if _n[0] in (20, 25): pathlib.Path(os.environ['MARKER'] + str(_n[0])).touch()\n"
             "    return _orig(self, batch)\n"
             "_i.Predictor.__call__ = _count\n")
     proc = cli_process(["extract", str(vrt), "--model", str(tiny_model), "--out", str(out),
@@ -89,8 +89,8 @@ def test_extract_on_a_huge_vrt_starts_in_bounded_memory(tmp_path, tiny_model):
         return reached
 
     wait_for(watched_until(marker), "20 batches through the model", proc)
-    # keep watching while tiles flow: until 20 more batches have gone through the model
-    wait_for(watched_until(more), "40 batches through the model", proc)
+    # keep watching while tiles flow: until 5 more batches have gone through the model
+    wait_for(watched_until(more), "25 batches through the model", proc)
     peak = peak[0]
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=600)
