@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from roadprn.batch.config import BatchConfig
 from roadprn.errors import ConfigError
 from roadprn.prn.fusion import DEFAULT_FUSION, FusionRule
+from roadprn.prn.options import TrainPRNOptions
+from roadprn.raster.normalization import NormalizationConfig
+from roadprn.train.options import TrainBaseOptions
 from roadprn.vectorize.params import VectorizeParams
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -27,28 +30,6 @@ class _Section(BaseModel):
     """Unknown keys are errors: a typo must never be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class NormalizationConfig(_Section):
-    """How raw band values become model inputs in [0, 1]."""
-
-    mode: Literal["auto", "fixed", "percentile", "dtype"] = "auto"
-    scale: list[float] | None = None
-    offset: list[float] | None = None
-    percentiles: tuple[float, float] = (2.0, 98.0)
-    sample_size: int = Field(1024, ge=16, le=16384)
-
-    @model_validator(mode="after")
-    def _check(self) -> NormalizationConfig:
-        low, high = self.percentiles
-        if not 0.0 <= low < high <= 100.0:
-            raise ValueError("percentiles must satisfy 0 <= low < high <= 100")
-        if self.mode == "fixed" and self.scale is None:
-            raise ValueError("mode 'fixed' needs 'scale' (and optionally 'offset') per band")
-        if (self.scale is not None and self.offset is not None
-                and len(self.scale) != len(self.offset)):
-            raise ValueError("'scale' and 'offset' must list one value per band")
-        return self
 
 
 class InputConfig(_Section):
@@ -213,6 +194,17 @@ class SynthConfig(_Section):
         return size
 
 
+class TrainConfig(_Section):
+    """``roadprn train base`` / ``train prn``: the options that define a training run."""
+
+    base: TrainBaseOptions = TrainBaseOptions()
+    prn: TrainPRNOptions = TrainPRNOptions()
+
+
+#: sections read by commands other than extract / batch
+OTHER_COMMANDS_SECTIONS = ("evaluate", "synth", "train")
+
+
 class Config(_Section):
     """Everything a run needs besides its input and output paths."""
 
@@ -228,9 +220,19 @@ class Config(_Section):
     batch: BatchConfig = BatchConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     synth: SynthConfig = SynthConfig()
+    train: TrainConfig = TrainConfig()
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def pipeline_dict(self) -> dict[str, Any]:
+        """The keys that shape ``extract``'s outputs (recorded in them, and what a batch rerun
+        compares): the sections of other commands (evaluate, synth, train) left out, so that
+        one YAML shared by several commands does not make a batch redo its scenes."""
+        data = self.to_yaml_dict()
+        for section in OTHER_COMMANDS_SECTIONS:
+            data.pop(section, None)
+        return data
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

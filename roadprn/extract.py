@@ -203,7 +203,7 @@ def _vectorize(run: ExtractRun, paths: ExtractPaths, config: Config,
         source, run.scene, paths.folder, config.vectorize,
         fmt=config.output.vector_format, dst_crs=config.output.dst_crs,
         overwrite=config.output.overwrite, workers=config.vectorize.workers,
-        config=config.to_yaml_dict(), model_hashes=hashes, command="extract", progress=progress,
+        config=config.pipeline_dict(), model_hashes=hashes, command="extract", progress=progress,
     )
     run.files["roads"] = result.files[0]
     if len(result.files) > 1:

@@ -38,7 +38,7 @@ RESULT_NEUTRAL = {
 
 def config_hash(config: Config) -> str:
     """sha256 of the config keys that change outputs (threads and overwrite left out)."""
-    data = config.to_yaml_dict()
+    data = config.pipeline_dict()
     data.pop("batch", None)
     for section, key in RESULT_NEUTRAL:
         data.get(section, {}).pop(key, None)

@@ -141,7 +141,7 @@ def run_batch(
             manifest.append({"type": "run", "event": "start", "run_id": run_id,
                              "version": __version__, "scenes": len(scenes), "to_do": len(todo),
                              "config_hash": cfg_hash, "model_hashes": spec_hashes,
-                             "config": config.to_yaml_dict()})
+                             "config": config.pipeline_dict()})
             if not todo:
                 summary.seconds = time.perf_counter() - t_start
                 manifest.append({"type": "run", "event": "end", "run_id": run_id,

@@ -109,6 +109,17 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+class FiniteFloat(click.types.FloatParamType):
+    """A float that is not NaN or infinite (no bounds to show)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def _bounds(field: FieldInfo) -> dict[str, Any]:
     """click range arguments from the field's ``ge``/``gt``/``le``/``lt`` constraints."""
     bounds: dict[str, Any] = {}
@@ -135,7 +146,7 @@ def click_type(annotation: Any, field: FieldInfo | None = None) -> Any:
         return click.Choice([str(v) for v in typing.get_args(annotation)])
     bounds = _bounds(field) if field is not None else {}
     if annotation is float:
-        return FiniteFloatRange(**bounds)
+        return FiniteFloatRange(**bounds) if bounds else FiniteFloat()
     if annotation is int:
         return click.IntRange(**bounds) if bounds else click.INT
     if annotation is str:

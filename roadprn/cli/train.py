@@ -102,7 +102,7 @@ BASE_OPTIONS = [
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Label rasters cache (default: OUT.cache/).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@training_options(TrainBaseOptions, "base", BASE_OPTIONS, make_options)
+@training_options("base", BASE_OPTIONS, make_options)
 @click.pass_context
 def base(ctx: click.Context, pair_items: tuple[tuple[str, str], ...], pairs_csv: str | None,
          output: str, scene_gsd_m: float | None, scale_jitter: float | None, no_augment: bool,

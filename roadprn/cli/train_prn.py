@@ -48,7 +48,7 @@ PRN_OPTIONS = [
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Base probability rasters of --pair scenes (default: OUT.maps/), reused.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
-@training_options(TrainPRNOptions, "prn", PRN_OPTIONS, make_prn_options)
+@training_options("prn", PRN_OPTIONS, make_prn_options)
 @click.pass_context
 def prn(ctx: click.Context, pair_items: tuple[tuple[str, str], ...], pairs_csv: str | None,
         prob_items: tuple[tuple[str, str], ...], output: str, resume: str | None,

@@ -414,7 +414,7 @@ def _output_tags(info: SceneInfo, model: SegmentationModel, config: Config,
         "ROADPRN_THRESHOLD": str(config.output.threshold),
         "ROADPRN_TILING": json.dumps(choice.__dict__),
         "ROADPRN_NORMALIZATION": json.dumps(normalizer.as_dict()),
-        "ROADPRN_CONFIG": json.dumps(config.to_yaml_dict(), sort_keys=True),
+        "ROADPRN_CONFIG": json.dumps(config.pipeline_dict(), sort_keys=True),
     }
 
 

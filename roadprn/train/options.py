@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from roadprn.config import NormalizationConfig
 from roadprn.errors import ConfigError
+from roadprn.raster.normalization import TrainingNormalizationConfig
 
 if TYPE_CHECKING:
     from roadprn.train.data import Augmentation, LabelSpec
@@ -56,12 +56,15 @@ class TrainBaseOptions(TrainLoopOptions):
     pretrained: bool = Field(False, description="Start the encoder from ImageNet weights "
                                                 "(effnet_lite*_linknet; training only).")
     bands: list[int] = Field([1, 2, 3], min_length=1, description="1-based scene bands to read.")
-    normalization: NormalizationConfig = NormalizationConfig(mode="percentile")
+    normalization: TrainingNormalizationConfig = Field(
+        TrainingNormalizationConfig(), description="How scene bands become model inputs.")
     gsd_m: float = Field(0.5, gt=0, description="Resolution the model works at (m/px); chips "
                                                 "are resampled to it.")
     chip_size: int = Field(256, ge=32, le=4096, description="Training chip side in pixels.")
-    tile_size: int = Field(512, ge=32, le=8192, description="Tile size recorded for inference.")
-    halo: int = Field(32, ge=0, description="Tile halo recorded for inference.")
+    tile_size: int = Field(512, ge=32, le=8192, description="Tile size recorded for inference "
+                                                            "(effnet_lite*: 768 unless given).")
+    halo: int = Field(32, ge=0, description="Tile halo recorded for inference (effnet_lite*: 64 "
+                                            "unless given).")
     batch_size: int = Field(8, ge=1, description="Chips per training step.")
     steps_per_epoch: int = Field(100, ge=1, description="Training steps per epoch.")
     lr: float = Field(1e-3, gt=0, description="Peak AdamW rate.")

@@ -138,7 +138,7 @@ def test_config_file_and_set_give_the_options(scenes, tmp_path):
     assert (options["epochs"], options["seed"]) == (1, 7)
     assert options["normalization"]["mode"] == "percentile"
     assert options["normalization"]["percentiles"] == [1.0, 99.0]
-    for bad, words in ((["--set", "train.prn.epochs=1"], "train.base"),
+    for bad, words in ((["--set", "train.nope.epochs=1"], "train.nope"),
                        (["--set", "train.base.epochs=0"], "epochs"),
                        (["--set", "train.base.no_such=1"], "no_such")):
         result = _invoke("train", "base", "--pair", str(scenes[0].image_path),

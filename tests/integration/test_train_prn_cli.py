@@ -95,9 +95,9 @@ def test_config_file_and_set_give_the_options(trained, tmp_path):
              "train.prn.threads=1", "--lr", "0.002"])
     options = load_state(out, "prn")["options"]
     assert (options["epochs"], options["lr"], options["map_size"]) == (2, 0.002, 128)
-    with pytest.raises(ConfigError, match="train.prn"):
+    with pytest.raises(ConfigError, match="train.prn.no_such"):
         _invoke(["--prob-maps", str(prob), str(scene.mask_path), "--out",
-                 str(tmp_path / "z.pt"), "--set", "tiling.halo=3"])
+                 str(tmp_path / "z.pt"), "--set", "train.prn.no_such=3"])
     with pytest.raises(ConfigError, match="epochs"):
         _invoke(["--prob-maps", str(prob), str(scene.mask_path), "--out",
                  str(tmp_path / "z.pt"), "--set", "train.prn.epochs=0"])
