@@ -145,7 +145,8 @@ def disk_nearly_full(folder: str | os.PathLike[str], margin: int = 1 << 20) -> b
 
 def io_error_path(exc: OSError) -> str | None:
     """The file an I/O error is about, if any error in the chain names one."""
-    return next((str(i.filename) for i in _chain(exc) if getattr(i, "filename", None)), None)
+    return next((str(getattr(i, "filename")) for i in _chain(exc)  # noqa: B009 - not OSError
+                 if getattr(i, "filename", None)), None)
 
 
 def io_error_line(exc: OSError) -> str:

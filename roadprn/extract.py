@@ -83,7 +83,8 @@ def resolve_refine_model(config: Config, base_model: SegmentationModel):
         path = default_model_path(DEFAULT_PRN_MODEL)
         if not path.is_file():
             if method == "prn":
-                raise ModelError("no default PRN is installed; pass a PRN checkpoint with --prn PATH")
+                raise ModelError("no default PRN is installed; pass a PRN checkpoint with "
+                                 "--prn PATH")
             return None
     else:
         path = Path(config.refine.model)
@@ -181,7 +182,8 @@ def _later_stages(run: ExtractRun, scene: str | Path, paths: ExtractPaths,
     from roadprn.raster.scene import open_scene
 
     if not open_scene(scene, allow_ungeoreferenced=True, check_readable=False).georeferenced:
-        log.warning("%s: not georeferenced; skipping vectorisation (road lengths need metres)", scene)
+        log.warning("%s: not georeferenced; skipping vectorisation (road lengths need metres)",
+                    scene)
         return
     t0 = time.perf_counter()
     _vectorize(run, paths, config, base_model, progress)

@@ -126,7 +126,8 @@ def main() -> None:
         "batch_seconds": round(batch, 2),
         "ratio": round(batch / sum(single), 3),
         "target": 1.05,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                   f"Python {platform.python_version()}",
     }
     print(json.dumps(result, indent=2))
     if args.json:
@@ -165,7 +166,8 @@ def split_benchmark(args: argparse.Namespace) -> None:
         "batch_unsplit_seconds": round(runs["unsplit"], 2),
         "split_vs_extract": round(runs["split"] / extract, 3),
         "split_vs_unsplit": round(runs["split"] / runs["unsplit"], 3),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                   f"Python {platform.python_version()}",
     }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -121,16 +121,18 @@ def open_client(settings: BatchConfig) -> Iterator[Any]:
     if settings.scheduler:
         try:
             with held_interrupts():
-                client = Client(settings.scheduler, timeout="30s")
+                remote = Client(settings.scheduler, timeout="30s")
         except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"cannot reach the Dask scheduler at {settings.scheduler}: {exc}") from None
+            raise ConfigError(f"cannot reach the Dask scheduler at {settings.scheduler}: "
+                              f"{exc}") from None
         try:
-            yield client
+            yield remote
         finally:
             with held_interrupts():
-                _close_quietly(client)
+                _close_quietly(remote)
         return
-    cluster = client = None
+    cluster: Any = None
+    client = None
     with dask.config.set({"distributed.deploy.lost-worker-timeout": LOST_WORKER_TIMEOUT,
                           "distributed.scheduler.worker-saturation": WORKER_SATURATION}), \
             _quiet_resource_tracker():
@@ -254,7 +256,8 @@ def gateway_cluster(settings: BatchConfig) -> Any:
     try:
         from dask_gateway import Gateway
     except ImportError:
-        raise ConfigError("batch.cluster 'gateway' needs dask-gateway: pip install dask-gateway") from None
+        raise ConfigError("batch.cluster 'gateway' needs dask-gateway: "
+                          "pip install dask-gateway") from None
     gateway = Gateway(settings.gateway_address)
     cluster = gateway.new_cluster(**settings.gateway_options)
     cluster.scale(settings.workers or 1)

@@ -97,7 +97,8 @@ def read_list_file(path: Path) -> list[str]:
         raise InputError(f"cannot read scene list {path}: {exc}") from None
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
-        column = next((c for c in (rows[0].keys() if rows else []) if c and c.strip().lower() == "path"),
+        column = next((c for c in (rows[0].keys() if rows else [])
+                       if c and c.strip().lower() == "path"),
                       None)
         if column is None:
             raise InputError(f"scene list {path}: CSV needs a 'path' column")
@@ -154,7 +155,8 @@ def batch_output_filter(out_dir: Path) -> Callable[[str], bool]:
 
 
 def scene_folder_name(path: str) -> str:
-    """``<stem>-<8 hex digits of sha1(path)>``: readable, unique per path, one safe path component."""
+    """``<stem>-<8 hex digits of sha1(path)>``: readable, unique per path, one safe path
+    component."""
     tail = path.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
     stem = tail.rsplit(".", 1)[0] if "." in tail.lstrip(".") else tail
     safe = UNSAFE.sub("_", stem).strip("._-")[:MAX_STEM] or "scene"

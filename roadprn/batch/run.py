@@ -93,7 +93,8 @@ def run_batch(
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
 ) -> BatchSummary:
-    """Process ``scenes`` into ``out_dir/<scene folder>/`` on a Dask cluster; never raises per scene.
+    """Process ``scenes`` into ``out_dir/<scene folder>/`` on a Dask cluster; never raises per
+    scene.
 
     ``client``: an existing ``distributed.Client`` (else one is made from ``settings``).
     ``echo``: where to print the dashboard link (``None``: nowhere).
@@ -258,9 +259,10 @@ def plan_splits(todo: list[SceneTask], models: dict[str, Any], settings: BatchCo
                          strict=True))
     splits = choose_splits(plans, settings.split_tiles, workers)
     for task in candidates:
-        if task.name in splits:
+        plan = plans[task.name]
+        if task.name in splits and plan is not None:
             log.info("%s: %d tiles, split into %d bands of tile rows", task.path,
-                     len(plans[task.name]), len(splits[task.name]))
+                     len(plan), len(splits[task.name]))
     return splits
 
 
@@ -329,7 +331,8 @@ def _execute(client: Any, todo: list[SceneTask], settings: BatchConfig,
                              resources=resources)
 
     tiles = 0
-    bar = tqdm(total=len(todo), unit="scene", desc="batch", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="scene", desc="batch", disable=not progress,
+               dynamic_ncols=True)
 
     def record(task: SceneTask, result: dict[str, Any]) -> None:
         nonlocal tiles
@@ -343,8 +346,8 @@ def _execute(client: Any, todo: list[SceneTask], settings: BatchConfig,
 
     watch = _WorkerWatch(client)
     try:
-        for task in todo:
-            submit(task)
+        for queued in todo:
+            submit(queued)
         while tasks:
             try:
                 future = finished.get(timeout=POLL_S)

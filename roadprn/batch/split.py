@@ -1,7 +1,8 @@
 """Large scenes split across batch workers: bands of tile rows, computed apart, joined at the end.
 
 A band of tile rows ``[a, b)`` runs the base model on its tiles plus one tile row of context on
-each side (:func:`roadprn.infer.base_stage.predict_strips` with ``tile_rows``), so its scene rows are
+each side (:func:`roadprn.infer.base_stage.predict_strips` with ``tile_rows``), so its scene
+rows are
 bit-for-bit those of a whole-scene run. Each band writes its float32 probabilities and validity
 to a *piece* GeoTIFF in a temporary folder inside the scene's output folder; the scene's final
 task reads the pieces back in row order (:func:`read_pieces`) and hands them to

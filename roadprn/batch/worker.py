@@ -105,7 +105,8 @@ def _pin_gpu() -> None:
 
 def is_transient(exc: BaseException, path: str) -> bool:
     """Errors worth another attempt: network hiccups and timeouts, never a bad scene or config."""
-    if isinstance(exc, RoadprnError) and not isinstance(exc.__cause__, (TimeoutError, ConnectionError)):
+    if isinstance(exc, RoadprnError) and not isinstance(exc.__cause__,
+                                                        (TimeoutError, ConnectionError)):
         return False
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
@@ -262,7 +263,8 @@ def crash_log_folder(out_root: Path) -> Path:
 
 
 def manifest_path_of(path: Path, out_root: Path) -> str:
-    """``path`` relative to the run folder if inside it (like every manifest path), else absolute."""
+    """``path`` relative to the run folder if inside it (like every manifest path), else
+    absolute."""
     try:
         return Path(path).resolve().relative_to(out_root.resolve()).as_posix()
     except ValueError:

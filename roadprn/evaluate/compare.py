@@ -160,7 +160,7 @@ def _pixel_pair(pair: Pair, params: EvalParams, pred_vec: bool, truth_vec: bool)
             else:
                 truth_raster = stack.enter_context(io.RasterLayer(pair.truth, role="truth"))
                 truth = io.align(truth_raster, grid)
-        ignore = None
+        ignore: Layer | None = None
         if pair.ignore is not None and io.is_vector(pair.ignore):
             ignore = io.ignore_shapes(pair.ignore, grid)
         elif pair.ignore is not None:

@@ -232,7 +232,8 @@ class RasterLayer:
                                  "or non-finite pixel size")
             crs = ds.crs if georef else None
         except RasterioError as exc:
-            raise InputError(f"{self.path}: cannot read raster header ({gdal_reason(exc)})") from None
+            raise InputError(f"{self.path}: cannot read raster header "
+                             f"({gdal_reason(exc)})") from None
         check_blocks_readable(ds)
         return GridSpec(self.path, width, height, transform, crs)
 
@@ -422,7 +423,7 @@ def read_image_rgb(path: str | Path, shape: tuple[int, int],
     The image must have the grid's ``shape``; it is read decimated (nearest) to ``out_shape``
     so that memory follows the figure, not the scene.
     """
-    out_shape = tuple(out_shape or shape)  # type: ignore[assignment]
+    out_shape = (int((out_shape or shape)[0]), int((out_shape or shape)[1]))
     with open_raster(path) as ds:
         try:
             if (ds.height, ds.width) != tuple(shape):
@@ -433,8 +434,8 @@ def read_image_rgb(path: str | Path, shape: tuple[int, int],
                            resampling=Resampling.nearest).astype(np.float32)
             valid = read_masks(ds, 1, out_shape=out_shape, resampling=Resampling.nearest) > 0
         except (RasterioError, CPLE_BaseError) as exc:
-            raise InputError(f"{path}: cannot read the overlay image ({gdal_reason(exc)}); the file "
-                             "is truncated or corrupt") from None
+            raise InputError(f"{path}: cannot read the overlay image ({gdal_reason(exc)}); the "
+                             "file is truncated or corrupt") from None
     out = np.empty_like(data)
     for i, band in enumerate(data):
         finite = valid & np.isfinite(band)

@@ -276,7 +276,8 @@ def windowed_pixel_metrics(shape: tuple[int, int], pred: Layer, truth: Layer,
     if halo is None:
         halo = relaxed_halo(pixel_size_m, tolerance_m, "the grid")
     relaxed = pixel_size_m is not None
-    sampling = (float(pixel_size_m[1]), float(pixel_size_m[0])) if relaxed else (1.0, 1.0)
+    sampling = ((float(pixel_size_m[1]), float(pixel_size_m[0])) if pixel_size_m is not None
+                else (1.0, 1.0))
     size = patch_size_for(shape, patch_size)
     inter = np.zeros((math.ceil(height / size), math.ceil(width / size)), np.int64)
     union = np.zeros_like(inter)

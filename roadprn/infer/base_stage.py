@@ -28,6 +28,7 @@ from roadprn import __version__
 from roadprn.config import Config, NormalizationConfig
 from roadprn.errors import ModelError
 from roadprn.infer.predictor import (
+    BatchPredictor,
     Predictor,
     SegmentationModel,
     resolve_device,
@@ -152,7 +153,7 @@ def open_scene_for_model(scene: str | Path, model: SegmentationModel,
                          config: Config) -> tuple[SceneInfo, tuple[int, ...]]:
     """Open and validate ``scene``; return it with the bands to feed ``model`` (checked)."""
     info = open_scene(scene, allow_ungeoreferenced=config.input.allow_ungeoreferenced)
-    bands = check_band_count(info, config.input.bands, model.in_channels, model.bands)
+    bands = check_band_count(info, config.input.bands, model.in_channels, model.bands or ())
     unused = [b for b in info.data_bands if b not in bands]
     if not config.input.bands and unused:
         # a 16-band or R,G,B,NIR scene: the model's bands may not be the scene's colours
@@ -249,6 +250,7 @@ def extract_probability(
                     pad_mode=config.tiling.pad_mode, stats=stats, progress=progress, grid=grid,
                 )
             else:
+                assert precomputed_strips is not None  # no predictor only when precomputed
                 stats["model_seconds"] = 0.0
                 strips = _covering_grid(precomputed_strips, grid)
             sources = write_strips(strips, info, grid, config,
@@ -299,7 +301,8 @@ def _normalization_spec(config: Config, model: SegmentationModel) -> Normalizati
         try:
             return NormalizationConfig.model_validate(model.normalization)
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"model {model.name}: invalid normalisation in checkpoint ({exc})") from None
+            raise ModelError(f"model {model.name}: invalid normalisation in checkpoint "
+                             f"({exc})") from None
     return spec
 
 
@@ -309,7 +312,7 @@ def predict_strips(
     plan: TilePlan,
     batch_size: int,
     normalizer: BandNormalizer,
-    predictor: Predictor,
+    predictor: BatchPredictor,
     *,
     reader_threads: int = 2,
     prefetch_batches: int = 2,
@@ -322,7 +325,8 @@ def predict_strips(
     """Stitched float probabilities of the whole scene, as finished full-width row strips.
 
     Reads and normalisation run as Dask tasks on ``reader_threads`` threads, up to
-    ``prefetch_batches`` batches ahead of the model (:class:`~roadprn.infer.tile_reader.DaskBatchLoader`).
+    ``prefetch_batches`` batches ahead of the model
+    (:class:`~roadprn.infer.tile_reader.DaskBatchLoader`).
     ``tile_rows=(a, b)``: only scene rows ``[a, b) x stride`` (a band
     of a scene split across workers), computed with one tile row of context on each side so that
     they equal the same rows of the whole scene.
@@ -335,7 +339,8 @@ def predict_strips(
         # the nominal core (stride²) even where the scene ends inside it, so every tile has the
         # same shape; read_window pads beyond the edge and marks it invalid
         nominal = Window(tile.core.col_off, tile.core.row_off, plan.stride, plan.stride)
-        data, valid = read_window(reader.get(), nominal, bands=bands, halo=plan.halo, pad_mode=pad_mode)
+        data, valid = read_window(reader.get(), nominal, bands=bands, halo=plan.halo,
+                                  pad_mode=pad_mode)
         return normalizer(data), valid
 
     rows = range(plan.n_rows)
@@ -386,13 +391,14 @@ def _keep_rows(strips: Iterator[Strip], keep: tuple[int, int] | None) -> Iterato
             yield Strip(lo, strip.prob[a:b], strip.valid[a:b])
 
 
-def _stack_tiles(loaded: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:
+def _stack_tiles(
+        loaded: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:
     """One (B, C, H, W) model input plus the per-tile validity masks."""
     return np.stack([data for data, _ in loaded]), [valid for _, valid in loaded]
 
 
 def _predict_batch(tiles: list[Tile], data: np.ndarray, valid: list[np.ndarray],
-                   predictor: Predictor, stitcher: StripStitcher, stats: dict[str, float],
+                   predictor: BatchPredictor, stitcher: StripStitcher, stats: dict[str, float],
                    bar: Any) -> Iterator[Strip]:
     t0 = time.perf_counter()
     prob = predictor(data)
@@ -433,5 +439,5 @@ def _progress_bar(total: int, path: str, plan: TilePlan, enabled: bool):
         if rate:
             bar.set_postfix_str(f"{rate * mpix_per_tile:.2f} MPix/s", refresh=False)
 
-    bar.update = update  # type: ignore[method-assign]
+    bar.update = update
     return bar

@@ -7,8 +7,9 @@ running a segmentation model fast and safely lives here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -47,14 +48,24 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device '{spec}' requested but CUDA is not available on this machine")
+            raise ConfigError(f"device '{spec}' requested but CUDA is not available on this "
+                              "machine")
         index = int(spec.split(":")[1]) if ":" in spec else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(
-                f"device '{spec}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+                f"device '{spec}' requested but only {torch.cuda.device_count()} CUDA "
+                "device(s) exist")
+    mps = getattr(torch.backends, "mps", None)
+    if spec == "mps" and not (mps and torch.backends.mps.is_available()):
         raise ConfigError("device 'mps' requested but Apple MPS is not available on this machine")
     return torch.device(spec)
+
+
+class BatchPredictor(Protocol):
+    """What the tile machinery runs: (B, C, T, T) inputs -> (B, T, T) maps, in numpy (the base
+    model's :class:`Predictor`, PRN's :class:`~roadprn.prn.refine_scene.PRNPredictor`)."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 class Predictor:
@@ -76,16 +87,17 @@ class Predictor:
         self.channels_last = device.type in ("cuda", "cpu")
         module = module.to(device).eval()
         if self.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.module: Callable[[torch.Tensor], torch.Tensor] = module
         if compile:
             try:
-                module = torch.compile(module)
+                self.module = torch.compile(module)
             except Exception as exc:  # noqa: BLE001 - compilation is an optional speed-up
                 log.warning("torch.compile failed (%s); running uncompiled", exc)
-        self.module = module
         self.autocast_dtype = None
         if amp and device.type == "cuda":
-            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.autocast_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported()
+                                   else torch.float16)
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -94,7 +106,10 @@ class Predictor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.tta:
-            prob = sum(self._forward(x.flip(dims)).flip(dims) for dims in ((), (-1,), (-2,), (-2, -1)))
+            flips: tuple[tuple[int, ...], ...] = ((-1,), (-2,), (-2, -1))
+            prob = self._forward(x.flip(())).flip(())
+            for dims in flips:  # one flipped copy at a time
+                prob = prob + self._forward(x.flip(dims)).flip(dims)
             prob = prob / 4.0
         else:
             prob = self._forward(x)

@@ -40,7 +40,8 @@ class StripStitcher:
         self._pending = np.zeros(plan.n_rows, np.int64)
 
     def add(self, tile: Tile, prob: np.ndarray, valid: np.ndarray) -> Iterator[Strip]:
-        """Add one tile's prediction (tile_size²) and its validity; yield strips that became final."""
+        """Add one tile's prediction (tile_size²) and its validity; yield strips that became
+        final."""
         plan = self.plan
         r0, r1 = plan.contribution_rows(tile.row)
         c0, c1 = plan.contribution_cols(tile.col)
@@ -53,21 +54,23 @@ class StripStitcher:
         core = tile.core
         h = plan.halo
         cr0 = int(core.row_off) - self._start
-        self._valid[cr0:cr0 + int(core.height), int(core.col_off):int(core.col_off + core.width)] = \
-            valid[h:h + int(core.height), h:h + int(core.width)]
+        c0, height, width = int(core.col_off), int(core.height), int(core.width)
+        self._valid[cr0:cr0 + height, c0:c0 + width] = valid[h:h + height, h:h + width]
         self._pending[tile.row] += 1
         if self._pending[tile.row] == plan.n_cols:
             yield from self._release(tile.row)
 
     def _tile_weights(self, tile: Tile) -> np.ndarray:
         plan = self.plan
-        key = (tile.row == 0, tile.row == plan.n_rows - 1, tile.col == 0, tile.col == plan.n_cols - 1)
+        key = (tile.row == 0, tile.row == plan.n_rows - 1, tile.col == 0,
+               tile.col == plan.n_cols - 1)
         if key not in self._weights:
             self._weights[key] = plan.weights(tile)
         return self._weights[key]
 
     def finish(self, row: int) -> Iterator[Strip]:
-        """After tile row ``row``, the last of a band: hand out every row it completed, unaligned."""
+        """After tile row ``row``, the last of a band: hand out every row it completed,
+        unaligned."""
         if row < self.plan.n_rows - 1:
             final = self.plan.contribution_rows(row + 1)[0]
             n = final - self._start

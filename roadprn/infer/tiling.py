@@ -43,7 +43,8 @@ class TilePlan:
             raise ValueError(
                 f"tile_size {self.tile_size} must exceed 2 x halo ({2 * self.halo})")
         if not 0 <= self.blend_radius <= self.halo:
-            raise ValueError(f"blend radius {self.blend_radius} must be within 0..halo ({self.halo})")
+            raise ValueError(f"blend radius {self.blend_radius} must be within 0..halo "
+                             f"({self.halo})")
         if 2 * self.blend_radius > self.stride:
             raise ValueError(f"blend radius {self.blend_radius} too large for stride {self.stride}")
 

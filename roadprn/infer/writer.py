@@ -41,7 +41,8 @@ def write_strips(
     """Write strips on a writer thread (so compression overlaps inference), at most two queued.
 
     Returns what to convert to a COG for each raw raster: with ``overviews`` a VRT that adds
-    the overview levels built on the way (:mod:`roadprn.raster.overviews`), else the raw file itself.
+    the overview levels built on the way (:mod:`roadprn.raster.overviews`), else the raw file
+    itself.
     """
     threshold = config.output.threshold
     profile = raw_profile(info, grid, config.output.compress)

@@ -289,7 +289,8 @@ class PatchRefineNet(nn.Module):
             for decoder in (self.global_decoder, self.local_decoder):
                 if decoder is not None:  # start at the identity Y = P
                     nn.init.zeros_(decoder.out.weight)
-                    nn.init.zeros_(decoder.out.bias)
+                    if decoder.out.bias is not None:
+                        nn.init.zeros_(decoder.out.bias)
 
     @property
     def arch_kwargs(self) -> dict[str, Any]:

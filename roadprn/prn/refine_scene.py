@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from roadprn.config import Config
 from roadprn.errors import ModelError
@@ -33,6 +32,7 @@ from roadprn.outputs.atomic import (
     remove_with_sidecars,
     temporary_sibling,
 )
+from roadprn.prn.network import PatchRefineNet
 from roadprn.prn.refine import FUSION_RULES, default_halo, fuse
 from roadprn.raster.grid import scene_grid
 from roadprn.raster.normalize import BandNormalizer
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 class RefineModel:
     """A PRN checkpoint ready to run, with the base model it was trained on."""
 
-    module: nn.Module  # PatchRefineNet
+    module: PatchRefineNet
     sha256: str
     base_model_sha256: str | None
     name: str = "prn"
@@ -81,8 +81,13 @@ def load_refine_model(path: str | Path) -> RefineModel:
 
     checkpoint = load_checkpoint(path)
     if checkpoint.meta.kind != "prn":
-        raise ModelError(f"{path} is a {checkpoint.meta.kind} model, not a PatchRefineNet checkpoint")
-    return RefineModel(checkpoint.build_model(), checkpoint.sha256, checkpoint.meta.base_model_sha256,
+        raise ModelError(f"{path} is a {checkpoint.meta.kind} model, not a PatchRefineNet "
+                         "checkpoint")
+    module = checkpoint.build_model()
+    if not isinstance(module, PatchRefineNet):
+        raise ModelError(f"{path}: its PRN architecture {checkpoint.meta.arch!r} did not build "
+                         "a PatchRefineNet")
+    return RefineModel(module, checkpoint.sha256, checkpoint.meta.base_model_sha256,
                        name=f"{checkpoint.meta.arch} ({Path(path).name})")
 
 
@@ -132,7 +137,8 @@ def refine_scene(
                 stats=stats, progress=progress,
             )
             tags = {"ROADPRN_REFINED_BY": prn.name, "ROADPRN_PRN_SHA256": prn.sha256,
-                    "ROADPRN_FUSION": config.refine.fusion, "ROADPRN_SOURCE": source_tag or info.path}
+                    "ROADPRN_FUSION": config.refine.fusion,
+                    "ROADPRN_SOURCE": source_tag or info.path}
             sources = write_strips(strips, info, scene_grid(info), config, None, raw, tags,
                                      stats)
             to_cog(sources[raw], final, config.output, resampling="NEAREST")

@@ -65,20 +65,23 @@ def make_normalizer(
             raise ConfigError(f"bad value for config key 'input.normalization.scale': got {scale}; "
                               "a scale of 0 makes every band constant")
         return BandNormalizer(tuple(scale), tuple(offset))
+    lows: Sequence[float]
+    highs: Sequence[float]
     if mode == "dtype":
         lows, highs = zip(*(dtype_range(ds.dtypes[b - 1]) for b in bands), strict=True)
     else:
         lows, highs = estimate_percentiles(ds, bands, spec.percentiles, spec.sample_size)
-    scale = tuple(1.0 / (h - lo) if h > lo else 1.0 for lo, h in zip(lows, highs, strict=True))
-    offset = tuple(-lo * s for lo, s in zip(lows, scale, strict=True))
-    return BandNormalizer(scale, offset)
+    stretch = tuple(1.0 / (h - lo) if h > lo else 1.0 for lo, h in zip(lows, highs, strict=True))
+    shift = tuple(-lo * s for lo, s in zip(lows, stretch, strict=True))
+    return BandNormalizer(stretch, shift)
 
 
 def _per_band(values: Sequence[float], n: int, name: str) -> list[float]:
     if len(values) == 1:
         return [float(values[0])] * n
     if len(values) != n:
-        raise InputError(f"normalization.{name} lists {len(values)} values for {n} selected band(s)")
+        raise InputError(f"normalization.{name} lists {len(values)} values for {n} selected "
+                         "band(s)")
     return [float(v) for v in values]
 
 

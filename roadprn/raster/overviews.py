@@ -46,7 +46,8 @@ def reduce_2x2(values: np.ndarray, valid: np.ndarray,
         values = np.pad(values, ((0, h % 2), (0, w % 2)))
         valid = np.pad(valid, ((0, h % 2), (0, w % 2)))
     weighted = values.astype(np.uint16) * valid
-    total = weighted[0::2, 0::2] + weighted[1::2, 0::2] + weighted[0::2, 1::2] + weighted[1::2, 1::2]
+    total = (weighted[0::2, 0::2] + weighted[1::2, 0::2] + weighted[0::2, 1::2]
+             + weighted[1::2, 1::2])
     count = (valid[0::2, 0::2].astype(np.uint16) + valid[1::2, 0::2] + valid[0::2, 1::2]
              + valid[1::2, 1::2])
     mean = (total + count // 2) // np.maximum(count, 1)

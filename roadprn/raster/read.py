@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
@@ -122,20 +122,24 @@ def read_window(
         else:
             raw, valid = read_valid(ds, bands, inner)
     except GDAL_ERRORS as exc:
-        raise InputError(f"{ds.name}: cannot read window {_window_text(inner)} ({gdal_reason(exc)})") from None
+        raise InputError(f"{ds.name}: cannot read window {_window_text(inner)} "
+                         f"({gdal_reason(exc)})") from None
     data = raw.astype(np.float32, copy=False)  # a fresh read (or copy): ours to change
     if not valid.all():
         data[:, ~valid] = 0.0
-    pad = ((r0 - row0, row0 + out_h - r1), (c0 - col0, col0 + out_w - c1))
+    pad: tuple[tuple[int, int], tuple[int, int]] = (
+        (r0 - row0, row0 + out_h - r1), (c0 - col0, col0 + out_w - c1))
     if any(p for pair in pad for p in pair):
-        mode = "symmetric" if pad_mode == "reflect" else "constant"
+        mode: Literal["symmetric", "constant"] = ("symmetric" if pad_mode == "reflect"
+                                                  else "constant")
         data = np.pad(data, ((0, 0), *pad), mode=mode)
         valid = np.pad(valid, pad, mode="constant", constant_values=False)
     return data, valid
 
 
 def _window_text(window: Window) -> str:
-    return f"col {int(window.col_off)} row {int(window.row_off)} size {int(window.width)}x{int(window.height)}"
+    return (f"col {int(window.col_off)} row {int(window.row_off)} "
+            f"size {int(window.width)}x{int(window.height)}")
 
 
 def mask_flags_text(flags: Sequence[MaskFlags]) -> str:

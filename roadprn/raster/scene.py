@@ -118,9 +118,9 @@ def open_dataset(path: str | Path) -> DatasetReader:
     """rasterio.open with a clear one-line error instead of a GDAL traceback; caller closes it.
 
     A local file may not make GDAL reach the network: GDAL itself refuses (see
-    :mod:`roadprn.runtime.gdal_guard`), and :func:`refuse_network_sources` checks the file's references
-    first, so the user learns which path was refused. Only a network path the user gave opens
-    with network access.
+    :mod:`roadprn.runtime.gdal_guard`), and :func:`refuse_network_sources` checks the file's
+    references first, so the user learns which path was refused. Only a network path the user
+    gave opens with network access.
     """
     gdal_guard.install()
     text = _check_path(path)
@@ -242,7 +242,8 @@ def open_scene(
 
 def validate_scene(ds: DatasetReader, info: SceneInfo, *, allow_ungeoreferenced: bool) -> None:
     if info.width < 1 or info.height < 1 or info.count < 1:
-        raise InputError(f"{info.path}: raster is empty ({info.width}x{info.height}, {info.count} bands)")
+        raise InputError(f"{info.path}: raster is empty ({info.width}x{info.height}, "
+                         f"{info.count} bands)")
     if not info.data_bands:
         raise InputError(f"{info.path}: raster has only alpha bands, no data bands")
     if info.crs is None and not allow_ungeoreferenced:

@@ -134,6 +134,10 @@ def to_cog(src: Path, dst: Path, output: OutputConfig, resampling: str) -> None:
     check_reads_back(dst)
 
 
+#: a file of ours that does not read back: our validation's words, or GDAL's
+READ_BACK_ERRORS: tuple[type[BaseException], ...] = (InputError, *GDAL_ERRORS)
+
+
 def check_reads_back(path: Path) -> None:
     """Open a raster just written and read it back like a scene's validation, or raise.
 
@@ -145,6 +149,6 @@ def check_reads_back(path: Path) -> None:
     try:
         with rasterio.open(path) as ds:
             check_blocks_readable(ds)
-    except (InputError, *GDAL_ERRORS) as exc:
+    except READ_BACK_ERRORS as exc:
         raise OSError(errno.EIO, f"the file written does not read back "
                       f"({one_line(exc)})", str(path)) from exc

@@ -40,10 +40,18 @@ class TilePixels:
 class RoadSource(Protocol):
     """Anything that can hand out windows of road pixels with their georeferencing."""
 
-    shape: tuple[int, int]
-    transform: Affine
-    crs: CRS | None
-    name: str
+    # read-only: frozen dataclasses and properties both qualify
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    @property
+    def transform(self) -> Affine: ...
+
+    @property
+    def crs(self) -> CRS | None: ...
+
+    @property
+    def name(self) -> str: ...
 
     def read(self, row: int, col: int, height: int, width: int) -> TilePixels: ...
 
