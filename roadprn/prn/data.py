@@ -11,7 +11,7 @@ every pixel is covered without padding); windows with too little labelled area a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -221,27 +221,6 @@ def _written_by(path: Path, sha256: str | None) -> bool:
     except rasterio.errors.RasterioIOError:
         return False
     return any(v == sha256 for k, v in tags.items() if "SHA256" in k.upper())
-
-
-def maps_from_pairs(
-    pairs: Sequence[tuple[str | Path, str | Path]],
-    base_model: SegmentationModel,
-    config: Config,
-    work_dir: str | Path,
-    map_size: int,
-    *,
-    on_scene: Callable[[str, PRNMaps], None] | None = None,
-    **options: object,
-) -> PRNMaps:
-    """:func:`maps_from_scene` over many (scene, labels) pairs, concatenated."""
-    parts = []
-    for scene, labels in pairs:
-        part = maps_from_scene(scene, labels, base_model, config, work_dir, map_size,
-                               **options)  # type: ignore[arg-type]
-        if on_scene is not None:
-            on_scene(str(scene), part)
-        parts.append(part)
-    return PRNMaps.concat(parts, map_size)
 
 
 def split_maps(maps: PRNMaps, val_fraction: float, seed: int) -> tuple[PRNMaps, PRNMaps]:

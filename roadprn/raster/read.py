@@ -140,7 +140,3 @@ def read_window(
 def _window_text(window: Window) -> str:
     return (f"col {int(window.col_off)} row {int(window.row_off)} "
             f"size {int(window.width)}x{int(window.height)}")
-
-
-def mask_flags_text(flags: Sequence[MaskFlags]) -> str:
-    return "+".join(f.name for f in flags)

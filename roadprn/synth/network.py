@@ -24,7 +24,6 @@ SURFACES = ("asphalt", "concrete", "dirt")
 
 # land use of a district (the renderer picks background and tree density from it)
 URBAN, SUBURBAN, RURAL, FOREST = 1, 2, 3, 4
-LANDUSES = {URBAN: "urban", SUBURBAN: "suburban", RURAL: "rural", FOREST: "forest"}
 
 WIDTH_RANGE_M = {
     "highway": (16.0, 22.0),

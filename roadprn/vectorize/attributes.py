@@ -10,9 +10,6 @@ from pyproj import CRS, Geod
 
 from roadprn.vectorize.graph import RoadNetwork
 
-ROAD_COLUMNS = ["id", "length_m", "width_m", "prob_mean", "scene"]
-JUNCTION_COLUMNS = ["id", "degree", "scene"]
-
 
 def _to_map(points_rc: np.ndarray, transform: Affine) -> np.ndarray:
     """Pixel (row, col) of pixel centres → map (x, y)."""

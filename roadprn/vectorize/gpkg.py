@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import geopandas as gpd
 import pandas as pd
@@ -27,7 +27,6 @@ from roadprn.errors import ConfigError, InputError, disk_nearly_full, errno_in_t
 from roadprn.outputs.atomic import atomic_output, check_writable, ogr_path
 from roadprn.outputs.atomic import file_sha256 as io_file_sha256
 
-OutputFormat = Literal["gpkg", "geojson", "fgb", "parquet"]
 FORMATS: dict[str, tuple[str, str]] = {  # name -> (GDAL driver or "parquet", extension)
     "gpkg": ("GPKG", ".gpkg"),
     "geojson": ("GeoJSON", ".geojson"),
