@@ -147,7 +147,7 @@ class EvaluateConfig(_Section):
     """How ``roadprn evaluate`` scores predictions (docs/metrics.md); lengths in metres."""
 
     threshold: float = Field(0.5, ge=0, le=1,
-                             description="Probability at or above which a pixel is road.")
+                             description="Probability above which a pixel is road.")
     tolerance_m: float = Field(3.0, ge=0, le=1000,
                                description="Relaxed precision/recall distance and "
                                            "completeness/correctness buffer.")

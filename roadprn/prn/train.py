@@ -31,6 +31,7 @@ from roadprn.prn.loss import prn_loss
 from roadprn.prn.network import PatchRefineNet, prn_arch, prn_arch_kwargs
 from roadprn.prn.options import PRN_FROZEN_ON_RESUME, TrainPRNOptions
 from roadprn.prn.refine import fuse
+from roadprn.raster.masks import is_road
 from roadprn.train.loop import (
     TrainPaths,
     TrainResult,
@@ -85,9 +86,9 @@ def evaluate_prn(
     g, loc = predict_maps(model, prob, device=device)
     truth = truth != 0
     metrics = {"val_iou": pooled_iou(fuse(g, loc, fusion), truth)}
-    metrics["val_iou_global"] = pooled_iou(g > 0.5, truth)
+    metrics["val_iou_global"] = pooled_iou(is_road(g, 0.5), truth)
     if loc is not None:
-        metrics["val_iou_local"] = pooled_iou(loc > 0.5, truth)
+        metrics["val_iou_local"] = pooled_iou(is_road(loc, 0.5), truth)
     return metrics
 
 

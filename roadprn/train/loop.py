@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from roadprn.errors import ConfigError, ModelError, OutputError
+from roadprn.errors import ConfigError, ModelError, OutputError, one_line
 from roadprn.models.checkpoint import FORMAT_NAME
 from roadprn.outputs.atomic import atomic_output, check_writable
 from roadprn.train.options import TrainLoopOptions
@@ -136,8 +136,7 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise ModelError(f"--resume: cannot read {path}: {reason}") from exc
+        raise ModelError(f"--resume: cannot read {path}: {one_line(exc, 160)}") from exc
 
 
 def write_state(path: Path, payload: dict[str, Any]) -> None:
