@@ -1,8 +1,9 @@
 """The typed pipeline config: defaults, YAML loading, CLI overrides, one-line errors.
 
 One :class:`Config` object drives every command, so ``extract``, ``batch`` and notebooks behave the
-same for the same YAML. ``configs/default.yaml`` documents every key and must equal the defaults
-below (a test checks it).
+same for the same YAML. Every field's ``description`` is its documentation: ``roadprn config
+show`` prints a config with it above each key, and ``configs/default.yaml`` is that output for
+the defaults (``scripts/write_default_config.py`` writes it; a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -33,10 +34,15 @@ class _Section(BaseModel):
 
 
 class InputConfig(_Section):
-    bands: list[int] | None = Field(None, description="1-based bands to feed the model, e.g. "
-                                                     "1,2,3 (default: the model's).")
-    allow_ungeoreferenced: bool = Field(False, description="Accept rasters without CRS "
-                                                           "(outputs in pixel coordinates).")
+    """Which bands of a scene the model sees, and how their values are normalised."""
+
+    bands: list[int] | None = Field(
+        None, description="1-based band numbers fed to the model, in order (e.g. [1, 2, 3]; "
+                          "--bands 1,2,3); null = all non-alpha bands (their number must equal "
+                          "what the model expects).")
+    allow_ungeoreferenced: bool = Field(
+        False, description="Accept rasters without CRS/georeferencing (PNG, JPEG, ...); outputs "
+                           "are then in pixel coordinates and lengths in metres are meaningless.")
     normalization: NormalizationConfig = NormalizationConfig()
 
     @field_validator("bands")
@@ -48,23 +54,46 @@ class InputConfig(_Section):
 
 
 class TilingConfig(_Section):
-    tile_size: int | None = Field(None, ge=32, le=8192,
-                                  description="Tile side in pixels (default: from the model).")
-    halo: int | None = Field(None, ge=0, le=2048, description="Tile overlap on each side in "
-                                                              "pixels (default: from the model).")
-    batch_size: int | None = Field(None, ge=1, le=1024, description="Tiles per forward pass.")
-    blend: Literal["hann", "crop"] = Field("hann", description="How overlapping tiles merge.")
-    pad_mode: Literal["reflect", "constant"] = "reflect"
+    """How a scene is cut into overlapping tiles for the model."""
+
+    tile_size: int | None = Field(
+        None, ge=32, le=8192, description="Tile side in pixels (model resolution); null = the "
+                                          "model checkpoint's tile size (else 512).")
+    halo: int | None = Field(
+        None, ge=0, le=2048, description="Overlap added on every side of a tile so that tile "
+                                         "borders never reach the output; null = the model "
+                                         "checkpoint's suggestion (else 64).")
+    batch_size: int | None = Field(
+        None, ge=1, le=1024, description="Tiles per model forward; null = the checkpoint's "
+                                         "suggestion (else 4 on CPU, 16 on GPU).")
+    blend: Literal["hann", "crop"] = Field(
+        "hann", description="How overlapping tiles are merged: hann (weighted blending, "
+                            "seam-free) or crop (centre crop).")
+    pad_mode: Literal["reflect", "constant"] = Field(
+        "reflect", description="Padding beyond the scene edge: reflect (mirror the image) or "
+                               "constant (zeros).")
 
 
 class InferenceConfig(_Section):
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
-    amp: bool = Field(True, description="Mixed precision on CUDA.")
-    compile: bool = Field(False, description="torch.compile the model.")
-    tta: bool = Field(False, description="Average predictions over flips (slower).")
-    torch_threads: int | None = Field(None, ge=1, le=1024)
-    reader_threads: int = Field(2, ge=1, le=64)
-    prefetch_batches: int = Field(2, ge=1, le=64)
+    """Where and how the model runs."""
+
+    device: str = Field("auto", description="auto (CUDA if present, then Apple MPS, else CPU), "
+                                            "cpu, cuda, cuda:N or mps.")
+    amp: bool = Field(True, description="Mixed precision (float16/bfloat16 autocast) on CUDA; "
+                                        "ignored on CPU.")
+    compile: bool = Field(False, description="torch.compile the model first (slower start, "
+                                             "faster on long runs; needs a compiler).")
+    tta: bool = Field(False, description="Test-time augmentation: average the predictions of "
+                                         "flipped tiles (about 4x slower).")
+    torch_threads: int | None = Field(None, ge=1, le=1024,
+                                      description="torch intra-op threads; null = the cores left "
+                                                  "after the reader threads.")
+    reader_threads: int = Field(2, ge=1, le=64,
+                                description="Dask threads reading and normalising windows in "
+                                            "parallel with inference.")
+    prefetch_batches: int = Field(2, ge=1, le=64,
+                                  description="Batches read ahead of the model (bounds memory: "
+                                              "prefetch x batch x tile).")
 
     @field_validator("device")
     @classmethod
@@ -75,22 +104,44 @@ class InferenceConfig(_Section):
 
 
 class ResolutionConfig(_Section):
-    resample: bool = True
-    tolerance: float = Field(0.25, ge=0.0, le=10.0)
-    max_factor: float = Field(4.0, ge=1.0, le=100.0)
+    """Scenes whose resolution differs from the model's."""
+
+    resample: bool = Field(True, description="Resample windows to the model's ground sample "
+                                             "distance when the scene's differs by more than "
+                                             "the tolerance, and back to the scene grid for the "
+                                             "outputs.")
+    tolerance: float = Field(0.25, ge=0.0, le=10.0,
+                             description="Relative difference of resolution tolerated without "
+                                         "resampling (0.25 = 25 %).")
+    max_factor: float = Field(4.0, ge=1.0, le=100.0,
+                              description="Scenes more than this factor finer or coarser than "
+                                          "the model are not resampled (a warning is logged): "
+                                          "e.g. 30 m imagery for a 0.5 m model would become 60x "
+                                          "larger and show no roads.")
 
 
 class OutputConfig(_Section):
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Road probability threshold for "
-                                                              "the mask (0..1).")
-    overwrite: bool = False
-    write_probability: bool = True
-    compress: Literal["deflate", "zstd", "lzw"] = "deflate"
-    compress_level: int | None = Field(1, ge=1, le=22)
+    """The rasters and the road network written to --out."""
+
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Probability above which a pixel "
+                                                              "is road in the binary mask "
+                                                              "(strict >, 0..1).")
+    overwrite: bool = Field(False, description="Replace existing outputs instead of refusing to "
+                                               "start.")
+    write_probability: bool = Field(True, description="Also write the probability raster (uint8 "
+                                                      "0..255), not only the mask.")
+    compress: Literal["deflate", "zstd", "lzw"] = Field(
+        "deflate", description="Compression of the output GeoTIFFs: deflate, zstd or lzw.")
+    compress_level: int | None = Field(
+        1, ge=1, le=22, description="Compression level (deflate 1-9, zstd 1-22; ignored by lzw); "
+                                    "null = the codec's default. 1 writes about 3x faster than "
+                                    "deflate's default 6 for files about 8 % larger.")
     vector_format: Literal["gpkg", "geojson", "fgb", "parquet"] = Field(
-        "gpkg", description="Road network format (gpkg has an embedded QGIS style).")
-    dst_crs: str | None = Field(None, description="CRS of the road network, e.g. EPSG:4326 "
-                                                  "(default: the scene's).")
+        "gpkg", description="Format of the road network: gpkg (GeoPackage with an embedded QGIS "
+                            "style), geojson, fgb (FlatGeobuf) or parquet (GeoParquet, needs "
+                            "pyarrow).")
+    dst_crs: str | None = Field(None, description="CRS of the road network (e.g. EPSG:4326); "
+                                                  "null = the scene's CRS.")
 
     @field_validator("dst_crs")
     @classmethod
@@ -107,33 +158,52 @@ class OutputConfig(_Section):
 
 
 class RefineConfig(_Section):
-    """PatchRefineNet refinement of the base probability map."""
+    """PatchRefineNet (PRN): corrects the base model's spatially varying bias from its
+    probability map."""
 
     method: Literal["auto", "prn", "none"] = Field(
-        "auto", description="PatchRefineNet refinement (auto: when a PRN exists for the base "
-                            "model).")
-    model: str = Field("default", description="PRN checkpoint (.pt), or 'default'.")
+        "auto", description="auto: refine when a PRN is available for the base model (the "
+                            "default bundle ships one); prn: always (error if none); none: base "
+                            "mask only.")
+    model: str = Field("default", description="PRN checkpoint (.pt) or 'default' (the PRN shipped "
+                                              "with the default base model).")
     # DEFAULT_FUSION ("global"): on held-out maps the paper rule lost 1-1.8 IoU points to it
     fusion: FusionRule = Field(
-        DEFAULT_FUSION, description="How PRN's global and local maps become the refined mask.")
-    halo: int | None = Field(None, ge=0, le=1024)
-    batch_size: int = Field(4, ge=1, le=256)
+        DEFAULT_FUSION, description="How the global (G) and local (L) PRN maps become the mask: "
+                                    "paper = G ∪ dilate3x3(G ∩ L) (the paper's rule), global = "
+                                    "G, local = L, mean = (G + L) / 2 > 0.5. Default global: on "
+                                    "held-out maps the paper rule widens roads by a pixel and "
+                                    "lost 1-1.8 IoU points (docs/prn.md).")
+    halo: int | None = Field(None, ge=0, le=1024,
+                             description="Context around each PRN window in pixels; null = 1/8 "
+                                         "of the PRN map size, patch-aligned.")
+    batch_size: int = Field(4, ge=1, le=256, description="PRN windows per forward pass.")
 
 
 class VectorizeConfig(VectorizeParams):
-    """The vectoriser's thresholds (all in metres / m²) plus how ``extract`` runs it."""
+    """Road mask -> road network (LineStrings + junctions). Lengths in metres, areas in m²,
+    converted with the scene's true resolution, so one config fits 0.3 m and 1 m imagery alike.
+
+    The vectoriser's thresholds (:class:`VectorizeParams`) plus how ``extract`` runs it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(True, description="Vectorise the mask into a road network.")
+    enabled: bool = Field(True, description="Vectorise at the end of extract (false: rasters "
+                                            "only).")
     workers: int | None = Field(None, ge=1, le=256,
-                                description="Parallel tile threads (default: one per core, at "
-                                            "most 8).")
+                                description="Threads of the tiled vectoriser (skeletonising and "
+                                            "labelling release the GIL); null = one per CPU core "
+                                            "(at most 8), or 1 inside a batch worker, which "
+                                            "already has its share of the cores.")
 
 
 class APLSConfig(_Section):
-    """APLS (SpaceNet's defaults); the bounds keep a run from allocating without bound or
-    never ending (a 1e-9 m spacing ran with no end)."""
+    """APLS, SpaceNet's defaults (m).
+
+    The bounds keep a run from allocating without bound or never ending (a 1e-9 m spacing ran
+    with no end).
+    """
 
     control_spacing_m: float = Field(50.0, ge=1, le=100_000,
                                      description="APLS: spacing of control points along roads.")
@@ -144,37 +214,39 @@ class APLSConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    """How ``roadprn evaluate`` scores predictions (docs/metrics.md); lengths in metres."""
+    """``roadprn evaluate``: how predictions are scored (see docs/metrics.md); lengths in metres.
+    CLI options override these."""
 
     threshold: float = Field(0.5, ge=0, le=1,
                              description="Probability above which a pixel is road.")
     tolerance_m: float = Field(3.0, ge=0, le=1000,
                                description="Relaxed precision/recall distance and "
-                                           "completeness/correctness buffer.")
+                                           "completeness/correctness buffer (m).")
     truth_width_m: float = Field(4.0, gt=0, le=1000,
-                                 description="Road width when lines are rasterised.")
+                                 description="Road width when lines are rasterised (m).")
     sweep: bool = Field(False, description="Threshold sweep: PR curve and best threshold.")
     patch_size: int = Field(64, ge=1, le=65536,
                             description="Patch side (pixels) of the per-patch IoU heat map.")
     pixel_size_m: float | None = Field(None, gt=0, le=100_000,
-                                       description="Pixel size for rasters without "
+                                       description="Pixel size (m) for rasters without "
                                                    "georeferencing (enables relaxed metrics).")
     plots: bool = Field(True, description="Write figures next to metrics.json and report.md.")
     apls: APLSConfig = APLSConfig()
 
 
 class SynthConfig(_Section):
-    """The synthetic scene ``roadprn synth`` writes (same settings, same scene)."""
+    """``roadprn synth``: the synthetic scene it writes (same settings, same scene)."""
 
     size: list[int] = Field([4096], min_length=1, max_length=2,
-                            description="Scene size in pixels: N (square) or WxH.")
+                            description="Scene size in pixels: [N] (square) or [W, H] (--size N "
+                                        "or WxH).")
     seed: int = Field(0, ge=0, description="Same seed, same scene.")
     crs: str = Field("EPSG:32631", description="Any EPSG code or WKT.")
     resolution: float = Field(0.5, gt=0, le=10_000, description="Pixel size in metres "
                                                                 "(converted to degrees for a "
                                                                 "geographic CRS).")
     origin: tuple[float, float] | None = Field(None, description="Top-left corner in CRS units; "
-                                                                 "default: centre of the CRS's "
+                                                                 "null = centre of the CRS's "
                                                                  "area of use.")
     bands: Literal[1, 3, 4] = Field(3, description="1 = panchromatic, 3 = RGB, 4 = RGB + NIR.")
     dtype: Literal["uint8", "uint16"] = Field("uint8", description="uint16 uses an 11-bit "
@@ -195,10 +267,16 @@ class SynthConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """``roadprn train base`` / ``train prn``: the options that define a training run."""
+    """``roadprn train base`` / ``roadprn train prn``: the options that define a training run
+    (stored in the checkpoint and its state file; a resumed run is checked against them).
+    Options win."""
 
-    base: TrainBaseOptions = TrainBaseOptions()
-    prn: TrainPRNOptions = TrainPRNOptions()
+    base: TrainBaseOptions = Field(
+        TrainBaseOptions(), description="train base: a base segmentation model from scenes and "
+                                        "road labels.")
+    prn: TrainPRNOptions = Field(
+        TrainPRNOptions(), description="train prn: a PatchRefineNet on a base model's "
+                                       "probability maps.")
 
 
 #: sections read by commands other than extract / batch
@@ -208,8 +286,9 @@ OTHER_COMMANDS_SECTIONS = ("evaluate", "synth", "train")
 class Config(_Section):
     """Everything a run needs besides its input and output paths."""
 
-    model: str = Field("default", description="Base model checkpoint (.pt), 'default' or "
-                                               "'default-pan'.")
+    model: str = Field("default", description="Base model: 'default' (the model shipped with "
+                                               "roadprn), 'default-pan' or a path to a roadprn "
+                                               "checkpoint (.pt).")
     input: InputConfig = InputConfig()
     tiling: TilingConfig = TilingConfig()
     inference: InferenceConfig = InferenceConfig()

@@ -28,6 +28,7 @@ COMMANDS = {
     "vectorize": "roadprn.cli.vectorize:vectorize",
     "evaluate": "roadprn.cli.evaluate:evaluate",
     "train": "roadprn.cli.train:train",
+    "config": "roadprn.cli.config:config",
 }
 
 
@@ -35,6 +36,7 @@ COMMANDS = {
 COMMAND_HELP = {
     "batch": "Extract roads from every scene in INPUTS (files, folders, globs, lists) into "
              "--out.",
+    "config": "Show the effective configuration or list every config key.",
     "evaluate": "Score predictions against truths with pixel and road-network metrics.",
     "extract": "Extract roads from SCENE into --out.",
     "info": "Describe a scene (size, bands, dtype, CRS, resolution in metres, nodata, "

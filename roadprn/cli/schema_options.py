@@ -50,10 +50,10 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--config FILE`` and repeatable ``--set KEY=VALUE``."""
     func = click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE",
                         help="Override one config key, e.g. --set tiling.halo=64 "
-                             "(repeatable; `configs/default.yaml` lists every key).")(func)
+                             "(repeatable; `roadprn config keys` lists every key).")(func)
     func = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                        help="YAML config (see configs/default.yaml); only changed keys "
-                             "needed.")(func)
+                        help="YAML config (`roadprn config show` prints one with every key); "
+                             "only changed keys needed.")(func)
     return func
 
 

@@ -17,15 +17,26 @@ class NormalizationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     mode: Literal["auto", "fixed", "percentile", "dtype"] = Field(
-        "auto", description="auto: the model's own; fixed: scale/offset; percentile: per-scene "
-                            "stretch; dtype: the data type's full range.")
-    scale: list[float] | None = Field(None, description="fixed: per-band factor (value * scale "
-                                                        "+ offset).")
-    offset: list[float] | None = Field(None, description="fixed: per-band offset.")
-    percentiles: tuple[float, float] = Field((2.0, 98.0), description="percentile: the low and "
-                                                                      "high percentile per band.")
-    sample_size: int = Field(1024, ge=16, le=16384, description="percentile: side of the "
-                                                                "decimated sample, in pixels.")
+        "auto", description="How raw values become [0, 1] model inputs. auto: the model "
+                            "checkpoint's own normalisation if it states one, else percentile; "
+                            "fixed: value * scale + offset per band, clipped to [0, 1]; "
+                            "percentile: per-band stretch between the low/high percentiles of "
+                            "valid pixels, estimated from overviews or a decimated sample (never "
+                            "a full read); dtype: divide by the range of the band's data type "
+                            "(uint8: 0..255, uint16: 0..65535).")
+    scale: list[float] | None = Field(None, description="mode fixed: multiplier (value * scale + "
+                                                        "offset), one value for all bands or one "
+                                                        "per selected band.")
+    offset: list[float] | None = Field(None, description="mode fixed: added after scaling, one "
+                                                         "value for all bands or one per selected "
+                                                         "band.")
+    percentiles: tuple[float, float] = Field((2.0, 98.0), description="mode percentile: low and "
+                                                                      "high percentile per band "
+                                                                      "(0..100).")
+    sample_size: int = Field(1024, ge=16, le=16384, description="mode percentile: long side "
+                                                                "(pixels) of the decimated "
+                                                                "sample read used to estimate "
+                                                                "percentiles.")
 
     @model_validator(mode="after")
     def _check(self) -> NormalizationConfig:
@@ -45,4 +56,6 @@ class TrainingNormalizationConfig(NormalizationConfig):
     trained on one sensor's fixed range would not transfer)."""
 
     mode: Literal["auto", "fixed", "percentile", "dtype"] = Field(
-        "percentile", description="Per-scene percentile stretch, or the data type's full range.")
+        "percentile", description="Per-scene percentile stretch (percentile), or the data "
+                                  "type's full range (dtype); fixed: scale/offset; auto is "
+                                  "percentile.")

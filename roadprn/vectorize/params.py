@@ -16,14 +16,15 @@ class VectorizeParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     threshold: float = Field(0.5, gt=0.0, le=1.0,
-                             description="Road if probability > threshold (uint8 p = v/255).")
+                             description="`roadprn vectorize` on a probability raster: road "
+                                         "where probability > threshold (uint8 p = v/255).")
     min_component_area_m2: float = Field(
         40.0, ge=0.0, le=1e6,
-        description="Road blobs smaller than this are noise and removed.")
+        description="Road blobs smaller than this are noise and removed (m²).")
     min_hole_area_m2: float = Field(
         40.0, ge=0.0, le=1e6,
-        description="Holes in roads smaller than this are filled (avoids skeleton loops around "
-                    "specks).")
+        description="Holes in roads smaller than this are filled, avoiding skeleton loops around "
+                    "specks (m²).")
     spur_length_m: float = Field(
         10.0, ge=0.0, le=1000.0,
         description="Dead-end branches shorter than this are skeleton artefacts and pruned "
@@ -33,19 +34,21 @@ class VectorizeParams(BaseModel):
         description="Junctions closer than this are one junction (the skeleton splits wide "
                     "crossings into several).")
     simplify_tolerance_m: float = Field(
-        1.0, ge=0.0, le=100.0, description="Topology-preserving line simplification tolerance.")
+        1.0, ge=0.0, le=100.0, description="Topology-preserving line simplification tolerance "
+                                           "(m).")
     bridge_max_gap_m: float = Field(
         12.0, ge=0.0, le=1000.0,
         description="Dead ends facing each other across a gap up to this long are joined (0 "
                     "disables bridging).")
     bridge_max_angle_deg: float = Field(
-        30.0, ge=0.0, le=90.0, description="Both dead ends must point at the other within this "
-                                           "angle to be bridged.")
+        30.0, ge=0.0, le=90.0, description="Both dead ends must point at each other within this "
+                                           "angle (degrees) to be bridged.")
     min_network_length_m: float = Field(
         10.0, ge=0.0, le=1e5,
         description="Isolated networks shorter than this in total are dropped.")
     tile_size_px: int = Field(1024, ge=64, le=16384,
-                              description="Core tile size of the tiled vectoriser.")
+                              description="Core tile size (pixels) of the tiled vectoriser; "
+                                          "memory is set by this, not the scene.")
     halo_m: float = Field(
         25.0, gt=0.0, le=1000.0,
         description="Context read around each tile; must exceed half the widest road's width "
