@@ -56,6 +56,23 @@ class ThreadLocalReader:
             self._handles.clear()
 
 
+class _Failed:
+    """A task's exception, returned instead of raised (see ``DaskBatchLoader._compute``)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _reporting(load: Callable[[Item], Result]) -> Callable[[Item], Result | _Failed]:
+    def run(item: Item) -> Result | _Failed:
+        try:
+            return load(item)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the feeder, in order
+            return _Failed(exc)
+
+    return run
+
+
 class DaskBatchLoader(Generic[Item, Result]):
     """Yields ``(items, collate([load(item) for item in items]))`` per batch, in order, ahead.
 
@@ -78,8 +95,15 @@ class DaskBatchLoader(Generic[Item, Result]):
         self._feeder = threading.Thread(target=self._feed, name="roadprn-feed", daemon=True)
 
     def _compute(self, items: list[Item]) -> Any:
-        tasks = [dask.delayed(self._load, pure=False)(item) for item in items]
+        # A failing task must not end the compute early: Dask's threaded scheduler raises the
+        # first error at once while the batch's other reads still run on its pool, so the
+        # caller went on to close the dataset handles (and reset GDAL's cache) under them, a
+        # segfault. Every task reports its error as a value; the batch ends when all have.
+        tasks = [dask.delayed(_reporting(self._load), pure=False)(item) for item in items]
         loaded = dask.compute(*tasks, scheduler="threads", num_workers=self._threads)
+        for result in loaded:
+            if isinstance(result, _Failed):
+                raise result.error
         return self._collate(list(loaded))
 
     def _feed(self) -> None:
