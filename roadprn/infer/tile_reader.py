@@ -19,6 +19,7 @@ from rasterio.io import DatasetReader
 
 from roadprn.raster.grid import Grid, ResampledScene
 from roadprn.raster.scene import open_dataset
+from roadprn.runtime.parallel import raise_first_failure, reporting
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -56,23 +57,6 @@ class ThreadLocalReader:
             self._handles.clear()
 
 
-class _Failed:
-    """A task's exception, returned instead of raised (see ``DaskBatchLoader._compute``)."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _reporting(load: Callable[[Item], Result]) -> Callable[[Item], Result | _Failed]:
-    def run(item: Item) -> Result | _Failed:
-        try:
-            return load(item)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the feeder, in order
-            return _Failed(exc)
-
-    return run
-
-
 class DaskBatchLoader(Generic[Item, Result]):
     """Yields ``(items, collate([load(item) for item in items]))`` per batch, in order, ahead.
 
@@ -99,11 +83,9 @@ class DaskBatchLoader(Generic[Item, Result]):
         # first error at once while the batch's other reads still run on its pool, so the
         # caller went on to close the dataset handles (and reset GDAL's cache) under them, a
         # segfault. Every task reports its error as a value; the batch ends when all have.
-        tasks = [dask.delayed(_reporting(self._load), pure=False)(item) for item in items]
+        tasks = [dask.delayed(reporting(self._load), pure=False)(item) for item in items]
         loaded = dask.compute(*tasks, scheduler="threads", num_workers=self._threads)
-        for result in loaded:
-            if isinstance(result, _Failed):
-                raise result.error
+        raise_first_failure(loaded)
         return self._collate(list(loaded))
 
     def _feed(self) -> None:

@@ -17,7 +17,7 @@ from dask.callbacks import Callback
 
 from roadprn.raster.gdal_env import bounded_gdal_cache
 from roadprn.runtime.memory import bounded_heap, release_free_memory
-from roadprn.runtime.parallel import local_thread_count
+from roadprn.runtime.parallel import local_thread_count, raise_first_failure, reporting
 from roadprn.vectorize.cleanup import clean_mask
 from roadprn.vectorize.graph import RoadNetwork, clean_graph, from_pieces, simplified_network
 from roadprn.vectorize.params import VectorizeParams
@@ -96,12 +96,15 @@ def vectorize_source(source: RoadSource, params: VectorizeParams, workers: int |
     workers = local_thread_count(workers)
     scale = pixel_scale(source.transform, source.crs, source.shape, source.name)
     boxes = tile_grid(source.shape, params.tile_size_px, halo_pixels(params, scale))
-    tasks = [dask.delayed(tile_pieces, pure=True)(source, box, scale, params) for box in boxes]
+    # every tile ends before an error is raised: none may read while GDAL's cache is reset
+    run_tile = reporting(tile_pieces)
+    tasks = [dask.delayed(run_tile, pure=True)(source, box, scale, params) for box in boxes]
     chosen = scheduler or ("threads" if workers > 1 else "sync")
     # windows are read once: a large GDAL cache would only grow memory
     with bounded_heap(), bounded_gdal_cache():
         with _TileProgress(len(tasks), source.name, progress):
             per_tile = dask.compute(*tasks, scheduler=chosen, num_workers=workers)
+        raise_first_failure(per_tile)
         graph = from_pieces((p for pieces in per_tile for p in pieces), scale)
         del per_tile
         clean_graph(graph, params)
