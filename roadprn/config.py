@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
 from roadprn.batch.config import BatchConfig
 from roadprn.errors import ConfigError
@@ -480,11 +481,18 @@ def _short(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
+def section_model(field: FieldInfo | None) -> type[BaseModel] | None:
+    """The model of a config field that is a section (``tiling``), else None (a value)."""
+    annotation = field.annotation if field is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
 def _section_fields(path: list[str], model: type[BaseModel]) -> list[str]:
     for part in path:
-        field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        section = section_model(model.model_fields.get(part))
+        if section is None:
             return []
-        model = annotation
+        model = section
     return list(model.model_fields)

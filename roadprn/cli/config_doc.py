@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from roadprn.config import Config
+from roadprn.config import Config, section_model
 
 #: comment lines are wrapped at this many columns (indent included)
 WIDTH = 100
@@ -77,7 +77,7 @@ def config_keys(model: type[BaseModel] = Config) -> list[KeyDoc]:
 
 def _keys(model: type[BaseModel], defaults: dict[str, Any], prefix: str) -> typing.Iterator[KeyDoc]:
     for name, info in model.model_fields.items():
-        section = _section_or_none(info)
+        section = section_model(info)
         if section is not None:
             yield from _keys(section, defaults[name], f"{prefix}{name}.")
             continue
@@ -102,7 +102,7 @@ def _section_lines(lines: list[str], model: type[BaseModel], values: dict[str, A
     for name, info in model.model_fields.items():
         if depth == 0 and lines:
             lines.append("")
-        section = _section_or_none(info)
+        section = section_model(info)
         comment = info.description or (section_summary(section) if section is not None else "")
         lines.extend(comment_lines(comment, indent))
         if section is not None:
@@ -183,13 +183,6 @@ def bounds_text(bounds: dict[str, Any]) -> str:
     elif most is not None:
         parts.append(f"length <= {most}")
     return ", ".join(parts)
-
-
-def _section_or_none(info: FieldInfo) -> type[BaseModel] | None:
-    annotation = info.annotation
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
 
 
 def _literal_values(annotation: Any) -> tuple[Any, ...]:

@@ -20,7 +20,8 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from roadprn.config import Config, load_config, parse_set_option
+from roadprn.cli.config_doc import field_bounds
+from roadprn.config import Config, load_config, parse_set_option, section_model
 from roadprn.errors import ConfigError
 
 #: marks "not given": click passes None for options the user did not give
@@ -81,10 +82,10 @@ def config_default(key: str, model: type[BaseModel] = Config) -> Any:
 
 
 def _section_model(field: FieldInfo) -> type[BaseModel]:
-    annotation = field.annotation
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    raise KeyError(f"not a config section: {annotation}")
+    section = section_model(field)
+    if section is None:
+        raise KeyError(f"not a config section: {field.annotation}")
+    return section
 
 
 def _without_none(annotation: Any) -> Any:
@@ -120,16 +121,19 @@ class FiniteFloat(click.types.FloatParamType):
         return number
 
 
+#: the field's bound -> (click range argument, whether that end is open)
+_CLICK_BOUNDS = {"ge": ("min", False), "gt": ("min", True), "le": ("max", False),
+                 "lt": ("max", True)}
+
+
 def _bounds(field: FieldInfo) -> dict[str, Any]:
     """click range arguments from the field's ``ge``/``gt``/``le``/``lt`` constraints."""
     bounds: dict[str, Any] = {}
-    for item in field.metadata:
-        for name, key, is_open in (("ge", "min", False), ("gt", "min", True),
-                                   ("le", "max", False), ("lt", "max", True)):
-            value = getattr(item, name, None)
-            if value is not None:
-                bounds[key] = value
-                bounds[f"{key}_open"] = is_open
+    for name, value in field_bounds(field).items():
+        if name in _CLICK_BOUNDS:
+            key, is_open = _CLICK_BOUNDS[name]
+            bounds[key] = value
+            bounds[f"{key}_open"] = is_open
     return bounds
 
 
