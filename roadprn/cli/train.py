@@ -114,7 +114,7 @@ def base(ctx: click.Context, pair_items: tuple[tuple[str, str], ...], pairs_csv:
     or mask rasters. Validation holds out whole scenes; the best epoch (validation IoU) is saved.
     """
     from roadprn.train import TrainingPair, read_pairs_csv, train_base
-    from roadprn.train.data import Augmentation
+    from roadprn.train.augment import Augmentation
 
     pairs = [TrainingPair(Path(s), Path(lab), gsd_m=scene_gsd_m) for s, lab in pair_items]
     if pairs_csv:

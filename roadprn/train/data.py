@@ -41,10 +41,12 @@ from roadprn.raster.labels import (
 from roadprn.raster.normalize import BandNormalizer, make_normalizer
 from roadprn.raster.read import read_window
 from roadprn.raster.scene import check_band_count, open_dataset, open_raster, open_scene
+from roadprn.train.augment import Augmentation, augment_chip
 
 LABEL_BLOCK = 1024  # label rasters are written in blocks of this many pixels
 ROAD_CELL = 64  # oversampling picks windows around cells of this size that hold road pixels
 CACHE_VERSION = 1
+DEFAULT_AUGMENTATION = Augmentation()
 
 
 # --------------------------------------------------------------------------- pairs
@@ -264,59 +266,6 @@ def _measure_labels(path: Path) -> tuple[int, int, np.ndarray]:
     return road, labelled, np.concatenate(cells) if cells else np.zeros((0, 3), np.int64)
 
 
-# --------------------------------------------------------------------------- augmentation
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Random geometry and radiometry changes; chips stay in [0, 1] after normalisation.
-
-    Scale jitter is applied while reading (the window footprint is scaled by a factor in
-    ``[1/scale_jitter, scale_jitter]``), so it costs no extra resampling.
-    """
-
-    flips: bool = True
-    rotations: bool = True
-    brightness: float = 0.1  # added offset, +- this
-    contrast: float = 0.25  # factor around the chip mean in [1/(1+c), 1+c]
-    gamma: float = 0.35  # exponent in [1/(1+g), 1+g]
-    band_gain: float = 0.08  # per-band gain, +- this (colour balance of other sensors)
-    grayscale: float = 0.1  # probability of replacing the bands by their mean (pan input)
-    scale_jitter: float = 1.25
-
-    @classmethod
-    def none(cls) -> Augmentation:
-        return cls(False, False, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
-
-
-def augment_chip(
-    image: np.ndarray, target: np.ndarray, valid: np.ndarray, rng: np.random.Generator,
-    aug: Augmentation,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Apply ``aug`` to a (C, H, W) image in [0, 1] and its (H, W) target and valid masks."""
-    if aug.rotations:
-        k = int(rng.integers(4))
-        image, target, valid = (np.rot90(a, k, axes=(-2, -1)) for a in (image, target, valid))
-    if aug.flips and rng.random() < 0.5:
-        image, target, valid = (a[..., ::-1] for a in (image, target, valid))
-    image = np.ascontiguousarray(image, dtype=np.float32)
-    if aug.band_gain:
-        image *= rng.uniform(1 - aug.band_gain, 1 + aug.band_gain, (image.shape[0], 1, 1))
-    if aug.grayscale and image.shape[0] > 1 and rng.random() < aug.grayscale:
-        image[:] = image.mean(axis=0, keepdims=True)
-    if aug.contrast:
-        factor = math.exp(rng.uniform(-1, 1) * math.log1p(aug.contrast))
-        mean = float(image.mean())
-        image = (image - mean) * factor + mean
-    if aug.brightness:
-        image += rng.uniform(-aug.brightness, aug.brightness)
-    np.clip(image, 0.0, 1.0, out=image)
-    if aug.gamma:
-        image **= math.exp(rng.uniform(-1, 1) * math.log1p(aug.gamma))
-    return (image.astype(np.float32, copy=False), np.ascontiguousarray(target),
-            np.ascontiguousarray(valid))
-
-
 # --------------------------------------------------------------------------- datasets
 
 
@@ -397,7 +346,7 @@ class RandomChips(_ChipReader):
         target_gsd_m: float,
         length: int,
         seed: int = 0,
-        augmentation: Augmentation = Augmentation(),
+        augmentation: Augmentation = DEFAULT_AUGMENTATION,
         road_oversample: float = 0.5,
     ) -> None:
         super().__init__(scenes, chip_size, target_gsd_m)

@@ -15,7 +15,8 @@ from roadprn.errors import ConfigError
 from roadprn.raster.normalization import TrainingNormalizationConfig
 
 if TYPE_CHECKING:
-    from roadprn.train.data import Augmentation, LabelSpec
+    from roadprn.train.augment import Augmentation
+    from roadprn.train.data import LabelSpec
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
@@ -75,7 +76,7 @@ class TrainBaseOptions(TrainLoopOptions):
     road_oversample: float = Field(0.5, ge=0, le=1, description="Share of chips centred on "
                                                                 "road pixels.")
     augmentation: dict[str, float | bool] = Field({}, description="Augmentation parameters "
-                                                                  "(train.data.Augmentation).")
+                                                                  "(train.augment.Augmentation).")
     width_attribute: str | None = Field(None, description="Label attribute giving road width "
                                                           "(times metres_per_unit).")
     metres_per_unit: float = Field(1.0, gt=0, description="Units of width_attribute in metres.")
@@ -84,7 +85,7 @@ class TrainBaseOptions(TrainLoopOptions):
     val_batch_size: int | None = Field(None, ge=1, description="Chips per validation batch.")
 
     def augmentation_params(self) -> Augmentation:
-        from roadprn.train.data import Augmentation
+        from roadprn.train.augment import Augmentation
 
         try:
             return Augmentation(**cast(dict[str, Any], self.augmentation))
