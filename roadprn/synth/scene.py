@@ -21,6 +21,7 @@ from rasterio.windows import Window
 
 from roadprn.errors import ConfigError, OutputError
 from roadprn.outputs.atomic import atomic_output, check_writable
+from roadprn.synth import realistic
 from roadprn.synth.grid import SynthGrid, make_grid
 from roadprn.synth.network import SURFACES, SynthNetwork, build_network
 from roadprn.synth.render import plan_scene, render_window, sensor_noise
@@ -30,6 +31,7 @@ GDAL_CACHE_MB = 64
 MASK_NODATA = 255
 FULL_SCALE = {"uint8": 255, "uint16": 2047}  # uint16 scenes use an 11-bit range, like PAN sensors
 NOISE_LEVEL = 0.012  # sensor noise, as a fraction of full scale
+STYLES = ("classic", "realistic")
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,15 @@ def generate_scene(
     origin: tuple[float, float] | None = None, bands: int = 3, dtype: str = "uint8",
     nodata_border: bool = False, nodata_holes: bool = False, window_size: int = 1024,
     overviews: bool = True, overwrite: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, style: str = "classic",
 ) -> SynthResult:
     """Write OUT.tif, OUT_mask.tif and OUT_roads.gpkg for a deterministic synthetic scene.
 
-    ``progress`` is called with the number of pixels finished after each window.
+    ``style``: "classic" (the original look) or "realistic" (:mod:`roadprn.synth.realistic`:
+    wider arterials with lane markings and cars, parking lots, flat roofs, gardens, dirt tracks,
+    a per-scene palette, blur, noise, haze and JPEG-like blocks). Both label exactly the
+    carriageway of every road. ``progress`` is called with the number of pixels finished after
+    each window.
     """
     height = width if height is None else height
     if bands not in (1, 3, 4):
@@ -117,13 +123,20 @@ def generate_scene(
         raise ConfigError(f"--dtype must be uint8 or uint16, got {dtype!r}")
     if window_size < 16 or window_size % 16:
         raise ConfigError(f"window size must be a positive multiple of 16, got {window_size}")
+    if style not in STYLES:
+        raise ConfigError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
     grid = make_grid(width, height, crs, resolution_m, origin)
     image_path, mask_path, roads_path = output_paths(out_path)
     for path in (image_path, mask_path, roads_path):
         check_writable(path, overwrite)
 
     network = build_network(grid.width_m, grid.height_m, seed)
-    plan = plan_scene(grid, network, seed, bands, nodata_border, nodata_holes)
+    if style == "realistic":
+        network = realistic.widen_network(network, seed)
+        real_plan = realistic.plan_realistic(grid, network, seed, bands, nodata_border,
+                                             nodata_holes)
+    else:
+        plan = plan_scene(grid, network, seed, bands, nodata_border, nodata_holes)
     has_nodata = nodata_border or nodata_holes
     scale = FULL_SCALE[dtype]
     road_pixels = valid_pixels = 0
@@ -144,12 +157,16 @@ def generate_scene(
         for row0 in range(0, height, window_size):
             for col0 in range(0, width, window_size):
                 w, h = min(window_size, width - col0), min(window_size, height - row0)
-                pixels = render_window(plan, col0, row0, w, h)
+                if style == "realistic":  # sensor noise included
+                    pixels = realistic.render_window(real_plan, col0, row0, w, h)
+                else:
+                    pixels = render_window(plan, col0, row0, w, h)
                 rows, cols = np.arange(row0, row0 + h), np.arange(col0, col0 + w)
                 out = np.empty((bands, h, w), dtype=dtype)
                 for b in range(bands):
                     v = pixels.image[b]
-                    v += np.float32(NOISE_LEVEL) * sensor_noise(seed, b, rows, cols)
+                    if style == "classic":
+                        v += np.float32(NOISE_LEVEL) * sensor_noise(seed, b, rows, cols)
                     v *= np.float32(scale)
                     v += np.float32(0.5)
                     np.clip(v, 1, scale, out=v)
