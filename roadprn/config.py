@@ -114,6 +114,11 @@ class ResolutionConfig(_Section):
     tolerance: float = Field(0.25, ge=0.0, le=10.0,
                              description="Relative difference of resolution tolerated without "
                                          "resampling (0.25 = 25 %).")
+    native_in_range: bool = Field(True, description="Run scenes at their own resolution when it "
+                                                     "lies inside the range the model was "
+                                                     "trained across (its gsd_range_m, see "
+                                                     "roadprn info MODEL); false: resample "
+                                                     "whenever the tolerance is exceeded.")
     max_factor: float = Field(4.0, ge=1.0, le=100.0,
                               description="Scenes more than this factor finer or coarser than "
                                           "the model are not resampled (a warning is logged): "

@@ -22,6 +22,7 @@ and on a new synthetic scene, and prints the Markdown table of docs/model-card.m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -46,6 +47,7 @@ from roadprn.raster.normalize import make_normalizer  # noqa: E402
 from roadprn.raster.scene import open_raster, open_scene  # noqa: E402
 from roadprn.synth import generate_scene  # noqa: E402
 from roadprn.train import TrainingPair, make_options, train_base  # noqa: E402
+from roadprn.train.augment import Augmentation  # noqa: E402
 
 REALDATA = ROOT.parent / "shared" / "realdata"
 PACKAGE_MODELS = ROOT / "roadprn" / "data" / "models"
@@ -78,7 +80,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 is fastest on a busy shared machine)")
     parser.add_argument("--workers", type=int, default=1, help="data loader processes")
-    parser.add_argument("--width", type=int, default=16, help="D-LinkNet18 width (64 = paper)")
+    parser.add_argument("--arch", default="effnet_lite0_linknet",
+                        help="architecture (dlinknet18 = the v1 default of roadprn 0.1)")
+    parser.add_argument("--width", type=int, default=16, help="dlinknet18 only: width (64 = paper)")
+    parser.add_argument("--decoder-width", type=int, default=32, help="effnet_lite*: decoder width")
+    parser.add_argument("--no-pretrained", action="store_true",
+                        help="effnet_lite*: start from random weights, not ImageNet")
+    parser.add_argument("--chip-size", type=int, default=256)
+    parser.add_argument("--scale-jitter", type=float, default=2.0,
+                        help="chips at 0.5 m x [1/j, j]: the resolutions the model learns (2: "
+                             "0.25-1.0 m)")
+    parser.add_argument("--augment", choices=("classic", "archive"), default="archive",
+                        help="classic: the v1 set; archive: + hue, saturation, haze, blur, noise, "
+                             "JPEG")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak rate (default 2e-3 from scratch, 1e-3 pretrained)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--real-share", type=float, default=0.5,
+                        help="share of training chips cut from the real image (v1: 1/3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--evaluate-only", action="store_true")
@@ -93,16 +112,23 @@ def main() -> None:
     file_name, bands = VARIANTS[args.variant]
     model_path = work / file_name
     if not args.evaluate_only:
-        pairs = prepare_data(work, args.realdata, gray=len(bands) == 1)
+        pairs = prepare_data(work, args.realdata, gray=len(bands) == 1, real_share=args.real_share)
         what = "RGB" if len(bands) == 3 else "1-band (panchromatic)"
+        lite = args.arch.startswith("effnet_lite")
+        pretrained = lite and not args.no_pretrained
+        arch_kwargs = {"decoder_width": args.decoder_width} if lite else {"width": args.width}
+        augmentation = (Augmentation.archive(args.scale_jitter) if args.augment == "archive"
+                        else Augmentation(scale_jitter=args.scale_jitter))
         options = make_options(
-            arch="dlinknet18", arch_kwargs={"width": args.width}, bands=bands,
+            arch=args.arch, arch_kwargs=arch_kwargs, bands=bands, pretrained=pretrained,
             normalization={"mode": "percentile", "percentiles": (2.0, 98.0)}, gsd_m=0.5,
-            chip_size=256, tile_size=512, halo=32, batch_size=args.batch_size,
-            epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, lr=2e-3,
+            chip_size=args.chip_size, batch_size=args.batch_size,
+            epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+            lr=args.lr or (1e-3 if pretrained else 2e-3),
             weight_decay=1e-4, schedule="cosine", warmup_fraction=0.03, patience=8,
             val_fraction=0.0, seed=args.seed, road_oversample=0.6,
-            augmentation={"scale_jitter": 1.5}, device="cpu", threads=args.threads,
+            augmentation=dataclasses.asdict(augmentation), device=args.device,
+            threads=args.threads,
             num_workers=args.workers, val_batch_size=4, max_minutes=args.max_minutes,
             notes=f"roadprn default {what} model: synthetic scenes + SpaceNet Vegas img33 "
                   "(top 70 %)",
@@ -126,7 +152,8 @@ def main() -> None:
 # --------------------------------------------------------------------------- data
 
 
-def prepare_data(work: Path, realdata: Path, gray: bool = False) -> list[TrainingPair]:
+def prepare_data(work: Path, realdata: Path, gray: bool = False,
+                 real_share: float = 0.5) -> list[TrainingPair]:
     """Synthetic scenes (generated once) and the img33 train/validation crops."""
     pairs = []
     synth_dir = work / ("synth_pan" if gray else "synth")
@@ -142,10 +169,10 @@ def prepare_data(work: Path, realdata: Path, gray: bool = False) -> list[Trainin
     img33 = realdata / "spacenet_vegas_img33"
     crops = crop_img33(img33, work / "img33", gray)
     # img33's top part is ~1/4 of one synthetic scene in area but is the only real RGB data:
-    # give it about a third of all chips
+    # it gets ``real_share`` of all chips
     n_synth_train = sum(p.split == "train" for p in pairs)
     pairs.append(TrainingPair(crops["train"][0], crops["train"][1], "train", IMG33_GSD_M,
-                              weight=n_synth_train / 2))
+                              weight=n_synth_train * real_share / (1 - real_share)))
     pairs.append(TrainingPair(crops["val"][0], crops["val"][1], "val", IMG33_GSD_M))
     return pairs
 

@@ -62,7 +62,9 @@ def scene_tile_plan(scene: str, model: SegmentationModel, config: Config) -> Til
     choice = choose_tiling(config, model, "cpu")  # the device only changes the batch size
     grid = inference_grid(info, model.gsd_m, resample=config.resolution.resample,
                           tolerance=config.resolution.tolerance,
-                          max_factor=config.resolution.max_factor)
+                          max_factor=config.resolution.max_factor,
+                          native_range=model.gsd_range_m if config.resolution.native_in_range
+                          else None)
     return TilePlan(grid.width, grid.height, choice.tile_size, choice.halo, choice.blend_radius)
 
 

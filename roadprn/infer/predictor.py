@@ -34,6 +34,7 @@ class SegmentationModel:
     halo: int = 64
     batch_size: int | None = None
     gsd_m: float | None = None
+    gsd_range_m: tuple[float, float] | None = None  # trained across these; run natively inside
     normalization: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 

@@ -49,6 +49,9 @@ class InputSpec(_Strict):
     bands: list[int] = Field(min_length=1, description="1-based scene bands, in model order")
     normalization: NormalizationConfig
     gsd_m: float = Field(gt=0, description="ground sample distance the model was trained at (m)")
+    gsd_range_m: tuple[float, float] | None = Field(
+        None, description="resolutions (m) the model was trained across (scale jitter); scenes "
+                          "inside this range run at their own resolution, unresampled")
     tile_size: int = Field(512, ge=32, le=8192)
     halo: int = Field(32, ge=0, le=2048)
 
@@ -65,6 +68,10 @@ class InputSpec(_Strict):
                 raise ValueError(f"normalization.{name} needs 1 or {len(self.bands)} values")
         if 2 * self.halo >= self.tile_size:
             raise ValueError("halo must be less than half the tile size")
+        if self.gsd_range_m is not None:
+            low, high = self.gsd_range_m
+            if not 0 < low <= self.gsd_m <= high:
+                raise ValueError("gsd_range_m must be (low, high) with 0 < low <= gsd_m <= high")
         return self
 
 
@@ -351,7 +358,7 @@ def describe_checkpoint(source: str | Path | Checkpoint) -> dict[str, str]:
         spec = meta.input
         lines["bands"] = ", ".join(str(b) for b in spec.bands)
         lines["normalization"] = _normalization_text(spec.normalization)
-        lines["resolution"] = f"{spec.gsd_m:g} m per pixel"
+        lines["resolution"] = _resolution_text(spec)
         lines["tiles"] = f"{spec.tile_size} px with {spec.halo} px halo"
     if meta.base_model_sha256:
         lines["base model sha256"] = meta.base_model_sha256
@@ -386,10 +393,18 @@ def describe_torchscript(path: Path) -> dict[str, str]:
         "output": spec.output,
         "bands": ", ".join(str(b) for b in spec.bands),
         "normalization": _normalization_text(spec.normalization),
-        "resolution": f"{spec.gsd_m:g} m per pixel",
+        "resolution": _resolution_text(spec),
         "tiles": f"{spec.tile_size} px with {spec.halo} px halo",
         "size": _size_text(path),
     }
+
+
+def _resolution_text(spec: InputSpec) -> str:
+    if spec.gsd_range_m is None:
+        return f"{spec.gsd_m:g} m per pixel (other scenes are resampled to it)"
+    low, high = spec.gsd_range_m
+    return (f"{spec.gsd_m:g} m per pixel, trained across {low:g}-{high:g} m (scenes in that range "
+            "run at their own resolution)")
 
 
 def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:

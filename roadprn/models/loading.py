@@ -56,6 +56,7 @@ def load_segmentation_model(spec: str) -> SegmentationModel:
         tile_size=inp.tile_size,
         halo=inp.halo,
         gsd_m=inp.gsd_m,
+        gsd_range_m=inp.gsd_range_m,
         normalization=inp.normalization.model_dump(mode="json"),
         meta=loaded.meta.model_dump(mode="json") if loaded.meta is not None else {},
     )

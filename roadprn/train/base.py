@@ -277,11 +277,20 @@ def _training_summary(train: Sequence[PreparedScene], val: Sequence[PreparedScen
                         labelled_pixels=labelled, notes=notes)
 
 
+def trained_gsd_range(options: TrainBaseOptions) -> tuple[float, float] | None:
+    """The resolutions scale jitter showed the model: its chips span gsd_m x [1/j, j]."""
+    jitter = options.augmentation_params().scale_jitter
+    if jitter <= 1.0:
+        return None
+    return (round(options.gsd_m / jitter, 4), round(options.gsd_m * jitter, 4))
+
+
 def _meta(options: TrainBaseOptions, summary: TrainingData, row: dict[str, Any]
           ) -> CheckpointMeta:
     metrics = checkpoint_metrics(row, chip_size=options.chip_size)
     return CheckpointMeta(
         kind="base", arch=options.arch, arch_kwargs=options.model_kwargs(),
         input=InputSpec(bands=options.bands, normalization=options.normalization,
-                        gsd_m=options.gsd_m, tile_size=options.tile_size, halo=options.halo),
+                        gsd_m=options.gsd_m, gsd_range_m=trained_gsd_range(options),
+                        tile_size=options.tile_size, halo=options.halo),
         training_data=summary, metrics=metrics)

@@ -235,7 +235,7 @@ def test_describe_checkpoint(saved: tuple[Path, str]):
     assert lines["sha256"] == saved[1]
     assert lines["architecture"] == "tiny_unet (in_channels=3)"
     assert lines["bands"] == "1, 2, 3"
-    assert lines["resolution"] == "0.3 m per pixel"
+    assert lines["resolution"] == "0.3 m per pixel (other scenes are resampled to it)"
     assert lines["tiles"] == "256 px with 16 px halo"
     assert lines["class balance"] == "4.20 % road pixels"
     assert "a.tif" in lines["training data"]
