@@ -263,6 +263,10 @@ class SynthConfig(_Section):
                                                                 "side (memory, not output, "
                                                                 "depends on it).")
     overviews: bool = Field(True, description="Build overviews.")
+    style: Literal["classic", "realistic"] = Field(
+        "classic", description="classic: the original look; realistic: multi-lane arterials "
+                               "with markings and cars, parking lots, flat roofs, gardens, dirt "
+                               "tracks, a per-scene palette, blur, noise, haze, JPEG blocks.")
 
     @field_validator("size")
     @classmethod

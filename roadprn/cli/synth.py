@@ -48,6 +48,7 @@ SYNTH_OPTIONS = [
     SchemaOption("synth.window_size"),
     SchemaOption("synth.overviews", ("--no-overviews",), set_to=False,
                  help="Skip building overviews."),
+    SchemaOption("synth.style"),
     SchemaOption("output.overwrite", ("--overwrite",), set_to=True,
                  help="Replace existing outputs."),
 ]
@@ -70,7 +71,7 @@ def synth(ctx: click.Context, out: str, config: Config) -> None:
             dtype=settings.dtype, nodata_border=settings.nodata_border,
             nodata_holes=settings.nodata_holes, window_size=settings.window_size,
             overviews=settings.overviews, overwrite=config.output.overwrite,
-            progress=bar.update)
+            progress=bar.update, style=settings.style)
     click.echo(f"image: {result.image_path}")
     click.echo(f"mask:  {result.mask_path}")
     click.echo(f"roads: {result.roads_path}")
