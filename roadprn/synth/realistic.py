@@ -576,14 +576,21 @@ def _render(plan: RealisticPlan, col0: int, row0: int, width: int,
                        dens["street_tree_density"], landuse_of, on_road)
     np.maximum(crown, tree_domes(xs, ys, 11.0, derive_key(key, 2), dens["tree_density"],
                                  dens["street_tree_density"], landuse_of, on_road), out=crown)
+    def fronting(setback_m):
+        """Objects stand clear of roads but face a street: not further than the setback."""
+        def blocked(x_m, y_m, reach_m):
+            return on_road(x_m, y_m, reach_m) | ~on_road(x_m, y_m, np.asarray(reach_m)
+                                                       + setback_m)
+        return blocked
+
     houses = buildings(xs, ys, 22.0, derive_key(key, 3), dens["house_density"], landuse_of,
-                       on_road, len(pal.roofs))
+                       fronting(45.0), len(pal.roofs))
     blocks = buildings(xs, ys, 48.0, derive_key(key, 4), dens["block_density"], landuse_of,
-                       on_road, len(pal.flat_roofs))
-    lots = rect_lattice(xs, ys, 64.0, derive_key(key, 5), dens["lot_density"], landuse_of,
-                        on_road, (0.45, 0.9), 2.0)
+                       fronting(60.0), len(pal.flat_roofs))
+    lots = rect_lattice(xs, ys, 40.0, derive_key(key, 5), dens["lot_density"], landuse_of,
+                        fronting(30.0), (0.5, 0.95), 2.0)
     yards = rect_lattice(xs, ys, 26.0, derive_key(key, 6), dens["yard_density"], landuse_of,
-                         on_road, (0.3, 0.8), 1.0)
+                         fronting(30.0), (0.3, 0.8), 1.0)
 
     # parking lot layout: rows of 5 m stalls either side of a 6 m aisle, stalls 2.6 m wide
     vm = np.mod(lots.v, np.float32(16.0))
@@ -606,6 +613,7 @@ def _render(plan: RealisticPlan, col0: int, row0: int, width: int,
     tree_edge = fbm(xs, ys, 2.5, derive_key(key, 9), octaves=2)
     tree_alpha = np.clip((crown - np.float32(0.25) * tree_edge) * np.float32(6.0), 0, 1)
     is_roof = (houses.roof > 0) | (blocks.roof > 0)
+    tree_alpha[is_roof] = 0.0  # buildings stand taller than the garden trees beside them
     sx, sy = base.building_shadow
     tx, ty = base.tree_shadow
     tall = _shift((blocks.roof > 0).astype(np.float32), 2 * sx, 2 * sy)
