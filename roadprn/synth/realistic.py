@@ -617,7 +617,8 @@ def _render(plan: RealisticPlan, col0: int, row0: int, width: int,
     sx, sy = base.building_shadow
     tx, ty = base.tree_shadow
     tall = _shift((blocks.roof > 0).astype(np.float32), 2 * sx, 2 * sy)
-    for f in (0.5, 1.0, 1.5):  # tall blocks cast long shadows: fill the gap
+    steps = max(3, int(2 * max(abs(sx), abs(sy)) / 3))
+    for f in np.linspace(0.0, 2.0, steps + 1)[1:-1]:  # tall blocks cast long shadows: fill
         np.maximum(tall, _shift((blocks.roof > 0).astype(np.float32), round(f * sx),
                                 round(f * sy)), out=tall)
     shadow = np.maximum(_shift(tree_alpha, tx, ty),
