@@ -62,7 +62,14 @@ SYNTH_SCENES = [
     (107, 0.45, "uint16", False), (108, 0.55, "uint8", False), (109, 0.3, "uint8", False),
     (110, 0.5, "uint8", False),
 ]
-SYNTH_VAL_SEEDS: set[int] = set()  # validate on real imagery only (img33 bottom)
+# (seed, resolution m, dtype, nodata border) of the realistic-style scenes (roadprn.synth
+# style="realistic"; palette, arterials, dirt tracks drawn from the seed): 0.25-0.75 m
+REALISTIC_SCENES = [
+    (201, 0.3, "uint8", False), (202, 0.5, "uint16", False), (203, 0.4, "uint8", True),
+    (204, 0.6, "uint8", False), (205, 0.25, "uint8", False), (206, 0.45, "uint16", False),
+    (207, 0.35, "uint8", False), (208, 0.75, "uint8", False), (209, 0.5, "uint8", False),
+    (210, 0.3, "uint16", False), (211, 0.55, "uint8", True), (212, 0.4, "uint8", False),
+]
 SYNTH_SIZE = 1536
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
@@ -96,8 +103,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="peak rate (default 2e-3 from scratch, 1e-3 pretrained)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--real-share", type=float, default=0.5,
+    parser.add_argument("--real-share", type=float, default=0.45,
                         help="share of training chips cut from the real image (v1: 1/3)")
+    parser.add_argument("--realistic-share", type=float, default=0.35,
+                        help="share of chips from realistic-style synthetic scenes (v1: 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--evaluate-only", action="store_true")
@@ -112,7 +121,8 @@ def main() -> None:
     file_name, bands = VARIANTS[args.variant]
     model_path = work / file_name
     if not args.evaluate_only:
-        pairs = prepare_data(work, args.realdata, gray=len(bands) == 1, real_share=args.real_share)
+        pairs = prepare_data(work, args.realdata, gray=len(bands) == 1, real_share=args.real_share,
+                             realistic_share=args.realistic_share)
         what = "RGB" if len(bands) == 3 else "1-band (panchromatic)"
         lite = args.arch.startswith("effnet_lite")
         pretrained = lite and not args.no_pretrained
@@ -152,29 +162,38 @@ def main() -> None:
 # --------------------------------------------------------------------------- data
 
 
-def prepare_data(work: Path, realdata: Path, gray: bool = False,
-                 real_share: float = 0.5) -> list[TrainingPair]:
-    """Synthetic scenes (generated once) and the img33 train/validation crops."""
+def prepare_data(work: Path, realdata: Path, gray: bool = False, real_share: float = 0.5,
+                 realistic_share: float = 0.35) -> list[TrainingPair]:
+    """Synthetic scenes (generated once) and the img33 train/validation crops.
+
+    Chip shares: ``real_share`` from img33 (the only real RGB data), ``realistic_share`` from the
+    realistic synthetic scenes (arterials, parking lots, roofs, dirt tracks: the look-alikes the
+    real errors point to), the rest from the classic synthetic scenes of the v1 model.
+    """
     pairs = []
     synth_dir = work / ("synth_pan" if gray else "synth")
     synth_dir.mkdir(exist_ok=True)
-    for seed, res, dtype, border in SYNTH_SCENES:
+    plan = [(*look, "classic") for look in SYNTH_SCENES]
+    plan += [(*look, "realistic") for look in REALISTIC_SCENES]
+    classic_share = 1.0 - real_share - realistic_share
+    if classic_share < 0 or real_share <= 0:
+        raise SystemExit("--real-share and --realistic-share must be positive and sum to <= 1")
+    for seed, res, dtype, border, style in plan:
         image = synth_dir / f"synth_{seed}.tif"
         if not image.exists():
             generate_scene(image, width=SYNTH_SIZE, seed=seed, resolution_m=res, dtype=dtype,
-                           nodata_border=border, bands=1 if gray else 3, overwrite=True)
+                           nodata_border=border, bands=1 if gray else 3, overwrite=True,
+                           style=style)
         mask = image.with_name(f"{image.stem}_mask.tif")
-        pairs.append(TrainingPair(image, mask, "val" if seed in SYNTH_VAL_SEEDS else "train",
-                                  weight=1.0))
+        share, count = ((realistic_share, len(REALISTIC_SCENES)) if style == "realistic"
+                        else (classic_share, len(SYNTH_SCENES)))
+        pairs.append(TrainingPair(image, mask, "train", weight=share / count))
     img33 = realdata / "spacenet_vegas_img33"
     crops = crop_img33(img33, work / "img33", gray)
-    # img33's top part is ~1/4 of one synthetic scene in area but is the only real RGB data:
-    # it gets ``real_share`` of all chips
-    n_synth_train = sum(p.split == "train" for p in pairs)
     pairs.append(TrainingPair(crops["train"][0], crops["train"][1], "train", IMG33_GSD_M,
-                              weight=n_synth_train * real_share / (1 - real_share)))
+                              weight=real_share))
     pairs.append(TrainingPair(crops["val"][0], crops["val"][1], "val", IMG33_GSD_M))
-    return pairs
+    return [p for p in pairs if p.split == "val" or (p.weight or 0) > 0]
 
 
 def crop_img33(folder: Path, out: Path, gray: bool = False) -> dict[str, tuple[Path, Path]]:

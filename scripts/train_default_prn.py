@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from roadprn.config import load_config  # noqa: E402
-from roadprn.models.loading import default_model_path, load_segmentation_model  # noqa: E402
+from roadprn.models.loading import load_segmentation_model, resolve_model_path  # noqa: E402
 from roadprn.prn.data import PRNMaps, load_maps, maps_from_scene, save_maps  # noqa: E402
 from roadprn.prn.fusion import DEFAULT_FUSION, FUSION_RULES  # noqa: E402
 from roadprn.prn.options import TrainPRNOptions  # noqa: E402
@@ -49,14 +49,22 @@ SCENE_LOOKS = [(0.5, "uint8", False), (0.4, "uint16", False), (0.6, "uint8", Tru
 log = logging.getLogger("train_default_prn")
 
 
-def scene_plan(split: str, count: int) -> list[tuple[int, float, str, bool]]:
-    """(seed, resolution, dtype, nodata border) of each synthetic scene of a split."""
+def scene_plan(split: str, count: int, realistic_every: int = 2
+               ) -> list[tuple[int, float, str, bool, str]]:
+    """(seed, resolution, dtype, nodata border, style) of each synthetic scene of a split.
+
+    Every ``realistic_every``-th scene is in the realistic style (0: none): the base model's
+    errors on real imagery (roofs, parking lots, occluded streets) are what PRN must see.
+    """
     first = SPLIT_SEEDS[split]
-    return [(first + i, *SCENE_LOOKS[i % len(SCENE_LOOKS)]) for i in range(count)]
+    return [(first + i, *SCENE_LOOKS[i % len(SCENE_LOOKS)],
+             "realistic" if realistic_every and i % realistic_every == realistic_every - 1
+             else "classic")
+            for i in range(count)]
 
 
 def build_maps(work: Path, split: str, count: int, size: int, map_size: int,
-               base_spec: str = "default") -> PRNMaps:
+               base_spec: str = "default", realistic_every: int = 2) -> PRNMaps:
     """Synthesise a split's scenes, run the base model, cut maps (cached in the work folder)."""
     cache = work / f"maps_{split}_{map_size}.npz"
     if cache.exists():
@@ -64,11 +72,11 @@ def build_maps(work: Path, split: str, count: int, size: int, map_size: int,
     base = load_segmentation_model(base_spec)
     config = load_config(None, {"output.overwrite": True})
     parts = []
-    for seed, res, dtype, border in scene_plan(split, count):
-        image = work / "scenes" / f"synth_{seed}.tif"
+    for seed, res, dtype, border, style in scene_plan(split, count, realistic_every):
+        image = work / "scenes" / f"synth_{seed}_{style}.tif"
         if not image.exists():
             generate_scene(image, width=size, seed=seed, resolution_m=res, dtype=dtype,
-                           nodata_border=border, overwrite=True)
+                           nodata_border=border, overwrite=True, style=style)
         part = maps_from_scene(image, image.with_name(f"{image.stem}_mask.tif"), base, config,
                                work / "probability", map_size)
         log.info("%s scene %d (%.2f m, %s): %d maps, %.1f %% road", split, seed, res, dtype,
@@ -83,6 +91,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/roadprn-default-prn"))
     parser.add_argument("--variant", choices=["fast", "paper"], default="fast")
+    parser.add_argument("--base", default="default",
+                        help="base model whose maps PRN learns to refine (default: shipped)")
+    parser.add_argument("--realistic-every", type=int, default=2,
+                        help="every N-th scene in the realistic synthetic style (0: none)")
     parser.add_argument("--grid", type=int, default=8)
     parser.add_argument("--map-size", type=int, default=512)
     parser.add_argument("--scene-size", type=int, default=1536)
@@ -109,14 +121,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     maps = {split: build_maps(work, split, getattr(args, f"{split}_scenes"), args.scene_size,
-                              args.map_size)
+                              args.map_size, args.base, args.realistic_every)
             for split in ("train", "val", "test")}
     log.info("maps: %s in %.0f s", {k: len(v) for k, v in maps.items()}, time.perf_counter() - t0)
     torch.set_num_threads(args.threads)  # extract's engine changed it for its own stages
     # (fit_prn sets options.threads again before training)
 
-    base_path = default_model_path()
-    base = load_segmentation_model("default")
+    base_path = resolve_model_path(args.base)
+    base = load_segmentation_model(args.base)
     assert base.sha256 is not None
     options = TrainPRNOptions(
         variant=args.variant, grid=args.grid, map_size=args.map_size, epochs=args.epochs,
