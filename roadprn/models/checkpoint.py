@@ -179,15 +179,20 @@ def save_checkpoint(
     model: nn.Module,
     meta: CheckpointMeta | dict[str, Any],
     overwrite: bool = False,
+    half_precision: bool = False,
 ) -> str:
     """Write ``model``'s weights with ``meta`` atomically; returns the file's sha256.
 
     The weights are checked against ``meta.arch`` first, so a file that loads is a file that
-    builds.
+    builds. ``half_precision`` stores float32 tensors as float16 (half the file; loading casts
+    them back to the model's float32, probabilities change by ~1e-3): for shipped models.
     """
     path = Path(path)
     meta = _validate_meta(meta, path)
     state_dict = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    if half_precision:
+        state_dict = {k: v.half() if v.dtype == torch.float32 else v
+                      for k, v in state_dict.items()}
     Checkpoint(path, "", meta, state_dict).build_model()  # fail now, not at load time
     payload = {
         "format": FORMAT_NAME,
@@ -200,6 +205,13 @@ def save_checkpoint(
         torch.save(payload, tmp)
         digest = file_sha256(tmp)
     return digest
+
+
+def compact_checkpoint(source: str | Path, out: str | Path, overwrite: bool = False) -> str:
+    """A float16 copy of a checkpoint (same metadata and architecture); returns its sha256."""
+    checkpoint = load_checkpoint(source)
+    return save_checkpoint(out, checkpoint.build_model(), checkpoint.meta, overwrite=overwrite,
+                           half_precision=True)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

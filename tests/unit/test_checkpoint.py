@@ -13,6 +13,7 @@ from roadprn.models.base import build_model
 from roadprn.models.checkpoint import (
     FORMAT_NAME,
     check_scene_bands,
+    compact_checkpoint,
     describe_checkpoint,
     load_checkpoint,
     load_model_file,
@@ -86,6 +87,24 @@ def test_round_trip_gives_identical_outputs(saved: tuple[Path, str], model: torc
     assert checkpoint.meta.input.bands == [1, 2, 3]
     assert checkpoint.meta.training_data.road_fraction == pytest.approx(0.042)
     assert checkpoint.meta.metrics == {"val_iou": 0.61, "epochs": 12}
+
+
+def test_half_precision_copy_is_smaller_and_gives_close_outputs(
+        saved: tuple[Path, str], model: torch.nn.Module, tmp_path: Path):
+    path, _ = saved
+    half = tmp_path / "half.pt"
+    digest = compact_checkpoint(path, half)
+    checkpoint = load_checkpoint(half)
+    assert checkpoint.sha256 == digest and checkpoint.meta == load_checkpoint(path).meta
+    assert all(t.dtype == torch.float16 for t in checkpoint.state_dict.values()
+               if t.is_floating_point())
+    assert half.stat().st_size < 0.7 * path.stat().st_size
+    x = torch.randn(2, 3, 48, 40)
+    with torch.no_grad():
+        rebuilt = checkpoint.build_model()
+        assert all(p.dtype == torch.float32 for p in rebuilt.parameters())
+        difference = (torch.sigmoid(model(x)) - torch.sigmoid(rebuilt(x))).abs().max()
+    assert 0 < difference < 5e-3
 
 
 def test_payload_is_plain_types_loadable_with_weights_only(saved: tuple[Path, str]):
