@@ -297,8 +297,10 @@ class Config(_Section):
     """Everything a run needs besides its input and output paths."""
 
     model: str = Field("default", description="Base model: 'default' (the model shipped with "
-                                               "roadprn), 'default-pan' or a path to a roadprn "
-                                               "checkpoint (.pt).")
+                                               "roadprn; 1-band scenes get 'default-pan'), "
+                                               "'default-pan', 'default-v1' (roadprn 0.1's "
+                                               "default) or a path to a roadprn checkpoint "
+                                               "(.pt).")
     input: InputConfig = InputConfig()
     tiling: TilingConfig = TilingConfig()
     inference: InferenceConfig = InferenceConfig()

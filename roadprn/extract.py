@@ -73,28 +73,26 @@ def refined_mask_path(paths: ExtractPaths) -> Path:
 def resolve_refine_model(config: Config, base_model: SegmentationModel):
     """The PRN to use, or None; ``auto`` refines only when a PRN exists for this base model."""
     from roadprn.errors import ModelError
-    from roadprn.models.loading import DEFAULT_PRN_MODEL, default_model_path
+    from roadprn.models.loading import DEFAULT_PRN_MODEL, default_model_path, shipped_prn_path
     from roadprn.prn.refine_scene import check_pairing, load_refine_model
 
     method = config.refine.method
     if method == "none":
         return None
     if config.refine.model == "default":
-        path = default_model_path(DEFAULT_PRN_MODEL)
-        if not path.is_file():
-            if method == "prn":
+        # a shipped PRN only corrects the shipped base model it was trained on
+        path = shipped_prn_path(base_model.sha256)
+        if path is None and method == "auto":
+            log.info("no PRN for base model %s; refinement skipped", base_model.name)
+            return None
+        if path is None:
+            path = default_model_path(DEFAULT_PRN_MODEL)
+            if not path.is_file():
                 raise ModelError("no default PRN is installed; pass a PRN checkpoint with "
                                  "--prn PATH")
-            return None
     else:
         path = Path(config.refine.model)
     prn = load_refine_model(path)
-    if method == "auto" and config.refine.model == "default":
-        # the shipped PRN only corrects the shipped RGB model: skip it quietly for other models
-        if prn.base_model_sha256 != base_model.sha256:
-            log.info("no PRN for base model %s; refinement skipped", base_model.name)
-            return None
-        return prn
     check_pairing(prn, base_model.sha256)
     return prn
 

@@ -10,8 +10,13 @@ from roadprn.infer.predictor import SegmentationModel
 
 DEFAULT_BASE_MODEL = "default_base.pt"
 DEFAULT_PAN_MODEL = "default_base_pan.pt"  # 1-band (panchromatic) twin of the default model
-MODEL_ALIASES = {"default": DEFAULT_BASE_MODEL, "default-pan": DEFAULT_PAN_MODEL}
+# roadprn 0.1's default (D-LinkNet-18, 0.5 m), kept by name to compare with and reproduce
+V1_BASE_MODEL = "default_base_v1.pt"
+MODEL_ALIASES = {"default": DEFAULT_BASE_MODEL, "default-pan": DEFAULT_PAN_MODEL,
+                 "default-v1": V1_BASE_MODEL}
 DEFAULT_PRN_MODEL = "default_prn.pt"  # trained on DEFAULT_BASE_MODEL's probability maps
+# every shipped PRN; ``--refine auto`` picks the one trained on the base model in use
+SHIPPED_PRN_MODELS = (DEFAULT_PRN_MODEL, "default_prn_v1.pt")
 
 
 def default_model_path(name: str = DEFAULT_BASE_MODEL) -> Path:
@@ -29,6 +34,18 @@ def resolve_model_path(spec: str) -> Path:
                 "pass a checkpoint with --model PATH")
         return path
     return Path(spec)
+
+
+def shipped_prn_path(base_sha256: str | None) -> Path | None:
+    """The shipped PRN trained on the base model with this sha256 (None: there is none)."""
+    from roadprn.models.checkpoint import load_checkpoint
+
+    for name in SHIPPED_PRN_MODELS:
+        path = default_model_path(name)
+        if path.is_file() and base_sha256 and \
+                load_checkpoint(path).meta.base_model_sha256 == base_sha256:
+            return path
+    return None
 
 
 def model_for_scene(spec: str, data_bands: int) -> str:
