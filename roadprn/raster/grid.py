@@ -50,17 +50,18 @@ def inference_grid(info: SceneInfo, gsd_m: float | None, *, resample: bool, tole
                    native_range: tuple[float, float] | None = None) -> Grid:
     """The scene grid, or a grid at the model's GSD when the two differ by more than ``tolerance``.
 
-    A model trained across a range of resolutions (``native_range``) runs on scenes inside it
-    at their own resolution: resampling costs detail (measured on real chips, docs/model-card.md)
-    and time. Beyond ``max_factor`` (e.g. 30 m Landsat for a 0.5 m model) resampling cannot
+    A model trained across a range of resolutions (``native_range``, widened by ``tolerance``
+    as the single-resolution rule is) runs on scenes inside it at their own resolution:
+    resampling costs detail (measured on real chips, docs/model-card.md) and time. Beyond ``max_factor`` (e.g. 30 m Landsat for a 0.5 m model) resampling cannot
     recover roads and would blow a 512² scene up to 30000²: the scene grid is kept and a warning
     logged.
     """
     if not resample or gsd_m is None or info.resolution_m is None:
         return scene_grid(info)
     res_x, res_y = info.resolution_m
-    if native_range is not None and all(native_range[0] <= r <= native_range[1]
-                                        for r in (res_x, res_y)):
+    if native_range is not None and all(
+            native_range[0] / (1 + tolerance) <= r <= native_range[1] * (1 + tolerance)
+            for r in (res_x, res_y)):
         return scene_grid(info)
     fx, fy = res_x / gsd_m, res_y / gsd_m
     if max(abs(fx - 1.0), abs(fy - 1.0)) <= tolerance:

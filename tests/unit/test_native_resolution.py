@@ -30,12 +30,12 @@ def grid(info: SceneInfo, native_range: tuple[float, float] | None):
     return inference_grid(info, 0.5, resample=True, tolerance=0.25, native_range=native_range)
 
 
-@pytest.mark.parametrize("res", [0.25, 0.3, 0.5, 0.8, 1.0])
+@pytest.mark.parametrize("res", [0.21, 0.25, 0.3, 0.5, 0.8, 1.0, 1.2])
 def test_scenes_inside_the_trained_range_keep_their_grid(res):
     assert not grid(scene(res), (0.25, 1.0)).resampled
 
 
-@pytest.mark.parametrize("res", [0.15, 1.2, 2.0])
+@pytest.mark.parametrize("res", [0.15, 0.19, 1.3, 2.0])
 def test_scenes_outside_the_range_are_resampled_to_the_model_gsd(res):
     out = grid(scene(res), (0.25, 1.0))
     assert out.resampled
@@ -43,10 +43,11 @@ def test_scenes_outside_the_range_are_resampled_to_the_model_gsd(res):
     assert out.width == round(1000 * res / 0.5)
 
 
-def test_both_axes_must_lie_inside_the_range():
+def test_both_axes_must_lie_inside_the_range_widened_by_the_tolerance():
     # an EPSG:4326 chip's pixels are not square in metres: 0.24 m x 0.30 m at Las Vegas
-    assert grid(scene(0.24, 0.30), (0.25, 1.0)).resampled
-    assert not grid(scene(0.26, 0.30), (0.25, 1.0)).resampled
+    assert not grid(scene(0.24, 0.30), (0.25, 1.0)).resampled
+    assert grid(scene(0.18, 0.30), (0.25, 1.0)).resampled
+    assert grid(scene(0.5, 1.3), (0.25, 1.0)).resampled
 
 
 def test_models_without_a_range_keep_the_tolerance_rule():
