@@ -1,4 +1,4 @@
-"""``roadprn info PATH``: what a scene (or, later, a model checkpoint) holds."""
+"""``roadprn info PATH``: what a scene, a road network or a model checkpoint holds."""
 
 from __future__ import annotations
 
@@ -21,13 +21,24 @@ from roadprn.raster.scene import SceneInfo, open_scene
                               set_to=True, help="Describe rasters without a CRS (pixel "
                                                 "coordinates) instead of failing.")])
 def info(path: str, as_json: bool, config: Config) -> None:
-    """Describe a scene (size, bands, dtype, CRS, resolution in metres, nodata, footprint) or a
-    model checkpoint (architecture, expected input, training data, metrics, sha256).
+    """Describe a scene (size, bands, dtype, CRS, resolution in metres, nodata, footprint), a
+    road network (GeoPackage, GeoJSON, FlatGeobuf, GeoParquet: layers, features, CRS, extent,
+    road length in km, junctions by degree, the run's provenance) or a model checkpoint
+    (architecture, expected input, training data, metrics, sha256).
 
     PATH may also be 'default' for the model shipped with roadprn.
     """
     if is_model_file(path):
         describe_model(path, as_json)
+        return
+    from roadprn.vectorize.describe import describe_vector, format_vector, is_vector_file
+
+    if is_vector_file(path):
+        desc = describe_vector(path)
+        if as_json:
+            click.echo(json.dumps(json_safe(desc), indent=2, allow_nan=False, default=str))
+        else:
+            click.echo(format_vector(desc))
         return
     scene = open_scene(path, allow_ungeoreferenced=config.input.allow_ungeoreferenced)
     if as_json:
