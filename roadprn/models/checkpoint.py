@@ -18,6 +18,7 @@ import hashlib
 import pickle
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -349,6 +350,9 @@ def check_scene_bands(
         raise ModelError(problem)
 
 
+TRAINING_FILES_SHOWN = 20  # `info` lists the first ones, with their checksums
+
+
 def describe_checkpoint(source: str | Path | Checkpoint) -> dict[str, str]:
     """Human-readable lines for ``roadprn info model.pt``, keyed by label."""
     if not isinstance(source, Checkpoint):
@@ -375,11 +379,20 @@ def describe_checkpoint(source: str | Path | Checkpoint) -> dict[str, str]:
     if meta.base_model_sha256:
         lines["base model sha256"] = meta.base_model_sha256
     data = meta.training_data
+    roles = Counter(f.role for f in data.files)
     lines["training data"] = (
         f"{len(data.files)} file(s)"
+        + (f" ({', '.join(f'{n} {role}' for role, n in sorted(roles.items()))})"
+           if data.files else "")
         + (f": {', '.join(Path(f.path).name for f in data.files[:5])}" if data.files else "")
         + (" ..." if len(data.files) > 5 else "")
     )
+    shown = data.files[:TRAINING_FILES_SHOWN]
+    for i, item in enumerate(shown, 1):
+        lines[f"training file {i}"] = f"{item.path} ({item.role}, sha256 {item.sha256})"
+    if len(data.files) > len(shown):
+        lines[f"training file {len(shown) + 1}"] = (f"... and {len(data.files) - len(shown)} "
+                                                    "more")
     if data.road_fraction is not None:
         lines["class balance"] = f"{100 * data.road_fraction:.2f} % road pixels"
     if data.notes:

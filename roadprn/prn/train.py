@@ -136,8 +136,27 @@ def train_prn_model(
     train, val = collect_maps(pairs, prob_maps, base, options, maps_dir, progress=progress)
     log.info("PRN maps: %d train, %d validation (%d px)", len(train), len(val), options.map_size)
     result = fit_prn(train, val, options, output, base_model_sha256=base.sha256,
-                     resume=state, overwrite=True, progress=progress)
+                     resume=state, overwrite=True, progress=progress,
+                     training_files=training_files(pairs, prob_maps))
     return result
+
+
+def training_files(pairs: Sequence[Any],
+                   prob_maps: Sequence[tuple[str | Path, str | Path]] = ()) -> list[Any]:
+    """The files a PRN run learns from, as the checkpoint records them (absolute path +
+    sha256): each pair's scene and labels, each saved probability raster (role ``other``) and
+    its truth. Maps are split into training and validation windows after they are cut, so every
+    file given is listed (the split is in the training notes)."""
+    from roadprn.models.checkpoint import TrainingFile
+    from roadprn.outputs.atomic import file_sha256
+
+    files: list[Any] = []
+    entries = [e for p in pairs for e in ((p.scene, "scene"), (p.labels, "labels"))]
+    entries += [e for prob, truth in prob_maps for e in ((prob, "other"), (truth, "labels"))]
+    for path, role in entries:
+        full = Path(path).resolve()
+        files.append(TrainingFile(path=str(full), sha256=file_sha256(full), role=role))
+    return files
 
 
 def fit_prn(
@@ -151,11 +170,14 @@ def fit_prn(
     overwrite: bool = False,
     progress: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    training_files: Sequence[Any] = (),
 ) -> PRNTrainResult:
     """Train on in-memory maps; the best epoch goes to ``output`` as a PRN checkpoint.
 
     ``resume`` is a state file (or its checkpoint) or a state already loaded. Without
     validation maps the best epoch is the one with the lowest training loss.
+    ``training_files``: :class:`roadprn.models.checkpoint.TrainingFile` records of the files the
+    maps came from, kept in the checkpoint's training data.
     """
     paths = TrainPaths.for_output(output)
     state = load_state(resume, "prn") if isinstance(resume, str | Path) else resume
@@ -181,7 +203,7 @@ def fit_prn(
     arch = model.arch
     data = PRNTrainData.from_maps(train, arch.map_size // arch.grid if arch.grid > 0 else None)
     runner = _PRNRunner(model, data, val if has_val else None, options, device, paths,
-                        base_model_sha256, progress)
+                        base_model_sha256, progress, list(training_files))
     if state is not None:
         model.load_state_dict(state["model"])
         runner.optimizer.load_state_dict(state["optimizer"])
@@ -206,10 +228,12 @@ class _PRNRunner:
 
     def __init__(self, model: PatchRefineNet, data: PRNTrainData, val: PRNMaps | None,
                  options: TrainPRNOptions, device: str, paths: TrainPaths,
-                 base_model_sha256: str, progress: bool) -> None:
+                 base_model_sha256: str, progress: bool,
+                 training_files: list[Any] | None = None) -> None:
         self.model, self.data, self.val, self.options = model, data, val, options
         self.device, self.paths, self.progress = device, paths, progress
         self.base_model_sha256 = base_model_sha256
+        self.training_files = training_files or []
         self.optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
         self.fusion = options.selection_fusion()
 
@@ -249,7 +273,8 @@ class _PRNRunner:
                 f"{len(self.val) if self.val is not None else 0} validation maps of "
                 f"{self.model.arch.map_size} px, selected by validation IoU "
                 f"({self.fusion} fusion)"])),
-            road_fraction=float(truth.mean()), labelled_pixels=int(truth.size), overwrite=True)
+            road_fraction=float(truth.mean()), labelled_pixels=int(truth.size), overwrite=True,
+            files=self.training_files)
 
     def state(self) -> dict[str, Any]:
         return {"model": {k: v.detach().cpu().clone() for k, v in
@@ -267,14 +292,17 @@ def write_prn_checkpoint(
     road_fraction: float | None = None,
     labelled_pixels: int | None = None,
     overwrite: bool = False,
+    files: Sequence[Any] = (),
 ) -> str:
-    """``model``'s weights as a PRN checkpoint paired with its base model; its sha256."""
+    """``model``'s weights as a PRN checkpoint paired with its base model; its sha256.
+
+    ``files``: the :class:`~roadprn.models.checkpoint.TrainingFile` records of its data."""
     from roadprn.models.checkpoint import CheckpointMeta, TrainingData, save_checkpoint
 
     meta = CheckpointMeta(
         kind="prn", arch="prn", arch_kwargs=model.arch_kwargs,
         base_model_sha256=base_model_sha256, metrics=metrics or {},
-        training_data=TrainingData(notes=notes, road_fraction=road_fraction,
+        training_data=TrainingData(files=list(files), notes=notes, road_fraction=road_fraction,
                                    labelled_pixels=labelled_pixels),
     )
     return save_checkpoint(path, model, meta, overwrite=overwrite)

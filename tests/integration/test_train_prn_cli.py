@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import rasterio
@@ -63,6 +64,21 @@ def test_training_lowers_the_loss_and_writes_a_paired_checkpoint(trained):
     assert checkpoint.meta.metrics["val_iou"] == pytest.approx(best["val_iou"], abs=1e-6)
     assert summary["sha256"] == checkpoint.sha256
     assert (folder / "prn.pt.maps" / "scene_probability.tif").is_file()
+
+
+def test_checkpoint_records_and_info_shows_the_training_files(trained):
+    from roadprn.models.checkpoint import describe_checkpoint
+    from roadprn.outputs.atomic import file_sha256
+
+    _, scene, out, _ = trained
+    files = load_checkpoint(out).meta.training_data.files
+    expected = [(str(Path(scene.image_path).resolve()), "scene"),
+                (str(Path(scene.mask_path).resolve()), "labels")]
+    assert [(f.path, f.role) for f in files] == expected
+    assert [f.sha256 for f in files] == [file_sha256(p) for p, _ in expected]
+    lines = describe_checkpoint(out)
+    assert lines["training data"].startswith("2 file(s) (1 labels, 1 scene)")
+    assert lines["training file 1"] == f"{expected[0][0]} (scene, sha256 {files[0].sha256})"
 
 
 def test_resume_continues_the_same_run(trained):
