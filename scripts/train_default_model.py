@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from roadprn.config import load_config  # noqa: E402
 from roadprn.infer.base_stage import extract_probability  # noqa: E402
-from roadprn.models.checkpoint import load_checkpoint  # noqa: E402
+from roadprn.models.checkpoint import compact_checkpoint, load_checkpoint  # noqa: E402
 from roadprn.models.loading import load_segmentation_model  # noqa: E402
 from roadprn.raster.labels import SceneGrid, labels_to_mask  # noqa: E402
 from roadprn.raster.normalize import make_normalizer  # noqa: E402
@@ -120,6 +120,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     file_name, bands = VARIANTS[args.variant]
     model_path = work / file_name
+    shipped_path = work / f"{Path(file_name).stem}_shipped.pt"  # what is installed
     if not args.evaluate_only:
         pairs = prepare_data(work, args.realdata, gray=len(bands) == 1, real_share=args.real_share,
                              realistic_share=args.realistic_share)
@@ -149,12 +150,16 @@ def main() -> None:
                             progress=sys.stderr.isatty())
         log.info("trained in %.1f min; best epoch %d: %s", (time.perf_counter() - t0) / 60,
                  result.best_epoch, result.best_metrics)
+        if lite:  # ship float16 weights (half the file, probabilities within ~1e-3)
+            compact_checkpoint(model_path, shipped_path, overwrite=True)
+        else:
+            shutil.copyfile(model_path, shipped_path)
         if not args.no_install:
             installed = PACKAGE_MODELS / file_name
             installed.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(model_path, installed)
+            shutil.copyfile(shipped_path, installed)
             log.info("installed %s (%.1f MB)", installed, installed.stat().st_size / 1e6)
-    report = evaluate(model_path, work, args.realdata)
+    report = evaluate(shipped_path if shipped_path.exists() else model_path, work, args.realdata)
     (work / f"evaluation_{args.variant}.json").write_text(json.dumps(report, indent=2))
     print(markdown_table(report))
 
