@@ -20,6 +20,7 @@ from roadprn.infer.base_stage import ExtractPaths, ExtractResult, extract_probab
 from roadprn.infer.predictor import SegmentationModel
 from roadprn.infer.stitch import Strip
 from roadprn.outputs.staging import staged_run
+from roadprn.raster.styles import style_path
 from roadprn.vectorize.gpkg import output_paths
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ def run_extract(
             files["probability"] = paths.probability
         run = ExtractRun(str(scene), final_paths.folder, files, base, stages)
         _later_stages(run, scene, paths, final_paths, config, base_model, prn, progress)
+        run.files.update(style_files(run.files))
     run.files = {key: staged.final_path(path) for key, path in run.files.items()}
     run.base = dataclasses.replace(base, paths=final_paths)
     return run
@@ -156,9 +158,17 @@ def planned_outputs(paths: ExtractPaths, config: Config, prn: Any) -> list[Path]
         outputs.append(paths.probability)
     if prn is not None:
         outputs.append(refined_mask_path(paths))
+    outputs += [style_path(p) for p in list(outputs)]  # QGIS styles beside the rasters
     if config.vectorize.enabled:
         outputs += vector_outputs(paths, config)
     return outputs
+
+
+def style_files(files: dict[str, Path]) -> dict[str, Path]:
+    """The QGIS style files written beside the rasters in ``files`` (``mask_style``, ...)."""
+    rasters = [k for k in ("probability", "mask", "refined_mask") if k in files]
+    return {f"{k}_style": style_path(files[k]) for k in rasters
+            if style_path(files[k]).is_file()}
 
 
 def _later_stages(run: ExtractRun, scene: str | Path, paths: ExtractPaths,

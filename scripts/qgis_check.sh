@@ -5,7 +5,9 @@
 #  1. vectorises the SpaceNet Vegas sample mask (../shared/realdata or $ROADPRN_REALDATA) and
 #     checks the GeoPackage drawn over the PAN chip (EPSG:4326);
 #  2. runs `roadprn extract` with the default model on the bundled example scene (synthetic, UTM)
-#     and checks its GeoPackage and COGs load in QGIS with the scene's CRS, drawn over the scene.
+#     and checks its GeoPackage and COGs load in QGIS with the scene's CRS, drawn over the scene,
+#     each COG with its .qml style (renderer type, 0 transparent), and the mask drawn over the
+#     scene (qgis_mask.png).
 # Installs Debian's qgis + python3-qgis first if the system python3 cannot import qgis.core
 # (needs root; ~1 min and ~0.5 GB on Debian 12 with --no-install-recommends).
 set -euo pipefail
@@ -43,8 +45,9 @@ PY
     for r in "$work"/extract/*.tif; do rasters+=(--raster "$r"); done
     QT_QPA_PLATFORM=offscreen "$syspy" "$here/qgis_check.py" \
         "$work/extract/synthetic_scene_roads.gpkg" \
-        --scene "$example" --png "${3:-$work/qgis_extract.png}" "${rasters[@]}"
-    echo "renders: $work/qgis_vegas.png ${3:-$work/qgis_extract.png}"
+        --scene "$example" --png "${3:-$work/qgis_extract.png}" "${rasters[@]}" \
+        --mask-png "$work/qgis_mask.png"
+    echo "renders: $work/qgis_vegas.png ${3:-$work/qgis_extract.png} $work/qgis_mask.png"
     exit 0
 fi
 

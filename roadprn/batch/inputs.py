@@ -28,8 +28,10 @@ UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_STEM = 60
 LOG_FOLDER = ".roadprn-logs"  # crash logs of a batch run, inside --out
 SCENE_FOLDER = re.compile(r"[A-Za-z0-9_.-]+-[0-9a-f]{8}")
-# files extract writes into a scene folder (rasters; the network has other suffixes)
-OUTPUT_SUFFIXES = ("_probability.tif", "_mask.tif", "_refined_mask.tif")
+# files extract writes into a scene folder (rasters and their QGIS styles; the network has
+# other suffixes)
+OUTPUT_SUFFIXES = ("_probability.tif", "_mask.tif", "_refined_mask.tif",
+                   "_probability.qml", "_mask.qml", "_refined_mask.qml")
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,8 @@ from roadprn.raster.grid import Grid, inference_grid
 from roadprn.raster.normalize import BandNormalizer, make_normalizer
 from roadprn.raster.read import read_window
 from roadprn.raster.scene import SceneInfo, check_band_count, open_raster, open_scene
-from roadprn.raster.write import WRITE_BLOCK, resample_to_scene, to_cog
+from roadprn.raster.styles import mask_qml, probability_qml, write_style
+from roadprn.raster.write import WRITE_BLOCK, resample_to_scene, source_tag, to_cog
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,10 @@ def extract_probability(
                                  for src, dst, r in jobs]:
                         done.result()
             stats["cog_seconds"] = time.perf_counter() - t_cog
+            # QGIS's default styles beside the COGs (renamed with them: after them, inside)
+            write_style(paths.mask, mask_qml(), overwrite)
+            if prob_final is not None:
+                write_style(paths.probability, probability_qml(), overwrite)
     finally:
         for tmp in tmp_files:
             remove_with_sidecars(tmp)
@@ -414,7 +419,7 @@ def _output_tags(info: SceneInfo, model: SegmentationModel, config: Config,
                  normalizer: BandNormalizer, choice: TilingChoice, grid: Grid) -> dict[str, str]:
     return {
         "ROADPRN_VERSION": __version__,
-        "ROADPRN_SOURCE": info.path,
+        "ROADPRN_SOURCE": source_tag(info.path),
         "ROADPRN_GRID": "scene",
         "ROADPRN_INFERENCE_GRID": grid.description,
         "ROADPRN_MODEL": model.name,

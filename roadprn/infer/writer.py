@@ -23,6 +23,7 @@ from roadprn.raster.grid import Grid
 from roadprn.raster.masks import is_road
 from roadprn.raster.overviews import StreamedOverviews
 from roadprn.raster.scene import SceneInfo
+from roadprn.raster.styles import MASK_STYLE, PROBABILITY_STYLE, BandStyle
 from roadprn.raster.write import COG_BLOCK, GDAL_CACHE_MB, MASK_NODATA, open_raw, raw_profile
 
 
@@ -37,12 +38,14 @@ def write_strips(
     stats: dict[str, float],
     *,
     overviews: bool = True,
+    mask_style: BandStyle = MASK_STYLE,
 ) -> dict[Path, Path]:
     """Write strips on a writer thread (so compression overlaps inference), at most two queued.
 
     Returns what to convert to a COG for each raw raster: with ``overviews`` a VRT that adds
     the overview levels built on the way (:mod:`roadprn.raster.overviews`), else the raw file
-    itself.
+    itself. The mask's band carries ``mask_style`` (description, colour table), the
+    probability's :data:`~roadprn.raster.styles.PROBABILITY_STYLE`.
     """
     threshold = config.output.threshold
     profile = raw_profile(info, grid, config.output.compress)
@@ -51,8 +54,10 @@ def write_strips(
     prob_levels: StreamedOverviews | None = None
     # exits in reverse: the writer thread finishes before anything it writes to is closed
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=GDAL_CACHE_MB), \
-            open_raw(raw_mask, profile, nodata=MASK_NODATA, tags=tags) as mask_ds, \
-            open_raw(raw_prob, profile, nodata=None, tags=tags) as prob_ds, \
+            open_raw(raw_mask, profile, nodata=MASK_NODATA, tags=tags,
+                     style=mask_style) as mask_ds, \
+            open_raw(raw_prob, profile, nodata=None, tags=tags,
+                     style=PROBABILITY_STYLE) as prob_ds, \
             contextlib.ExitStack() as closing, \
             ThreadPoolExecutor(1, "roadprn-write") as writer_pool:
         if overviews:
@@ -104,7 +109,8 @@ def write_strips(
                 fut.cancel()
     # the levels were closed (odd rows flushed) on leaving the block above
     sources = {raw: raw for raw in (raw_mask, raw_prob) if raw is not None}
-    for levels in (mask_levels, prob_levels):
+    for levels, style in ((mask_levels, mask_style), (prob_levels, PROBABILITY_STYLE)):
         if levels is not None:
-            sources[levels.base] = levels.write_vrt(info.crs, grid.transform, tags)
+            sources[levels.base] = levels.write_vrt(info.crs, grid.transform, tags,
+                                                    style.vrt_xml())
     return sources

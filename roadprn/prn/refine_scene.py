@@ -12,6 +12,7 @@ can differ on that one-pixel rim).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from roadprn import __version__
 from roadprn.config import Config
 from roadprn.errors import ModelError
 from roadprn.infer.base_stage import predict_strips
@@ -36,8 +38,10 @@ from roadprn.prn.network import PatchRefineNet
 from roadprn.prn.refine import FUSION_RULES, default_halo, fuse
 from roadprn.raster.grid import scene_grid
 from roadprn.raster.normalize import BandNormalizer
-from roadprn.raster.scene import open_scene
+from roadprn.raster.scene import open_dataset, open_scene
+from roadprn.raster.styles import REFINED_MASK, REFINED_MASK_STYLE, mask_qml, write_style
 from roadprn.raster.write import MASK_NODATA, to_cog
+from roadprn.raster.write import source_tag as absolute_source
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +118,9 @@ def refine_scene(
     """Write the refined mask COG (0/1, nodata 255) for a base probability raster.
 
     ``source_tag``: the probability raster's name to record (its final path when it is still
-    being staged under another).
+    being staged under another). The mask's tags name roadprn's version, the base model (from
+    the probability raster's tags) and the PRN (sha256 both), the fusion rule and the config; a
+    QGIS style file (``<stem>.qml``) is written beside it.
     """
     t0 = time.perf_counter()
     out_mask = Path(out_mask)
@@ -136,14 +142,41 @@ def refine_scene(
                 prefetch_batches=config.inference.prefetch_batches, pad_mode="constant",
                 stats=stats, progress=progress,
             )
-            tags = {"ROADPRN_REFINED_BY": prn.name, "ROADPRN_PRN_SHA256": prn.sha256,
-                    "ROADPRN_FUSION": config.refine.fusion,
-                    "ROADPRN_SOURCE": source_tag or info.path}
+            tags = refined_tags(info.path, prn, config, source_tag)
             sources = write_strips(strips, info, scene_grid(info), config, None, raw, tags,
-                                     stats)
+                                     stats, mask_style=REFINED_MASK_STYLE)
             to_cog(sources[raw], final, config.output, resampling="NEAREST")
+            write_style(out_mask, mask_qml(REFINED_MASK), config.output.overwrite)
     finally:
         remove_with_sidecars(raw)
     stats["seconds"] = time.perf_counter() - t0
     stats["mask_nodata"] = MASK_NODATA
     return stats
+
+
+# the base stage's tags that the refined mask inherits from the probability raster it refines
+INHERITED_TAGS = ("ROADPRN_SOURCE", "ROADPRN_MODEL", "ROADPRN_MODEL_SHA256", "ROADPRN_GRID",
+                  "ROADPRN_INFERENCE_GRID", "ROADPRN_THRESHOLD")
+
+
+def refined_tags(probability: str, prn: RefineModel, config: Config,
+                 source: str | None = None) -> dict[str, str]:
+    """The refined mask's tags: like the base outputs' (version, scene, base model, config)
+    plus the PRN's. ``ROADPRN_SOURCE`` stays the scene (as in the base outputs);
+    ``ROADPRN_PROBABILITY`` is the raster refined, as an absolute path."""
+    with open_dataset(probability) as ds:
+        base = ds.tags()
+    tags = {"ROADPRN_VERSION": __version__}
+    tags.update({k: base[k] for k in INHERITED_TAGS if k in base})
+    tags.setdefault("ROADPRN_MODEL_SHA256", prn.base_model_sha256 or "unknown")
+    tags.update({
+        "ROADPRN_PROBABILITY": source or absolute_source(probability),
+        "ROADPRN_REFINED_BY": prn.name,
+        "ROADPRN_PRN_SHA256": prn.sha256,
+        "ROADPRN_PRN_BASE_MODEL_SHA256": prn.base_model_sha256 or "unknown",
+        "ROADPRN_FUSION": config.refine.fusion,
+        "ROADPRN_CONFIG": json.dumps(config.pipeline_dict(), sort_keys=True),
+    })
+    if "ROADPRN_SOURCE" not in tags:  # a probability raster not written by roadprn
+        tags["ROADPRN_SOURCE"] = tags["ROADPRN_PROBABILITY"]
+    return tags

@@ -134,8 +134,12 @@ class StreamedOverviews:
         level.row += small.shape[0]
         self._feed(index + 1, small, small_valid, final)
 
-    def write_vrt(self, crs: CRS | None, transform: Affine, tags: dict[str, str]) -> Path:
-        """A VRT of the full-resolution raster with these overviews, for the COG driver."""
+    def write_vrt(self, crs: CRS | None, transform: Affine, tags: dict[str, str],
+                  band_xml: str = "") -> Path:
+        """A VRT of the full-resolution raster with these overviews, for the COG driver.
+
+        ``band_xml``: more elements of the band (its description, colour table:
+        :meth:`roadprn.raster.styles.BandStyle.vrt_xml`)."""
         def source(path: Path, band: str) -> str:
             return (f'<SourceFilename relativeToVRT="0">{html.escape(str(path))}</SourceFilename>'
                     f"<SourceBand>{band}</SourceBand>")
@@ -152,7 +156,7 @@ class StreamedOverviews:
         xml = (f'<VRTDataset rasterXSize="{self.width}" rasterYSize="{self.height}">{srs}'
                f"<GeoTransform>{', '.join(repr(v) for v in transform.to_gdal())}</GeoTransform>"
                f"<Metadata>{metadata}</Metadata>"
-               f'<VRTRasterBand dataType="Byte" band="1">{nodata}<SimpleSource>'
+               f'<VRTRasterBand dataType="Byte" band="1">{band_xml}{nodata}<SimpleSource>'
                f'{source(self.base, "1")}</SimpleSource>{overviews}</VRTRasterBand>'
                f"{mask}</VRTDataset>")
         path = self.base.with_name(f"{self.base.name}.vrt")

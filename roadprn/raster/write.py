@@ -23,6 +23,7 @@ from roadprn.raster.grid import Grid, scene_grid
 from roadprn.raster.masks import is_road
 from roadprn.raster.read import read_valid, validity_sources
 from roadprn.raster.scene import SceneInfo, check_blocks_readable, open_dataset
+from roadprn.raster.styles import MASK_STYLE, PROBABILITY_STYLE, BandStyle
 
 MASK_NODATA = 255
 WRITE_BLOCK = 256
@@ -53,22 +54,34 @@ def raw_profile(info: SceneInfo, grid: Grid, compress: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def open_raw(path: Path | None, profile: dict[str, Any], *, nodata: float | None,
-              tags: dict[str, str]) -> Iterator[Any]:
+              tags: dict[str, str], style: BandStyle | None = None) -> Iterator[Any]:
+    """A raw raster open for writing, with ``tags`` and the band's ``style`` (description,
+    colour table), which the COG conversion carries over."""
     if path is None:
         yield None
         return
     with rasterio.open(path, "w", nodata=nodata, **profile) as ds:
         ds.update_tags(**tags)
+        if style is not None:
+            style.apply(ds)
         yield ds
+
+
+def source_tag(path: str | Path) -> str:
+    """A source path as tags record it: absolute for a local file (a relative one means nothing
+    once the output moves), as given for anything else (``/vsis3/...``, URLs)."""
+    local = Path(str(path))
+    return str(local.resolve()) if local.exists() else str(path)
 
 
 def resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
                        tags: dict[str, str], *, kind: str, threshold: float | None = None,
-                       bands: tuple[int, ...] = ()) -> None:
+                       bands: tuple[int, ...] = (), style: BandStyle | None = None) -> None:
     """Warp a model-grid output back onto the scene grid in row strips (bounded memory).
 
     ``kind="mask"`` with a ``threshold`` makes the mask from a probability source (bilinear, then
-    thresholded); without one the source is a mask and is resampled nearest-neighbour. Pixels
+    thresholded); without one the source is a mask and is resampled nearest-neighbour. ``style``:
+    the band's description / colour table (default: the road mask's or the probability's). Pixels
     the scene itself marks invalid in ``bands`` (nodata, alpha, masks) stay invalid, whatever
     the round trip through the model grid interpolated there.
     """
@@ -83,7 +96,8 @@ def resample_to_scene(source: Path, out: Path, info: SceneInfo, config: Config,
                       height=target.height, add_alpha=True,
                       resampling=Resampling.nearest if nearest else Resampling.bilinear) as vrt, \
             open_raw(out, profile, nodata=MASK_NODATA if kind == "mask" else None,
-                      tags=tags) as dst, \
+                      tags=tags, style=style or (MASK_STYLE if kind == "mask"
+                                                 else PROBABILITY_STYLE)) as dst, \
             open_dataset(info.path) as scene:
         try:
             sources = validity_sources(scene, bands) if bands else None

@@ -143,7 +143,8 @@ def test_failures_isolated_then_resume_and_redo(dask_client, scenes, tiny_model,
         if record["status"] == "failed":
             assert not folder.exists()  # failures leave nothing behind
             continue
-        assert set(record["files"]) == {"mask", "probability", "roads"}
+        assert set(record["files"]) == {"mask", "probability", "roads", "mask_style",
+                                        "probability_style"}
         assert record["road_length_m"] > 0 and record["stage_seconds"]["base"] > 0
         assert len(record["config_hash"]) == 64 and len(record["model_hashes"]["base"]) == 64
         assert sorted(p.name for p in folder.iterdir()) == sorted(

@@ -26,7 +26,8 @@ def test_extract_on_every_real_geotiff(realdata, tmp_path, checkpoints, rel):
     result = invoke("extract", scene, "--model", checkpoints[count], "--out", tmp_path, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary["files"]) == {"probability", "mask", "roads"}
+    assert set(summary["files"]) == {"probability", "mask", "roads", "probability_style",
+                                     "mask_style"}
     for key in ("probability", "mask"):
         with rasterio.open(summary["files"][key]) as ds:
             assert ds.crs == crs and ds.transform == transform and ds.shape == shape
@@ -124,7 +125,7 @@ def test_no_probability_skips_auto_refinement_but_refuses_forced(tmp_path, make_
     ok = invoke("extract", str(path), "--no-probability", "--no-vectorize",
                 "--out", str(tmp_path / "a"), "--json")
     assert ok.exit_code == 0, ok.output
-    assert set(json.loads(ok.stdout)["files"]) == {"mask"}
+    assert set(json.loads(ok.stdout)["files"]) == {"mask", "mask_style"}
     forced = invoke("extract", str(path), "--no-probability", "--refine", "prn",
                     "--out", str(tmp_path / "b"))
     assert forced.exit_code == 2 and "--no-probability" in forced.output

@@ -45,7 +45,8 @@ def test_extract_with_prn_writes_refined_mask_and_vectorises_it(tmp_path, caplog
                     str(prn), "--out", str(tmp_path / "o"), "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary["files"]) == {"probability", "mask", "refined_mask", "roads"}
+    assert set(summary["files"]) == {"probability", "mask", "refined_mask", "roads",
+                                     "probability_style", "mask_style", "refined_mask_style"}
     with rasterio.open(summary["files"]["refined_mask"]) as ds, rasterio.open(scene) as src:
         assert ds.crs == src.crs and ds.transform == src.transform
     import geopandas as gpd
