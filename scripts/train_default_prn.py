@@ -32,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from roadprn.config import load_config  # noqa: E402
+from roadprn.models.checkpoint import TrainingFile  # noqa: E402
 from roadprn.models.loading import load_segmentation_model, resolve_model_path  # noqa: E402
+from roadprn.outputs.atomic import file_sha256  # noqa: E402
 from roadprn.prn.data import PRNMaps, load_maps, maps_from_scene, save_maps  # noqa: E402
 from roadprn.prn.fusion import DEFAULT_FUSION, FUSION_RULES  # noqa: E402
 from roadprn.prn.options import TrainPRNOptions  # noqa: E402
@@ -85,6 +87,20 @@ def build_maps(work: Path, split: str, count: int, size: int, map_size: int,
     maps = PRNMaps.concat(parts, map_size)
     save_maps(cache, maps)
     return maps
+
+
+def training_files(work: Path, realistic_every: int, train: int, val: int
+                   ) -> list[TrainingFile]:
+    """The synthetic scenes and masks PRN learnt from, named relative to the work folder."""
+    files = []
+    for split, count in (("train", train), ("val", val)):
+        for seed, *_, style in scene_plan(split, count, realistic_every):
+            image = work / "scenes" / f"synth_{seed}_{style}.tif"
+            for path, role in ((image, "scene"),
+                               (image.with_name(f"{image.stem}_mask.tif"), "labels")):
+                files.append(TrainingFile(path=str(path.relative_to(work)),
+                                          sha256=file_sha256(path), role=role))
+    return files
 
 
 def main() -> None:
@@ -140,6 +156,8 @@ def main() -> None:
     resume = out if args.resume and out.with_suffix(".state.pt").exists() else None
     result = fit_prn(maps["train"], maps["val"], options, out, base_model_sha256=base.sha256,
                      resume=resume, overwrite=True,
+                     training_files=training_files(work, args.realistic_every,
+                                                   args.train_scenes, args.val_scenes),
                      on_epoch_end=lambda row: log.info("epoch %d: %s", row["epoch"],
                                                        json.dumps(row)))
     log.info("wrote %s (%.2f MB, sha256 %s…), best epoch %d of %d, %.1f min", out,
