@@ -267,6 +267,11 @@ class SynthConfig(_Section):
         "classic", description="classic: the original look; realistic: multi-lane arterials "
                                "with markings and cars, parking lots, flat roofs, gardens, dirt "
                                "tracks, a per-scene palette, blur, noise, haze, JPEG blocks.")
+    landscape: Literal["mixed", "rural"] = Field(
+        "mixed", description="mixed: urban, suburban, rural and forest districts; rural: fields "
+                             "with margins, furrows and tree lines, scattered villages and "
+                             "farmsteads, woods, mostly 3-6 m dirt tracks and a few paved roads "
+                             "(its own look with style realistic).")
 
     @field_validator("size")
     @classmethod

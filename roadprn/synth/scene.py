@@ -21,7 +21,7 @@ from rasterio.windows import Window
 
 from roadprn.errors import ConfigError, OutputError
 from roadprn.outputs.atomic import atomic_output, check_writable
-from roadprn.synth import realistic
+from roadprn.synth import realistic, rural
 from roadprn.synth.grid import SynthGrid, make_grid
 from roadprn.synth.network import SURFACES, SynthNetwork, build_network
 from roadprn.synth.render import plan_scene, render_window, sensor_noise
@@ -32,6 +32,7 @@ MASK_NODATA = 255
 FULL_SCALE = {"uint8": 255, "uint16": 2047}  # uint16 scenes use an 11-bit range, like PAN sensors
 NOISE_LEVEL = 0.012  # sensor noise, as a fraction of full scale
 STYLES = ("classic", "realistic")
+LANDSCAPES = ("mixed", "rural")
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,18 @@ def generate_scene(
     nodata_border: bool = False, nodata_holes: bool = False, window_size: int = 1024,
     overviews: bool = True, overwrite: bool = False,
     progress: Callable[[int], None] | None = None, style: str = "classic",
+    landscape: str = "mixed",
 ) -> SynthResult:
     """Write OUT.tif, OUT_mask.tif and OUT_roads.gpkg for a deterministic synthetic scene.
 
     ``style``: "classic" (the original look) or "realistic" (:mod:`roadprn.synth.realistic`:
     wider arterials with lane markings and cars, parking lots, flat roofs, gardens, dirt tracks,
     a per-scene palette, blur, noise, haze and JPEG-like blocks). Both label exactly the
-    carriageway of every road. ``progress`` is called with the number of pixels finished after
+    carriageway of every road. ``landscape``: "mixed" (urban, suburban, rural and forest
+    districts) or "rural" (:mod:`roadprn.synth.rural`: fields with margins, furrows and tree
+    lines, scattered villages and farmsteads, woods, a sparse network of mostly 3-6 m dirt
+    tracks and a few paved roads; drawn in its own look with ``style="realistic"``, with the
+    classic look otherwise). ``progress`` is called with the number of pixels finished after
     each window.
     """
     height = width if height is None else height
@@ -125,13 +131,21 @@ def generate_scene(
         raise ConfigError(f"window size must be a positive multiple of 16, got {window_size}")
     if style not in STYLES:
         raise ConfigError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
+    if landscape not in LANDSCAPES:
+        raise ConfigError(f"--landscape must be one of {', '.join(LANDSCAPES)}, "
+                          f"got {landscape!r}")
     grid = make_grid(width, height, crs, resolution_m, origin)
     image_path, mask_path, roads_path = output_paths(out_path)
     for path in (image_path, mask_path, roads_path):
         check_writable(path, overwrite)
 
-    network = build_network(grid.width_m, grid.height_m, seed)
-    if style == "realistic":
+    if landscape == "rural":
+        network = rural.build_rural_network(grid.width_m, grid.height_m, seed)
+    else:
+        network = build_network(grid.width_m, grid.height_m, seed)
+    if style == "realistic" and landscape == "rural":
+        rural_plan = rural.plan_rural(grid, network, seed, bands, nodata_border, nodata_holes)
+    elif style == "realistic":
         network = realistic.widen_network(network, seed)
         real_plan = realistic.plan_realistic(grid, network, seed, bands, nodata_border,
                                              nodata_holes)
@@ -157,7 +171,9 @@ def generate_scene(
         for row0 in range(0, height, window_size):
             for col0 in range(0, width, window_size):
                 w, h = min(window_size, width - col0), min(window_size, height - row0)
-                if style == "realistic":  # sensor noise included
+                if style == "realistic" and landscape == "rural":  # sensor noise included
+                    pixels = rural.render_window(rural_plan, col0, row0, w, h)
+                elif style == "realistic":  # sensor noise included
                     pixels = realistic.render_window(real_plan, col0, row0, w, h)
                 else:
                     pixels = render_window(plan, col0, row0, w, h)
