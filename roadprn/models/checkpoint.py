@@ -51,8 +51,8 @@ class InputSpec(_Strict):
     normalization: NormalizationConfig
     gsd_m: float = Field(gt=0, description="ground sample distance the model was trained at (m)")
     gsd_range_m: tuple[float, float] | None = Field(
-        None, description="resolutions (m) the model was trained across (scale jitter); scenes "
-                          "inside this range run at their own resolution, unresampled")
+        None, description="resolutions (m) the model was trained across (scale jitter); with "
+                          "resolution.native_in_range, scenes inside it run unresampled")
     tile_size: int = Field(512, ge=32, le=8192)
     halo: int = Field(32, ge=0, le=2048)
 
@@ -428,8 +428,8 @@ def _resolution_text(spec: InputSpec) -> str:
     if spec.gsd_range_m is None:
         return f"{spec.gsd_m:g} m per pixel (other scenes are resampled to it)"
     low, high = spec.gsd_range_m
-    return (f"{spec.gsd_m:g} m per pixel, trained across {low:g}-{high:g} m (scenes in that range "
-            "run at their own resolution)")
+    return (f"{spec.gsd_m:g} m per pixel, trained across {low:g}-{high:g} m (other scenes are "
+            "resampled to it; resolution.native_in_range=true runs those in range unresampled)")
 
 
 def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:

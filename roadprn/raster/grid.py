@@ -50,11 +50,12 @@ def inference_grid(info: SceneInfo, gsd_m: float | None, *, resample: bool, tole
                    native_range: tuple[float, float] | None = None) -> Grid:
     """The scene grid, or a grid at the model's GSD when the two differ by more than ``tolerance``.
 
-    A model trained across a range of resolutions (``native_range``, widened by ``tolerance``
-    as the single-resolution rule is) runs on scenes inside it at their own resolution:
-    resampling costs detail (measured on real chips, docs/model-card.md) and time. Beyond ``max_factor`` (e.g. 30 m Landsat for a 0.5 m model) resampling cannot
-    recover roads and would blow a 512² scene up to 30000²: the scene grid is kept and a warning
-    logged.
+    ``native_range``: the resolutions a model was trained across (widened by ``tolerance`` as
+    the single-resolution rule is); scenes inside it keep their grid. Off by default
+    (``resolution.native_in_range``): measured, even a multi-GSD model scores higher on scenes
+    resampled to its own GSD (docs/model-card.md). Beyond ``max_factor`` (e.g. 30 m Landsat for a
+    0.5 m model) resampling cannot recover roads and would blow a 512² scene up to 30000²: the
+    scene grid is kept and a warning logged.
     """
     if not resample or gsd_m is None or info.resolution_m is None:
         return scene_grid(info)
