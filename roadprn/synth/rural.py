@@ -293,7 +293,7 @@ RURAL_PALETTES = (
 )
 
 # per land use code (0 unused, 1 farmstead, 2 village, 3 fields, 4 wood)
-TREE_DENSITY = np.array([0.0, 0.3, 0.3, 0.004, 0.95], dtype=np.float32)
+TREE_DENSITY = np.array([0.0, 0.3, 0.3, 0.004, 0.7], dtype=np.float32)
 STREET_TREE_DENSITY = np.array([0.0, 0.1, 0.12, 0.02, 0.0], dtype=np.float32)
 HOUSE_DENSITY = np.array([0.0, 0.55, 0.5, 0.0, 0.0], dtype=np.float32)
 BARN_DENSITY = np.array([0.0, 0.6, 0.08, 0.0, 0.0], dtype=np.float32)
@@ -353,8 +353,8 @@ def plan_rural(grid: SynthGrid, network: net.SynthNetwork, seed: int, bands: int
     noise = float(rng.uniform(0.006, 0.02))
     jpeg = int(rng.integers(35, 90)) if rng.random() < 0.6 else None
     haze = float(rng.uniform(0.0, 0.45))
-    field_u = float(rng.uniform(90.0, 220.0))
-    field_v = field_u / float(rng.uniform(1.2, 3.0))
+    field_u = float(rng.uniform(70.0, 170.0))
+    field_v = field_u / float(rng.uniform(1.3, 3.0))
     halo = base.halo + int(math.ceil(3 * blur)) + 2
     return RuralPlan(
         base=base, palette=palette, road_colour4=colour.astype(np.float32), road_alpha=alpha,
@@ -433,6 +433,20 @@ def fields(plan: RuralPlan, xs: np.ndarray, ys: np.ndarray, key: int, n_crops: i
     bi2, bj2 = np.where(lo_first, oi, gi), np.where(lo_first, oj, gj)
     pair = hash_uniform(ai * 7919 + bi2, aj * 7919 + bj2, derive_key(key, 8))
     kind = np.select([pair < 0.35, pair < 0.72, pair < 0.84], [0, 1, 2], 3).astype(np.int8)
+    # half the fields are split into parallel strips (different owners / crops)
+    strip_w = np.float64(12.0) + np.float64(40.0) * hash_uniform(gi, gj, derive_key(key, 9))
+    split = hash_uniform(gi, gj, derive_key(key, 10)) < 0.5
+    ts = np.where(along_u, v * cv, u * cu) / strip_w
+    strip = np.floor(ts).astype(np.int64)
+    strip_edge = (np.minimum(ts - strip, strip + 1 - ts) * strip_w).astype(np.float32)
+    strip_tone = hash_uniform(gi * 64 + strip, gj, derive_key(key, 11))
+    tone = np.where(split, strip_tone, tone)
+    crop = np.where(split & (strip_tone < 0.3),
+                    np.minimum((strip_tone * (n_crops / 0.3)).astype(np.int64), n_crops - 1),
+                    crop)
+    inner = split & (strip_edge < edge)
+    edge = np.where(inner, strip_edge, edge)
+    kind = np.where(inner, np.int8(1), kind).astype(np.int8)
     return Fields(crop, tone, stripe, amp.astype(np.float32), edge.astype(np.float32), kind)
 
 
@@ -553,9 +567,10 @@ def _render(plan: RuralPlan, col0: int, row0: int, width: int,
     in_fields = landuse == FIELDS
     # tree lines along some field boundaries: lumpy crowns 2-4 m either side of the boundary
     lumps = fbm(xs, ys, 4.0, derive_key(key, 8), octaves=2)
-    hedge = np.clip((np.float32(2.2) + np.float32(2.5) * lumps - fl.edge_m) * np.float32(0.8),
+    hedge = np.clip((np.float32(4.5) * lumps - np.float32(0.3) - fl.edge_m) * np.float32(0.9),
                     0, 1)
-    hedge[~((fl.edge_kind == 3) & in_fields)] = 0.0
+    gaps = fbm(xs, ys, 30.0, derive_key(key, 16), octaves=2) < np.float32(0.35)
+    hedge[~((fl.edge_kind == 3) & in_fields) | gaps] = 0.0
     hedge[is_road] *= np.float32(0.6)  # trees overhang a track but leave it visible
     tree_edge = fbm(xs, ys, 2.5, derive_key(key, 9), octaves=2)
     tree_alpha = np.clip((crown - np.float32(0.25) * tree_edge) * np.float32(6.0), 0, 1)
@@ -595,12 +610,17 @@ def _render(plan: RuralPlan, col0: int, row0: int, width: int,
     airlight = np.asarray((0.72, 0.75, 0.80, 0.62), dtype=np.float32)
 
     ch = plan.internal
-    crops = np.asarray(pal.crops, dtype=np.float32)[:, ch].T
+    crops = np.asarray(pal.crops, dtype=np.float32)
+    crops = (crops * np.float32(0.8) + crops.mean(axis=0) * np.float32(0.2))[:, ch].T
     roofs = np.asarray(((0, 0, 0, 0),) + pal.roofs, dtype=np.float32)[:, ch].T
     road_col = plan.road_colour4[ch]
     tree = np.asarray(pal.tree, dtype=np.float32)[ch]
-    tree_light = np.float32(0.5) + np.float32(0.7) * np.maximum(crown, hedge) * (
-        np.float32(0.7) + np.float32(0.6) * tree_edge)
+    canopy = np.maximum(crown, hedge)
+    tree_light = np.float32(0.45) + np.float32(1.2) * canopy * (
+        np.float32(0.6) + np.float32(0.8) * tree_edge)
+    # crowns in the shadow of their neighbours are darker: woods show single trees
+    tree_light *= np.float32(1.0) - np.float32(0.45) * _shift(canopy, tx, ty) * (
+        np.float32(1.0) - canopy)
     road_tex = np.float32(0.9) + np.float32(0.15) * fbm(xs, ys, 6.0, derive_key(key, 15),
                                                        octaves=3) + np.float32(0.06) * grain
     dirt_tex = np.float32(0.88) + np.float32(0.24) * grain
