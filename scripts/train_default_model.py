@@ -70,6 +70,11 @@ REALISTIC_SCENES = [
     (207, 0.35, "uint8", False), (208, 0.75, "uint8", False), (209, 0.5, "uint8", False),
     (210, 0.3, "uint16", False), (211, 0.55, "uint8", True), (212, 0.4, "uint8", False),
 ]
+# rural landscapes (landscape="rural": fields, villages, dirt tracks), realistic style
+RURAL_SCENES = [
+    (301, 0.5, "uint8", False), (302, 0.4, "uint8", False), (303, 0.6, "uint16", False),
+    (304, 0.5, "uint8", False), (305, 0.3, "uint8", False), (306, 0.75, "uint8", False),
+]
 SYNTH_SIZE = 1536
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
@@ -103,10 +108,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="peak rate (default 2e-3 from scratch, 1e-3 pretrained)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--real-share", type=float, default=0.45,
+    parser.add_argument("--real-share", type=float, default=0.4,
                         help="share of training chips cut from the real image (v1: 1/3)")
-    parser.add_argument("--realistic-share", type=float, default=0.35,
+    parser.add_argument("--realistic-share", type=float, default=0.3,
                         help="share of chips from realistic-style synthetic scenes (v1: 0)")
+    parser.add_argument("--rural-share", type=float, default=0.15,
+                        help="share of chips from rural realistic scenes (v1: 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--evaluate-only", action="store_true")
@@ -123,7 +130,8 @@ def main() -> None:
     shipped_path = work / f"{Path(file_name).stem}_shipped.pt"  # what is installed
     if not args.evaluate_only:
         pairs = prepare_data(work, args.realdata, gray=len(bands) == 1, real_share=args.real_share,
-                             realistic_share=args.realistic_share)
+                             realistic_share=args.realistic_share,
+                             rural_share=args.rural_share)
         what = "RGB" if len(bands) == 3 else "1-band (panchromatic)"
         lite = args.arch.startswith("effnet_lite")
         pretrained = lite and not args.no_pretrained
@@ -168,30 +176,34 @@ def main() -> None:
 
 
 def prepare_data(work: Path, realdata: Path, gray: bool = False, real_share: float = 0.5,
-                 realistic_share: float = 0.35) -> list[TrainingPair]:
+                 realistic_share: float = 0.35, rural_share: float = 0.0) -> list[TrainingPair]:
     """Synthetic scenes (generated once) and the img33 train/validation crops.
 
     Chip shares: ``real_share`` from img33 (the only real RGB data), ``realistic_share`` from the
     realistic synthetic scenes (arterials, parking lots, roofs, dirt tracks: the look-alikes the
-    real errors point to), the rest from the classic synthetic scenes of the v1 model.
+    real errors point to), ``rural_share`` from rural realistic scenes (dirt tracks through
+    fields and villages), the rest from the classic synthetic scenes of the v1 model.
     """
     pairs = []
     synth_dir = work / ("synth_pan" if gray else "synth")
     synth_dir.mkdir(exist_ok=True)
-    plan = [(*look, "classic") for look in SYNTH_SCENES]
-    plan += [(*look, "realistic") for look in REALISTIC_SCENES]
-    classic_share = 1.0 - real_share - realistic_share
+    plan = [(*look, "classic", "mixed") for look in SYNTH_SCENES]
+    plan += [(*look, "realistic", "mixed") for look in REALISTIC_SCENES]
+    plan += [(*look, "realistic", "rural") for look in RURAL_SCENES]
+    classic_share = 1.0 - real_share - realistic_share - rural_share
     if classic_share < 0 or real_share <= 0:
         raise SystemExit("--real-share and --realistic-share must be positive and sum to <= 1")
-    for seed, res, dtype, border, style in plan:
+    shares = {("classic", "mixed"): (classic_share, len(SYNTH_SCENES)),
+              ("realistic", "mixed"): (realistic_share, len(REALISTIC_SCENES)),
+              ("realistic", "rural"): (rural_share, len(RURAL_SCENES))}
+    for seed, res, dtype, border, style, landscape in plan:
         image = synth_dir / f"synth_{seed}.tif"
         if not image.exists():
             generate_scene(image, width=SYNTH_SIZE, seed=seed, resolution_m=res, dtype=dtype,
                            nodata_border=border, bands=1 if gray else 3, overwrite=True,
-                           style=style)
+                           style=style, landscape=landscape)
         mask = image.with_name(f"{image.stem}_mask.tif")
-        share, count = ((realistic_share, len(REALISTIC_SCENES)) if style == "realistic"
-                        else (classic_share, len(SYNTH_SCENES)))
+        share, count = shares[style, landscape]
         pairs.append(TrainingPair(image, mask, "train", weight=share / count))
     img33 = realdata / "spacenet_vegas_img33"
     crops = crop_img33(img33, work / "img33", gray)

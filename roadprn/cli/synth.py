@@ -49,6 +49,7 @@ SYNTH_OPTIONS = [
     SchemaOption("synth.overviews", ("--no-overviews",), set_to=False,
                  help="Skip building overviews."),
     SchemaOption("synth.style"),
+    SchemaOption("synth.landscape"),
     SchemaOption("output.overwrite", ("--overwrite",), set_to=True,
                  help="Replace existing outputs."),
 ]
@@ -71,7 +72,7 @@ def synth(ctx: click.Context, out: str, config: Config) -> None:
             dtype=settings.dtype, nodata_border=settings.nodata_border,
             nodata_holes=settings.nodata_holes, window_size=settings.window_size,
             overviews=settings.overviews, overwrite=config.output.overwrite,
-            progress=bar.update, style=settings.style)
+            progress=bar.update, style=settings.style, landscape=settings.landscape)
     click.echo(f"image: {result.image_path}")
     click.echo(f"mask:  {result.mask_path}")
     click.echo(f"roads: {result.roads_path}")
