@@ -39,12 +39,13 @@ def extract(ctx: click.Context, scene: str, out_dir: str | None, config: Config,
     if as_json:
         click.echo(json.dumps(run.as_dict(), indent=2))
         return
+    width = max(12, *(len(key) for key in run.files))
     for key, path in run.files.items():
-        click.echo(f"{key:<12} {path}")
+        click.echo(f"{key:<{width}} {path}")
     base = run.base
-    click.echo(f"{'scene':<12} {base.width} x {base.height} px, {base.tiles} tiles, "
+    click.echo(f"{'scene':<{width}} {base.width} x {base.height} px, {base.tiles} tiles, "
                f"{base.mpix_per_s:.2f} MPix/s on {base.device}, "
                f"road {100 * base.road_fraction:.2f} % of valid pixels")
     if run.road_length_m is not None:
-        click.echo(f"{'network':<12} {run.roads} roads, {run.junctions} junctions, "
+        click.echo(f"{'network':<{width}} {run.roads} roads, {run.junctions} junctions, "
                    f"{run.road_length_m / 1000:.3f} km")
