@@ -40,7 +40,7 @@ COMMAND_HELP = {
     "evaluate": "Score predictions against truths with pixel and road-network metrics.",
     "extract": "Extract roads from SCENE into --out.",
     "info": "Describe a scene (size, bands, dtype, CRS, resolution in metres, nodata, "
-            "footprint) or a model checkpoint (architecture, expected input, training...",
+            "footprint), a road network (GeoPackage, GeoJSON, FlatGeobuf, GeoParquet:...",
     "synth": "Write OUT.tif, OUT_mask.tif and OUT_roads.gpkg: a synthetic scene with known "
              "roads.",
     "train": "Train models on your own scenes and labels.",

@@ -87,7 +87,8 @@ def test_no_crs_refused_unless_allowed(make_raster, out, tiny_model):
     assert ok.exit_code == 0, ok.output
     names = {p.name for p in leftovers(out)}
     # rasters in pixel coordinates; no road network (lengths need metres): said on stderr
-    assert {f"{scene.stem}_mask.tif", f"{scene.stem}_probability.tif"} == names
+    assert {f"{scene.stem}_mask.tif", f"{scene.stem}_probability.tif",
+            f"{scene.stem}_mask.qml", f"{scene.stem}_probability.qml"} == names
     assert "not georeferenced" in ok.stderr
     assert invoke("info", scene, "--allow-ungeoreferenced").exit_code == 0
 

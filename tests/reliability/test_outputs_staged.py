@@ -25,7 +25,7 @@ from tests.helpers import (
     wait_for_file,
 )
 
-OUTPUTS = ("mask.tif", "probability.tif", "roads.gpkg")
+OUTPUTS = ("mask.qml", "mask.tif", "probability.qml", "probability.tif", "roads.gpkg")
 
 
 def _final_outputs(out: Path) -> list[str]:
