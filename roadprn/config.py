@@ -305,8 +305,9 @@ class Config(_Section):
 
     model: str = Field("default", description="Base model: 'default' (the model shipped with "
                                                "roadprn; 1-band scenes get 'default-pan'), "
-                                               "'default-pan', 'default-v1' (roadprn 0.1's "
-                                               "default) or a path to a roadprn checkpoint "
+                                               "'default-pan', 'default-v1' and "
+                                               "'default-pan-v1' (roadprn 0.1's defaults, for "
+                                               "comparison) or a path to a roadprn checkpoint "
                                                "(.pt).")
     input: InputConfig = InputConfig()
     tiling: TilingConfig = TilingConfig()

@@ -12,8 +12,9 @@ DEFAULT_BASE_MODEL = "default_base.pt"
 DEFAULT_PAN_MODEL = "default_base_pan.pt"  # 1-band (panchromatic) twin of the default model
 # roadprn 0.1's default (D-LinkNet-18, 0.5 m), kept by name to compare with and reproduce
 V1_BASE_MODEL = "default_base_v1.pt"
+V1_PAN_MODEL = "default_base_pan_v1.pt"
 MODEL_ALIASES = {"default": DEFAULT_BASE_MODEL, "default-pan": DEFAULT_PAN_MODEL,
-                 "default-v1": V1_BASE_MODEL}
+                 "default-v1": V1_BASE_MODEL, "default-pan-v1": V1_PAN_MODEL}
 DEFAULT_PRN_MODEL = "default_prn.pt"  # trained on DEFAULT_BASE_MODEL's probability maps
 # every shipped PRN; ``--refine auto`` picks the one trained on the base model in use
 SHIPPED_PRN_MODELS = (DEFAULT_PRN_MODEL, "default_prn_v1.pt")
@@ -50,8 +51,10 @@ def shipped_prn_path(base_sha256: str | None) -> Path | None:
 
 def model_for_scene(spec: str, data_bands: int) -> str:
     """``default`` means the panchromatic default model for 1-band scenes."""
-    if spec == "default" and data_bands == 1 and default_model_path(DEFAULT_PAN_MODEL).is_file():
-        return "default-pan"
+    if data_bands == 1 and spec in ("default", "default-v1"):
+        pan = "default-pan" if spec == "default" else "default-pan-v1"
+        if default_model_path(MODEL_ALIASES[pan]).is_file():
+            return pan
     return spec
 
 
