@@ -169,10 +169,14 @@ class RefineConfig(_Section):
     """PatchRefineNet (PRN): corrects the base model's spatially varying bias from its
     probability map."""
 
+    # none by default: measured with the v2 default base (docs/model-card.md), the shipped PRN
+    # changed real-image IoU by -0.006..+0.008 and cost img33's APLS 0.14
     method: Literal["auto", "prn", "none"] = Field(
-        "auto", description="auto: refine when a PRN is available for the base model (the "
-                            "default bundle ships one); prn: always (error if none); none: base "
-                            "mask only.")
+        "none", description="none (default): base mask only; auto: refine when a PRN is "
+                            "available for the base model (each shipped base has one, except "
+                            "the panchromatic ones); prn: always (error if none). Off by "
+                            "default: on real images the shipped PRN does not improve the v2 "
+                            "default model (docs/model-card.md).")
     model: str = Field("default", description="PRN checkpoint (.pt) or 'default' (the PRN shipped "
                                               "with the default base model).")
     # DEFAULT_FUSION ("global"): on held-out maps the paper rule lost 1-1.8 IoU points to it

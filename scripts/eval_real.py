@@ -7,7 +7,7 @@ For each image, ``extract`` runs twice through :func:`roadprn.extract.run_extrac
 calls), with the default options plus --model / --prn / --set:
 
 * ``base``: ``--refine none`` (base mask at the configured threshold and its road network);
-* ``base+PRN``: the default refine (``auto``; the PRN is skipped when it does not belong to the
+* ``base+PRN``: ``--refine auto`` (the PRN is skipped when it does not belong to the
   base model, e.g. the panchromatic model: the row says so);
 * ``base@best``: the base probability of the first run thresholded at the global threshold
   (0.05..0.95 step 0.05) with the best pixel IoU **against this image's own truth** (an oracle:
@@ -240,7 +240,8 @@ def evaluate_case(case: Case, user: dict[str, Any], work: Path,
     model = load_model(case, base_cfg, models)
     t0 = time.perf_counter()
     base = run_pipeline(case, base_cfg, work / case.name / "base", model)
-    prn_cfg = extract_config(user)
+    # the shipped PRN paired with this base (``auto``), unless the user forces one or names a file
+    prn_cfg = extract_config({"refine.method": "auto", **user})
     prn = run_pipeline(case, prn_cfg, work / case.name / "prn", model)
     log.info("%s: two extract runs in %.1f s", case.name, time.perf_counter() - t0)
 

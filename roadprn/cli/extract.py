@@ -22,8 +22,9 @@ def extract(ctx: click.Context, scene: str, out_dir: str | None, config: Config,
             overwrite: bool | None, as_json: bool) -> None:
     """Extract roads from SCENE into --out.
 
-    Writes SCENE_probability.tif (uint8 0-255), SCENE_mask.tif (0/1, nodata 255) and, with a
-    PatchRefineNet, SCENE_refined_mask.tif as Cloud-Optimised GeoTIFFs on the scene's grid, and
+    Writes SCENE_probability.tif (uint8 0-255), SCENE_mask.tif (0/1, nodata 255) and, with
+    --refine auto|prn (PatchRefineNet), SCENE_refined_mask.tif as Cloud-Optimised GeoTIFFs on
+    the scene's grid, and
     SCENE_roads.gpkg (layers roads, junctions, runs, with an embedded QGIS style) from the
     refined mask when there is one. Each raster gets a QGIS style beside it (SCENE_mask.qml,
     ...: masks drawn in the road colour on transparent, probabilities as a colour ramp).
