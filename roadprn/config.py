@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from roadprn.batch.config import BatchConfig
@@ -172,11 +172,11 @@ class RefineConfig(_Section):
     # none by default: measured with the v2 default base (docs/model-card.md), the shipped PRN
     # changed real-image IoU by -0.006..+0.008 and cost img33's APLS 0.14
     method: Literal["auto", "prn", "none"] = Field(
-        "none", description="none (default): base mask only; auto: refine when a PRN is "
-                            "available for the base model (each shipped base has one, except "
-                            "the panchromatic ones); prn: always (error if none). Off by "
-                            "default: on real images the shipped PRN does not improve the v2 "
-                            "default model (docs/model-card.md).")
+        "none", description="none (default; prn when refine.model names a PRN file): base mask "
+                            "only; auto: refine when a PRN is available for the base model "
+                            "(each shipped base has one, except the panchromatic ones); prn: "
+                            "always (error if none). Off by default: on real images the shipped "
+                            "PRN does not improve the v2 default model (docs/model-card.md).")
     model: str = Field("default", description="PRN checkpoint (.pt) or 'default' (the PRN shipped "
                                               "with the default base model).")
     # DEFAULT_FUSION ("global"): on held-out maps the paper rule lost 1-1.8 IoU points to it
@@ -190,6 +190,13 @@ class RefineConfig(_Section):
                              description="Context around each PRN window in pixels; null = 1/8 "
                                          "of the PRN map size, patch-aligned.")
     batch_size: int = Field(4, ge=1, le=256, description="PRN windows per forward pass.")
+
+    @model_validator(mode="after")
+    def _named_prn_refines(self) -> RefineConfig:
+        # naming a PRN file (--prn PATH) asks for refinement with it, unless a method was given
+        if "method" not in self.model_fields_set and self.model != "default":
+            self.__dict__["method"] = "prn"
+        return self
 
 
 class VectorizeConfig(VectorizeParams):

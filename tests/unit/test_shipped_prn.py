@@ -49,3 +49,11 @@ def test_other_base_models_get_no_prn_under_auto_and_a_warning_when_forced(caplo
 def test_refine_none_loads_nothing():
     base = load_segmentation_model("default")
     assert resolve_refine_model(load_config(None, {"refine.method": "none"}), base) is None
+
+
+def test_naming_a_prn_file_asks_for_refinement_unless_a_method_is_given():
+    assert load_config(None, {}).refine.method == "none"  # measured default (model card)
+    assert load_config(None, {"refine.model": "my_prn.pt"}).refine.method == "prn"
+    for method in ("none", "auto", "prn"):
+        given = load_config(None, {"refine.model": "my_prn.pt", "refine.method": method})
+        assert given.refine.method == method
