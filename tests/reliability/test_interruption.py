@@ -50,4 +50,4 @@ def test_signal_during_stage(tmp_path, good_scene, tiny_model, stage, signum):
     again = invoke(*args)
     assert again.exit_code == 0, again.output
     assert {p.name for p in leftovers(out)} == {f"{good_scene.stem}_{s}" for s in (
-        "mask.tif", "probability.tif", "roads.gpkg")}
+        "mask.qml", "mask.tif", "probability.qml", "probability.tif", "roads.gpkg")}

@@ -68,7 +68,7 @@ def test_sigkill_during_refinement(tmp_path, good_scene):
     """The default model and its PRN: killed while refining, nothing has a final name."""
     out, marker = tmp_path / "out", tmp_path / "stage_reached"
     hook = HOOK_CODE.format(spec=("roadprn.prn.refine_scene", "refine_scene", "before", 120.0))
-    args = ["extract", str(good_scene), "--out", str(out)]
+    args = ["extract", str(good_scene), "--refine", "auto", "--out", str(out)]
     proc = cli_process(args, hook=hook, env={"MARKER": str(marker)})
     wait_for_file(marker, proc, seconds=300)
     # the base rasters are complete in the staging folder, none under a final name
