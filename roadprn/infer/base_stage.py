@@ -124,7 +124,8 @@ def choose_tiling(config: Config, model: SegmentationModel, device_type: str) ->
     """Config wins, then the checkpoint's suggestion, then defaults."""
     tile = config.tiling.tile_size or model.tile_size or 512
     halo = config.tiling.halo if config.tiling.halo is not None else model.halo
-    batch = config.tiling.batch_size or model.batch_size or (16 if device_type == "cuda" else 4)
+    device_default = 16 if device_type == "cuda" else (model.cpu_batch_size or 4)
+    batch = config.tiling.batch_size or model.batch_size or device_default
     if tile <= 2 * halo:
         from roadprn.errors import ConfigError
 

@@ -33,6 +33,7 @@ class SegmentationModel:
     tile_size: int = 512
     halo: int = 64
     batch_size: int | None = None
+    cpu_batch_size: int | None = None  # the architecture's fastest CPU batch, when known
     gsd_m: float | None = None
     gsd_range_m: tuple[float, float] | None = None  # trained across these; run natively inside
     normalization: dict[str, Any] | None = None

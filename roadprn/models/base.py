@@ -107,6 +107,10 @@ PRETRAINED_ARCHITECTURES = frozenset(LITE_LINKNETS)
 # factor (768/640)² = 1.44 vs (512/448)² = 1.31)
 DEFAULT_TILING = (512, 32)
 ARCH_TILING = {name: (768, 64) for name in LITE_LINKNETS}
+# tiles per forward on a CPU: depthwise convolutions gain nothing from batching there (Lite0 at
+# 768²: 0.23 s per tile alone, 0.30 s per tile in batches of 4; scripts/bench_base_forward.py)
+DEFAULT_CPU_BATCH = 4
+ARCH_CPU_BATCH = {name: 1 for name in LITE_LINKNETS}
 
 
 def register_model(name: str, builder: ModelBuilder) -> None:
@@ -158,6 +162,11 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
 def default_tiling(arch: str) -> tuple[int, int]:
     """(tile size, halo) recorded by training for ``arch`` when not given."""
     return ARCH_TILING.get(arch.lower(), DEFAULT_TILING)
+
+
+def default_cpu_batch(arch: str) -> int:
+    """Tiles per CPU forward that run ``arch`` fastest (measured)."""
+    return ARCH_CPU_BATCH.get(arch.lower(), DEFAULT_CPU_BATCH)
 
 
 def load_pretrained(model: nn.Module, arch: str) -> str:

@@ -60,6 +60,7 @@ def model_for_scene(spec: str, data_bands: int) -> str:
 
 def load_segmentation_model(spec: str) -> SegmentationModel:
     """``default`` or a path to a roadprn checkpoint / TorchScript file with a YAML sidecar."""
+    from roadprn.models.base import default_cpu_batch
     from roadprn.models.checkpoint import load_model_file
 
     path = resolve_model_path(spec)
@@ -77,6 +78,7 @@ def load_segmentation_model(spec: str) -> SegmentationModel:
         halo=inp.halo,
         gsd_m=inp.gsd_m,
         gsd_range_m=inp.gsd_range_m,
+        cpu_batch_size=default_cpu_batch(loaded.meta.arch) if loaded.meta is not None else None,
         normalization=inp.normalization.model_dump(mode="json"),
         meta=loaded.meta.model_dump(mode="json") if loaded.meta is not None else {},
     )

@@ -57,3 +57,15 @@ def test_naming_a_prn_file_asks_for_refinement_unless_a_method_is_given():
     for method in ("none", "auto", "prn"):
         given = load_config(None, {"refine.model": "my_prn.pt", "refine.method": method})
         assert given.refine.method == method
+
+
+def test_cpu_batch_follows_the_architecture_and_config_wins():
+    from roadprn.infer.base_stage import choose_tiling
+
+    lite = load_segmentation_model("default")  # effnet_lite0_linknet: batches do not pay on CPU
+    v1 = load_segmentation_model("default-v1")
+    config = load_config(None, {})
+    assert choose_tiling(config, lite, "cpu").batch_size == 1
+    assert choose_tiling(config, v1, "cpu").batch_size == 4
+    assert choose_tiling(config, lite, "cuda").batch_size == 16
+    assert choose_tiling(load_config(None, {"tiling.batch_size": 3}), lite, "cpu").batch_size == 3
