@@ -44,9 +44,14 @@ def extract(ctx: click.Context, scene: str, out_dir: str | None, config: Config,
     for key, path in run.files.items():
         click.echo(f"{key:<{width}} {path}")
     base = run.base
+    click.echo(f"{'model':<{width}} {base.model}")
     click.echo(f"{'scene':<{width}} {base.width} x {base.height} px, {base.tiles} tiles, "
                f"{base.mpix_per_s:.2f} MPix/s on {base.device}, "
                f"road {100 * base.road_fraction:.2f} % of valid pixels")
     if run.road_length_m is not None:
         click.echo(f"{'network':<{width}} {run.roads} roads, {run.junctions} junctions, "
                    f"{run.road_length_m / 1000:.3f} km")
+        if not run.roads:
+            click.echo(f"{'':<{width}} no roads found: compare the scene's resolution and "
+                       "bands with the model's (roadprn info SCENE, roadprn info MODEL), check "
+                       "--bands and the normalisation, or try a lower --threshold")

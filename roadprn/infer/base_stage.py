@@ -86,6 +86,7 @@ class ExtractResult:
     road_fraction: float
     grid: str = "scene"
     timings: dict[str, float] = field(default_factory=dict)
+    model: str = ""  # the base model that ran (name and file)
 
     @property
     def mpix_per_s(self) -> float:
@@ -109,6 +110,7 @@ class ExtractResult:
             "device": self.device,
             "road_fraction": round(self.road_fraction, 5),
             "inference_grid": self.grid,
+            "model": self.model,
         }
 
 
@@ -299,7 +301,7 @@ def extract_probability(
         tile_size=plan.tile_size, halo=plan.halo, batch_size=choice.batch_size,
         halo_fraction=plan.halo_fraction, seconds=seconds, model_seconds=stats["model_seconds"],
         device=str(device), road_fraction=stats["road_pixels"] / max(1, stats["valid_pixels"]),
-        timings={k: v for k, v in stats.items() if k.endswith("seconds")},
+        timings={k: v for k, v in stats.items() if k.endswith("seconds")}, model=model.name,
     )
 
 

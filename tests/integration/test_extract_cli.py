@@ -130,3 +130,16 @@ def test_no_probability_skips_auto_refinement_but_refuses_forced(tmp_path, make_
                     "--out", str(tmp_path / "b"))
     assert forced.exit_code == 2 and "--no-probability" in forced.output
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+
+
+def test_text_output_names_the_model_and_explains_an_empty_network(tmp_path, make_raster):
+    """A GIS user sees which model ran (the 1-band switch included) and why 0 roads."""
+    flat = make_raster(np.full((3, 96, 96), 120, np.uint8))
+    result = invoke("extract", str(flat), "--out", str(tmp_path / "rgb"))
+    assert result.exit_code == 0, result.output
+    assert "effnet_lite0_linknet (default_base.pt)" in result.output
+    assert "0 roads" in result.output and "no roads found" in result.output
+    pan = make_raster(np.full((1, 96, 96), 120, np.uint8))
+    result = invoke("extract", str(pan), "--out", str(tmp_path / "pan"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["base"]["model"].endswith("(default_base_pan.pt)")
