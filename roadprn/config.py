@@ -122,11 +122,16 @@ class ResolutionConfig(_Section):
                                                       "trained across (its gsd_range_m, see "
                                                       "roadprn info MODEL) instead of resampling "
                                                       "them to its gsd_m.")
+    force: bool = Field(False, description="Run scenes whose resolution is more than "
+                                           "max_factor away from the model's anyway (on the "
+                                           "scene grid; such results are unreliable). Without "
+                                           "it they are refused (exit 3).")
     max_factor: float = Field(4.0, ge=1.0, le=100.0,
                               description="Scenes more than this factor finer or coarser than "
-                                          "the model are not resampled (a warning is logged): "
+                                          "the model are refused (unless resolution.force): "
                                           "e.g. 30 m imagery for a 0.5 m model would become 60x "
-                                          "larger and show no roads.")
+                                          "larger and show no roads, and unresampled it gives "
+                                          "invented ones.")
 
 
 class OutputConfig(_Section):

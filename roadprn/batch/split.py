@@ -64,7 +64,7 @@ def scene_tile_plan(scene: str, model: SegmentationModel, config: Config) -> Til
                           tolerance=config.resolution.tolerance,
                           max_factor=config.resolution.max_factor,
                           native_range=model.gsd_range_m if config.resolution.native_in_range
-                          else None)
+                          else None, force=config.resolution.force)
     return TilePlan(grid.width, grid.height, choice.tile_size, choice.halo, choice.blend_radius)
 
 

@@ -36,6 +36,9 @@ PIPELINE_OPTIONS: list[SchemaOption] = [
                  help="Stop after the rasters; no road network."),
     SchemaOption("input.allow_ungeoreferenced", ("--allow-ungeoreferenced",), set_to=True,
                  help="Accept rasters without CRS (outputs in pixel coordinates)."),
+    SchemaOption("resolution.force", ("--force-resolution",), set_to=True,
+                 help="Run scenes far from the model's resolution (beyond "
+                      "resolution.max_factor) instead of refusing them."),
 ]
 
 #: ``--config``, ``--set`` and every pipeline option; the command receives ``config``.

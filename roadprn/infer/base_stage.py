@@ -187,7 +187,7 @@ def prepare_inference(info: SceneInfo, bands: tuple[int, ...], model: Segmentati
                           tolerance=config.resolution.tolerance,
                           max_factor=config.resolution.max_factor,
                           native_range=model.gsd_range_m if config.resolution.native_in_range
-                          else None)
+                          else None, force=config.resolution.force)
     if grid.resampled:
         log.info("%s: resampling on the fly to the %s", info.path, grid.description)
     plan = TilePlan(grid.width, grid.height, choice.tile_size, choice.halo, choice.blend_radius)

@@ -47,31 +47,42 @@ def scene_grid(info: SceneInfo) -> Grid:
 
 def inference_grid(info: SceneInfo, gsd_m: float | None, *, resample: bool, tolerance: float,
                    max_factor: float = 4.0,
-                   native_range: tuple[float, float] | None = None) -> Grid:
+                   native_range: tuple[float, float] | None = None,
+                   force: bool = False) -> Grid:
     """The scene grid, or a grid at the model's GSD when the two differ by more than ``tolerance``.
 
     ``native_range``: the resolutions a model was trained across (widened by ``tolerance`` as
     the single-resolution rule is); scenes inside it keep their grid. Off by default
     (``resolution.native_in_range``): measured, even a multi-GSD model scores higher on scenes
-    resampled to its own GSD (docs/model-card.md). Beyond ``max_factor`` (e.g. 30 m Landsat for a
-    0.5 m model) resampling cannot recover roads and would blow a 512² scene up to 30000²: the
-    scene grid is kept and a warning logged.
+    resampled to its own GSD (docs/model-card.md). Beyond ``max_factor`` (e.g. 30 m Landsat for
+    a 0.5 m model) roads cannot be found: resampling would blow a 512² scene up to 30000², and
+    the scene grid gives invented roads, so the scene is refused unless ``force`` (then it runs
+    on its own grid, with a warning).
     """
-    if not resample or gsd_m is None or info.resolution_m is None:
+    if gsd_m is None or info.resolution_m is None:
         return scene_grid(info)
     res_x, res_y = info.resolution_m
+    fx, fy = res_x / gsd_m, res_y / gsd_m
+    if max(fx, fy, 1.0 / fx, 1.0 / fy) > max_factor:
+        low, high = gsd_m / max_factor, gsd_m * max_factor
+        if not force:
+            raise InputError(
+                f"{info.path}: resolution {(res_x + res_y) / 2:.3g} m is more than {max_factor:g}x "
+                f"away from the model's {gsd_m:g} m (it works on about {low:.3g}-{high:.3g} m "
+                "imagery): roads cannot be found there; use a model for this resolution, or "
+                "--force-resolution to run anyway")
+        log.warning(
+            "%s: resolution %.3g m is more than %gx away from the model's %g m; running on the "
+            "scene grid as forced (results on such imagery are unreliable)", info.path,
+            (res_x + res_y) / 2, max_factor, gsd_m)
+        return scene_grid(info)
+    if not resample:
+        return scene_grid(info)
     if native_range is not None and all(
             native_range[0] / (1 + tolerance) <= r <= native_range[1] * (1 + tolerance)
             for r in (res_x, res_y)):
         return scene_grid(info)
-    fx, fy = res_x / gsd_m, res_y / gsd_m
     if max(abs(fx - 1.0), abs(fy - 1.0)) <= tolerance:
-        return scene_grid(info)
-    if max(fx, fy, 1.0 / fx, 1.0 / fy) > max_factor:
-        log.warning(
-            "%s: resolution %.3g m is more than %gx away from the model's %g m; not resampling "
-            "(results on such imagery are unreliable)", info.path, (res_x + res_y) / 2,
-            max_factor, gsd_m)
         return scene_grid(info)
     width = max(1, round(info.width * fx))
     height = max(1, round(info.height * fy))

@@ -23,7 +23,10 @@ def test_extract_on_every_real_geotiff(realdata, tmp_path, checkpoints, rel):
     with rasterio.open(scene) as src:
         crs, transform, shape, count = src.crs, src.transform, src.shape, src.count
         valid_in = src.dataset_mask() > 0
-    result = invoke("extract", scene, "--model", checkpoints[count], "--out", tmp_path, "--json")
+    # the 4.5 m and 30 m rasters are far from the 0.3 m models: refused unless forced
+    # (test_a_landsat_scene_is_refused...); forced, they run on the scene grid like the rest
+    result = invoke("extract", scene, "--model", checkpoints[count], "--out", tmp_path, "--json",
+                    "--force-resolution")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary["files"]) == {"probability", "mask", "roads", "probability_style",
@@ -143,3 +146,20 @@ def test_text_output_names_the_model_and_explains_an_empty_network(tmp_path, mak
     result = invoke("extract", str(pan), "--out", str(tmp_path / "pan"), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["base"]["model"].endswith("(default_base_pan.pt)")
+
+
+@pytest.mark.realdata
+def test_a_landsat_scene_is_refused_for_the_default_model_unless_forced(realdata, tmp_path):
+    """30 m imagery with a 0.5 m model: one line naming both resolutions, exit 3, no outputs;
+    --force-resolution runs it on the scene grid."""
+    scene = realdata / "robustness" / "sample_geotiff_custom_proj.tif"
+    out = tmp_path / "out"
+    result = invoke("extract", str(scene), "--out", str(out), "--no-vectorize")
+    assert result.exit_code == 3, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert "30 m" in line and "0.5 m" in line and "--force-resolution" in line
+    assert not out.exists() or not list(out.iterdir())
+    forced = invoke("extract", str(scene), "--out", str(out), "--no-vectorize",
+                    "--force-resolution", "--json")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.stdout)["base"]["inference_grid"] == "scene"

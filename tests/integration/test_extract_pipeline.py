@@ -8,6 +8,7 @@ from rasterio.transform import from_origin
 from torch import nn
 
 from roadprn.config import load_config
+from roadprn.errors import InputError
 from roadprn.infer.base_stage import ExtractPaths, extract_probability, predict_strips
 from roadprn.infer.predictor import Predictor, SegmentationModel
 from roadprn.infer.tiling import TilePlan
@@ -126,5 +127,11 @@ def test_resampling_to_model_gsd_and_back(make_raster, tmp_path):
     assert extract_probability(path, small_model(gsd_m=0.5), off, tmp_path / "s").grid == "scene"
     close = extract_probability(path, small_model(gsd_m=0.27), cfg, tmp_path / "t")
     assert close.grid == "scene"
-    far = extract_probability(path, small_model(gsd_m=30.0), cfg, tmp_path / "u")
-    assert far.grid == "scene"  # 120x away: refused with a warning, scene grid kept
+    # 120x away: refused (exit 3 on the CLI) naming both resolutions, unless forced
+    with pytest.raises(InputError, match=r"more than 4x away from the model's 30 m.*"
+                                         r"--force-resolution"):
+        extract_probability(path, small_model(gsd_m=30.0), cfg, tmp_path / "u")
+    forced = cfg.model_copy(deep=True)
+    forced.resolution.force = True
+    far = extract_probability(path, small_model(gsd_m=30.0), forced, tmp_path / "u")
+    assert far.grid == "scene"  # forced: the scene grid, with a warning

@@ -23,7 +23,7 @@ from tests.helpers import assert_clean_failure, invoke
 from . import corpus
 
 MODES = ["resample", "scene_grid"]
-NO_RESAMPLE = ("--set", "resolution.resample=false")
+NO_RESAMPLE = ("--set", "resolution.resample=false", "--force-resolution")
 #: round trip scene -> model grid -> scene grid: pixels next to an invalid area may be lost
 #: (never gained): at most this share of the valid pixels
 RESAMPLED_VALID_LOSS = 0.02

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from rasterio.crs import CRS
 
 from roadprn.config import NormalizationConfig
+from roadprn.errors import InputError
 from roadprn.models.checkpoint import InputSpec
 from roadprn.raster.grid import inference_grid
 from roadprn.raster.scene import SceneInfo
@@ -55,9 +56,19 @@ def test_models_without_a_range_keep_the_tolerance_rule():
     assert not grid(scene(0.55), None).resampled  # within 25 %
 
 
-def test_resample_false_wins_over_everything():
-    out = inference_grid(scene(0.1), 0.5, resample=False, tolerance=0.25, native_range=None)
+def test_resample_false_keeps_the_scene_grid():
+    out = inference_grid(scene(0.2), 0.5, resample=False, tolerance=0.25, native_range=None)
     assert not out.resampled
+
+
+@pytest.mark.parametrize("res", [0.1, 2.5, 30.0])
+@pytest.mark.parametrize("resample", [True, False])
+def test_resolutions_beyond_max_factor_are_refused_unless_forced(res, resample):
+    with pytest.raises(InputError, match=r"more than 4x away from the model's 0.5 m.*"
+                                         r"0.125-2 m.*--force-resolution"):
+        inference_grid(scene(res), 0.5, resample=resample, tolerance=0.25)
+    forced = inference_grid(scene(res), 0.5, resample=resample, tolerance=0.25, force=True)
+    assert not forced.resampled
 
 
 def test_input_spec_range_must_contain_the_model_gsd():
