@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import shapely
@@ -40,7 +42,10 @@ from roadprn.synth.render import (
     plan_scene,
     scene_key,
     sensor_noise,
+    window_validity,
 )
+
+PlanT = TypeVar("PlanT")
 
 KINDS = ("highway", "arterial", "grid", "curved", "dead_end", "track")
 LANE_M = 3.5
@@ -458,27 +463,23 @@ def jpeg_like(channels: list[np.ndarray], quality: int, rgb: bool) -> list[np.nd
 def render_window(plan: RealisticPlan, col0: int, row0: int, width: int,
                   height: int) -> WindowPixels:
     """Image (noise and JPEG included) and mask of one window, snapped to the JPEG grid."""
+    return render_on_jpeg_grid(_render, plan, plan.base, col0, row0, width, height)
+
+
+def render_on_jpeg_grid(render: Callable[[PlanT, int, int, int, int],
+                                         tuple[np.ndarray, np.ndarray]],
+                        plan: PlanT, base: ScenePlan, col0: int, row0: int, width: int,
+                        height: int) -> WindowPixels:
+    """``render`` on the window grown to whole JPEG blocks, cropped back: a pixel's JPEG block
+    (and so its value) does not depend on where a window starts."""
     a0, b0 = col0 - col0 % JPEG_BLOCK, row0 - row0 % JPEG_BLOCK
     a1 = -(-(col0 + width) // JPEG_BLOCK) * JPEG_BLOCK
     b1 = -(-(row0 + height) // JPEG_BLOCK) * JPEG_BLOCK
-    image, mask = _render(plan, a0, b0, a1 - a0, b1 - b0)
+    image, mask = render(plan, a0, b0, a1 - a0, b1 - b0)
     crop = (slice(row0 - b0, row0 - b0 + height), slice(col0 - a0, col0 - a0 + width))
-    base = plan.base
-    valid = None
-    if base.valid_area is not None or base.nodata_holes:
-        res = base.grid.resolution_m
-        valid = np.ones((height, width), dtype=bool)
-        if base.valid_area is not None:
-            valid &= features.geometry_mask([base.valid_area], out_shape=(height, width),
-                                            transform=Affine.translation(col0, row0),
-                                            invert=True)
-        if base.nodata_holes:
-            xs = (np.arange(col0, col0 + width) + 0.5) * res
-            ys = (np.arange(row0, row0 + height) + 0.5) * res
-            holes = fbm(xs, ys, 300.0, derive_key(scene_key(base.seed), 11), octaves=2)
-            valid &= holes < np.float32(0.72)
     return WindowPixels(np.ascontiguousarray(image[:, crop[0], crop[1]]),
-                        np.ascontiguousarray(mask[crop]), valid)
+                        np.ascontiguousarray(mask[crop]),
+                        window_validity(base, col0, row0, width, height))
 
 
 def _render(plan: RealisticPlan, col0: int, row0: int, width: int,

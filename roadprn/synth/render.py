@@ -281,19 +281,26 @@ def render_window(plan: ScenePlan, col0: int, row0: int, width: int, height: int
         v += mean_part * mean_level[b] + haze * airlight[b]
         image[b] = gaussian_filter(v, BLUR_SIGMA_PX, truncate=3.0)[crop_window]
 
-    valid = None
-    if plan.valid_area is not None or plan.nodata_holes:
-        valid = np.ones((height, width), dtype=bool)
-        core_x, core_y = xs[halo:halo + width], ys[halo:halo + height]
-        if plan.valid_area is not None:
-            valid &= features.geometry_mask([plan.valid_area], out_shape=(height, width),
-                                            transform=Affine.translation(col0, row0),
-                                            invert=True)
-        if plan.nodata_holes:
-            holes = fbm(core_x, core_y, 300.0, derive_key(key, 11), octaves=2)
-            valid &= holes < np.float32(0.72)
     mask = is_road[crop_window].astype(np.uint8)
-    return WindowPixels(image, mask, valid)
+    return WindowPixels(image, mask, window_validity(plan, col0, row0, width, height))
+
+
+def window_validity(plan: ScenePlan, col0: int, row0: int, width: int,
+                    height: int) -> np.ndarray | None:
+    """Valid pixels of a window (nodata border and holes), the same in every style; None = all."""
+    if plan.valid_area is None and not plan.nodata_holes:
+        return None
+    valid = np.ones((height, width), dtype=bool)
+    if plan.valid_area is not None:
+        valid &= features.geometry_mask([plan.valid_area], out_shape=(height, width),
+                                        transform=Affine.translation(col0, row0), invert=True)
+    if plan.nodata_holes:
+        res = plan.grid.resolution_m
+        xs = (np.arange(col0, col0 + width) + 0.5) * res
+        ys = (np.arange(row0, row0 + height) + 0.5) * res
+        holes = fbm(xs, ys, 300.0, derive_key(scene_key(plan.seed), 11), octaves=2)
+        valid &= holes < np.float32(0.72)
+    return valid
 
 
 def scene_key(seed: int) -> int:

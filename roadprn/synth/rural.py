@@ -30,7 +30,7 @@ from roadprn.synth import network as net
 from roadprn.synth.grid import SynthGrid
 from roadprn.synth.lattice import buildings, landuse_at, near_road, tree_domes
 from roadprn.synth.noise import derive_key, fbm, hash_uniform, stretch
-from roadprn.synth.realistic import JPEG_BLOCK, jpeg_like
+from roadprn.synth.realistic import jpeg_like, render_on_jpeg_grid
 from roadprn.synth.render import (
     SEGMENT_PX,
     ScenePlan,
@@ -453,27 +453,7 @@ def fields(plan: RuralPlan, xs: np.ndarray, ys: np.ndarray, key: int, n_crops: i
 def render_window(plan: RuralPlan, col0: int, row0: int, width: int,
                   height: int) -> WindowPixels:
     """Image (noise and JPEG included) and mask of one window, snapped to the JPEG grid."""
-    a0, b0 = col0 - col0 % JPEG_BLOCK, row0 - row0 % JPEG_BLOCK
-    a1 = -(-(col0 + width) // JPEG_BLOCK) * JPEG_BLOCK
-    b1 = -(-(row0 + height) // JPEG_BLOCK) * JPEG_BLOCK
-    image, mask = _render(plan, a0, b0, a1 - a0, b1 - b0)
-    crop = (slice(row0 - b0, row0 - b0 + height), slice(col0 - a0, col0 - a0 + width))
-    base = plan.base
-    valid = None
-    if base.valid_area is not None or base.nodata_holes:
-        res = base.grid.resolution_m
-        valid = np.ones((height, width), dtype=bool)
-        if base.valid_area is not None:
-            valid &= features.geometry_mask([base.valid_area], out_shape=(height, width),
-                                            transform=Affine.translation(col0, row0),
-                                            invert=True)
-        if base.nodata_holes:
-            xs = (np.arange(col0, col0 + width) + 0.5) * res
-            ys = (np.arange(row0, row0 + height) + 0.5) * res
-            holes = fbm(xs, ys, 300.0, derive_key(scene_key(base.seed), 11), octaves=2)
-            valid &= holes < np.float32(0.72)
-    return WindowPixels(np.ascontiguousarray(image[:, crop[0], crop[1]]),
-                        np.ascontiguousarray(mask[crop]), valid)
+    return render_on_jpeg_grid(_render, plan, plan.base, col0, row0, width, height)
 
 
 def _render(plan: RuralPlan, col0: int, row0: int, width: int,
