@@ -23,18 +23,23 @@ def _scene(tmp_path, name="r.tif", **kwargs):
     return generate_scene(tmp_path / name, **options)
 
 
-def test_same_seed_same_scene_other_seed_other_scene(tmp_path):
-    a = _scene(tmp_path, "a.tif")
-    b = _scene(tmp_path, "b.tif")
-    c = _scene(tmp_path, "c.tif", seed=4)
+LANDSCAPES = ["mixed", "rural"]
+
+
+@pytest.mark.parametrize("landscape", LANDSCAPES)
+def test_same_seed_same_scene_other_seed_other_scene(tmp_path, landscape):
+    a = _scene(tmp_path, "a.tif", landscape=landscape)
+    b = _scene(tmp_path, "b.tif", landscape=landscape)
+    c = _scene(tmp_path, "c.tif", seed=4, landscape=landscape)
     assert np.array_equal(_read(a.image_path), _read(b.image_path))
     assert np.array_equal(_read(a.mask_path), _read(b.mask_path))
     assert not np.array_equal(_read(a.image_path), _read(c.image_path))
 
 
-def test_pixels_do_not_depend_on_the_window_size(tmp_path):
-    a = _scene(tmp_path, "a.tif", width=300, height=200, window_size=1024)
-    b = _scene(tmp_path, "b.tif", width=300, height=200, window_size=64)
+@pytest.mark.parametrize("landscape", LANDSCAPES)
+def test_pixels_do_not_depend_on_the_window_size(tmp_path, landscape):
+    a = _scene(tmp_path, "a.tif", width=300, height=200, window_size=1024, landscape=landscape)
+    b = _scene(tmp_path, "b.tif", width=300, height=200, window_size=64, landscape=landscape)
     assert np.array_equal(_read(a.mask_path), _read(b.mask_path))
     assert np.array_equal(_read(a.image_path), _read(b.image_path))
 

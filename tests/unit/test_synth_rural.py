@@ -25,20 +25,8 @@ def _scene(tmp_path, name="r.tif", **kwargs):
     return generate_scene(tmp_path / name, **options)
 
 
-def test_same_seed_same_scene_other_seed_other_scene(tmp_path):
-    a = _scene(tmp_path, "a.tif")
-    b = _scene(tmp_path, "b.tif")
-    c = _scene(tmp_path, "c.tif", seed=4)
-    assert np.array_equal(_read(a.image_path), _read(b.image_path))
-    assert np.array_equal(_read(a.mask_path), _read(b.mask_path))
-    assert not np.array_equal(_read(a.image_path), _read(c.image_path))
-
-
-def test_pixels_do_not_depend_on_the_window_size(tmp_path):
-    a = _scene(tmp_path, "a.tif", width=300, height=200, window_size=1024)
-    b = _scene(tmp_path, "b.tif", width=300, height=200, window_size=64)
-    assert np.array_equal(_read(a.mask_path), _read(b.mask_path))
-    assert np.array_equal(_read(a.image_path), _read(b.image_path))
+# determinism and window independence: parametrised over both landscapes in
+# test_synth_realistic.py
 
 
 def test_mixed_landscape_is_the_default(tmp_path):
