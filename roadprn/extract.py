@@ -55,10 +55,10 @@ class ExtractRun:
 def model_spec_for_scene(scene: str | Path, config: Config) -> str:
     """``default`` (and ``default-v1``) pick the panchromatic default model for 1-band scenes
     (unless bands are set)."""
-    from roadprn.models.loading import model_for_scene
+    from roadprn.models.loading import PAN_TWINS, model_for_scene
     from roadprn.raster.scene import open_scene
 
-    if config.model not in ("default", "default-v1") or config.input.bands:
+    if config.model not in PAN_TWINS or config.input.bands:
         return config.model
     info = open_scene(scene, allow_ungeoreferenced=config.input.allow_ungeoreferenced,
                       check_readable=False)

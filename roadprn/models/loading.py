@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +16,8 @@ V1_BASE_MODEL = "default_base_v1.pt"
 V1_PAN_MODEL = "default_base_pan_v1.pt"
 MODEL_ALIASES = {"default": DEFAULT_BASE_MODEL, "default-pan": DEFAULT_PAN_MODEL,
                  "default-v1": V1_BASE_MODEL, "default-pan-v1": V1_PAN_MODEL}
+# the RGB aliases that stand for their panchromatic twin on 1-band scenes
+PAN_TWINS = {"default": "default-pan", "default-v1": "default-pan-v1"}
 DEFAULT_PRN_MODEL = "default_prn.pt"  # trained on DEFAULT_BASE_MODEL's probability maps
 # every shipped PRN; ``--refine auto`` picks the one trained on the base model in use
 SHIPPED_PRN_MODELS = (DEFAULT_PRN_MODEL, "default_prn_v1.pt")
@@ -39,22 +42,29 @@ def resolve_model_path(spec: str) -> Path:
 
 def shipped_prn_path(base_sha256: str | None) -> Path | None:
     """The shipped PRN trained on the base model with this sha256 (None: there is none)."""
-    from roadprn.models.checkpoint import load_checkpoint
-
+    if not base_sha256:
+        return None
     for name in SHIPPED_PRN_MODELS:
-        path = default_model_path(name)
-        if path.is_file() and base_sha256 and \
-                load_checkpoint(path).meta.base_model_sha256 == base_sha256:
-            return path
+        if _shipped_prn_base_sha256(name) == base_sha256:
+            return default_model_path(name)
     return None
 
 
+@functools.lru_cache(maxsize=len(SHIPPED_PRN_MODELS))
+def _shipped_prn_base_sha256(name: str) -> str | None:
+    """The base model a shipped PRN refines: read once per process (package files are fixed),
+    not once per scene of a batch."""
+    from roadprn.models.checkpoint import load_checkpoint
+
+    path = default_model_path(name)
+    return load_checkpoint(path).meta.base_model_sha256 if path.is_file() else None
+
+
 def model_for_scene(spec: str, data_bands: int) -> str:
-    """``default`` means the panchromatic default model for 1-band scenes."""
-    if data_bands == 1 and spec in ("default", "default-v1"):
-        pan = "default-pan" if spec == "default" else "default-pan-v1"
-        if default_model_path(MODEL_ALIASES[pan]).is_file():
-            return pan
+    """``default`` (``default-v1``) means its panchromatic twin for 1-band scenes."""
+    pan = PAN_TWINS.get(spec)
+    if data_bands == 1 and pan and default_model_path(MODEL_ALIASES[pan]).is_file():
+        return pan
     return spec
 
 
