@@ -24,12 +24,24 @@ https://gdal.org/en/stable/user/virtual_file_systems.html#vsicurl):
   registration is run again after setting it.
 - ``GDAL_VRT_ENABLE_PYTHON=NO``: no VRT pixel function written in Python runs, whatever the XML
   says or how it spells ``Python`` (https://gdal.org/en/stable/drivers/raster/vrt.html).
+- ``GML_DOWNLOAD_SCHEMA=NO``: a local GML file (a vector ``evaluate`` input) whose
+  ``xsi:schemaLocation`` is a WFS URL made the GML driver fetch the schema with CPLHTTPFetch
+  (https://gdal.org/en/stable/drivers/vector/gml.html; both GDAL copies know this name, 3.12
+  calls the older ``GML_DOWNLOAD_WFS_SCHEMA`` deprecated).
+- pyogrio's own GDAL (3.12, vector inputs of ``evaluate`` and ``info``) has the same network
+  drivers deregistered, and also OGR_VRT and GDALG: a file named ``truth.geojson`` holding an
+  ``<OGRVRTDataSource>`` whose source is ``http://…``, or a GDALG pipeline reading a URL, was
+  fetched by the GeoJSON driver's own HTTP client, which pyogrio must keep for local GeoJSON.
 
-The two options are environment variables, so they reach every copy of GDAL in the process
+The options are environment variables, so they reach every copy of GDAL in the process
 (rasterio's and pyogrio's own) and the batch worker processes started afterwards; the skipped
-drivers are deregistered in rasterio's GDAL only. A user's own
-``CPL_VSIL_CURL_ALLOWED_EXTENSIONS`` is kept for their network opens, a user's own ``GDAL_SKIP``
-is kept in addition.
+drivers are deregistered in each copy. A user's own ``CPL_VSIL_CURL_ALLOWED_EXTENSIONS`` is kept
+for their network opens, a user's own ``GDAL_SKIP`` is kept in addition.
+
+Not set: GDAL 3.10 has no option for a VRT nesting limit (only a fixed recursion limit of its
+own), so roadprn's XML scan refuses chains deeper than 8 levels; ``GDAL_HTTP_*`` options
+configure the HTTP client rather than forbid it, and ``GDAL_DISABLE_READDIR_ON_OPEN`` only saves
+directory listings of network paths, which are refused anyway.
 """
 
 from __future__ import annotations
@@ -58,6 +70,13 @@ NETWORK_DRIVERS = ("WMS", "WMTS", "WCS", "HTTP", "DAAS", "EEDA", "EEDAI", "PLMOS
 #: Skipped in rasterio's GDAL only (pyogrio reads GeoJSON references for ``evaluate``): these
 #: fetch an ``http://`` name with a client of their own.
 RASTERIO_ONLY_SKIPS = ("GeoJSON", "GeoJSONSeq", "ESRIJSON", "TopoJSON", "netCDF")
+
+#: Skipped in pyogrio's GDAL only: OGR VRT and GDALG files open other datasets by name, and
+#: pyogrio keeps GeoJSON (which fetches an ``http://`` name itself) for local files.
+PYOGRIO_ONLY_SKIPS = ("OGR_VRT",)
+
+#: Environment options set for every copy of GDAL in the process.
+PROCESS_OPTIONS = {"GDAL_VRT_ENABLE_PYTHON": "NO", "GML_DOWNLOAD_SCHEMA": "NO"}
 
 # Every printable ASCII character but the list separators: as CPL_VSIL_CURL_ALLOWED_EXTENSIONS
 # (suffixes, compared without the query string) this lets every URL through.
@@ -90,8 +109,9 @@ def install() -> None:
         if own != NO_NETWORK:
             _user_allowed_extensions = own
         os.environ["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = NO_NETWORK
-        os.environ["GDAL_VRT_ENABLE_PYTHON"] = "NO"
+        os.environ.update(PROCESS_OPTIONS)
         _skip_network_drivers()
+        _skip_pyogrio_network_drivers()
         _installed = True
 
 
@@ -119,6 +139,26 @@ def _skip_network_drivers() -> None:
         left = sorted(set(env.drivers()) & set(present))
     if left:
         raise RuntimeError(f"GDAL kept the network drivers {', '.join(left)} after GDAL_SKIP")
+
+
+def _skip_pyogrio_network_drivers() -> None:
+    """The same for pyogrio's copy of GDAL (its own libgdal), keeping its GeoJSON driver."""
+    import pyogrio
+    import pyogrio._ogr
+
+    unwanted = {d.upper() for d in (*NETWORK_DRIVERS, *PYOGRIO_ONLY_SKIPS)}
+    present = [d for d in pyogrio.list_drivers() if d.upper() in unwanted]
+    if not present:
+        return
+    own = str(pyogrio.get_gdal_config_option("GDAL_SKIP") or "").replace(",", " ").split()
+    pyogrio.set_gdal_config_options({"GDAL_SKIP": " ".join(dict.fromkeys([*own, *present]))})
+    library = ctypes.CDLL(pyogrio._ogr.__file__)
+    library.GDALAllRegister.restype = None
+    library.GDALAllRegister.argtypes = []
+    library.GDALAllRegister()
+    left = sorted(set(pyogrio.list_drivers()) & set(present))
+    if left:
+        raise RuntimeError(f"pyogrio's GDAL kept the drivers {', '.join(left)} after GDAL_SKIP")
 
 
 _LIBRARY: ctypes.CDLL | None = None

@@ -287,6 +287,44 @@ def test_vectorize_and_evaluate_reach_no_network(tmp_path, server, make_raster):
     assert server.hits() == []
 
 
+def _hostile_vectors(folder: Path, server: Recorder) -> dict[str, Path]:
+    """Vector files read through pyogrio's own GDAL (evaluate, info): each names a URL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    url = f"http://{server.host}/{uuid.uuid4().hex}"
+    gml = folder / "truth.gml"
+    gml.write_text(
+        '<?xml version="1.0"?><wfs:FeatureCollection xmlns:wfs="http://www.opengis.net/wfs" '
+        'xmlns:gml="http://www.opengis.net/gml" xmlns:ms="http://example.org/ms" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation='
+        f'"http://example.org/ms {url}?SERVICE=WFS&amp;REQUEST=DescribeFeatureType&amp;'
+        'TYPENAME=roads"><gml:featureMember><ms:roads><ms:geom><gml:LineString '
+        'srsName="EPSG:32631"><gml:coordinates>600000,5749990 600050,5749990</gml:coordinates>'
+        "</gml:LineString></ms:geom></ms:roads></gml:featureMember></wfs:FeatureCollection>")
+    vrt = folder / "ogrvrt.geojson"  # OGR VRT XML under a GeoJSON name: GDAL goes by content
+    vrt.write_text(f'<OGRVRTDataSource><OGRVRTLayer name="x"><SrcDataSource>{url}.geojson'
+                   "</SrcDataSource></OGRVRTLayer></OGRVRTDataSource>")
+    pipeline = folder / "pipeline.json"
+    pipeline.write_text(json.dumps({"type": "gdal_streamed_alg", "command_line":
+                                    f"gdal vector pipeline ! read {url}.geojson ! "
+                                    "write --of stream streamed_dataset"}))
+    return {"GML schema": gml, "OGR VRT": vrt, "GDALG": pipeline}
+
+
+def test_vector_inputs_reach_no_network(tmp_path, server, make_raster):
+    """pyogrio has a GDAL of its own: a GML schema URL, an OGR VRT source and a GDALG pipeline
+    were fetched by its GML and GeoJSON drivers (CPLHTTPFetch, not /vsicurl/)."""
+    hostile = _hostile_vectors(tmp_path / "vectors", server)
+    out = tmp_path / "out"
+    for name, path in hostile.items():
+        for args in (("evaluate", "--pred", path, "--truth", path, "--out", out, "--overwrite"),
+                     ("info", path)):
+            result = invoke(*args)
+            assert "Traceback" not in result.output, (name, result.output)
+            if name != "GML schema":  # the GML file itself is local and reads without it
+                assert_clean_failure(result, 3, "not a readable vector file")
+        assert server.hits() == [], name
+
+
 def test_batch_workers_reach_no_network(tmp_path, server, good_scene, tiny_model):
     """Batch workers are processes of their own: the GDAL settings hold there too."""
     from roadprn.batch.manifest import MANIFEST_NAME, latest_scene_records
@@ -348,6 +386,13 @@ def test_gdal_settings_in_this_process():
                                "GeoJSON"})
     assert {"GTiff", "VRT", "GTI", "GPKG"} <= drivers
     assert "WMS" in str(get_gdal_config("GDAL_SKIP"))
+    assert os.environ["GML_DOWNLOAD_SCHEMA"] == "NO"
+    import pyogrio
+
+    vector = set(pyogrio.list_drivers())
+    assert vector.isdisjoint({"OGR_VRT", "GDALG", "WFS", "OAPIF", "CSW", "Elasticsearch",
+                              "GPSBabel"}), vector
+    assert {"GeoJSON", "GPKG", "GML", "ESRI Shapefile"} <= vector
 
 
 def test_a_fresh_process_is_guarded_before_its_first_open(tmp_path, server):
