@@ -177,7 +177,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Extract road networks from satellite imagery (tiled segmentation + PatchRefineNet).
 
     Exit codes: 0 ok, 1 I/O error, 2 bad option or config, 3 bad input, 4 output problem,
-    5 model/checkpoint problem, 6 some batch scenes failed, 130 interrupted.
+    5 model/checkpoint problem, 6 some batch scenes failed, 70 internal error (a bug; the
+    line names a log file with the traceback), 130 interrupted.
     """
     configure_logging(verbose, quiet)
     from roadprn.runtime.gdal_messages import quiet_gdal_console

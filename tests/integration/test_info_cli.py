@@ -82,3 +82,18 @@ def test_version_and_help():
     assert version.exit_code == 0 and "roadprn" in version.output
     helptext = invoke("--help")
     assert helptext.exit_code == 0 and "info" in helptext.output
+
+
+def test_help_lists_every_exit_code_of_the_readme():
+    """The README's exit-code table and `roadprn --help` name the same codes (70 was missing)."""
+    import re
+
+    from tests.helpers import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| code | meaning |", 1)[1].split("\n\n", 1)[0]
+    codes = re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)
+    assert "70" in codes and "130" in codes
+    helptext = " ".join(invoke("--help").output.split())
+    listed = re.search(r"Exit codes: (.*?)\.", helptext).group(1)
+    assert re.findall(r"(?:^|, )(\d+) ", listed) == codes, listed
