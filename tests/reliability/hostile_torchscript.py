@@ -147,3 +147,41 @@ def all_hostile(folder: Path, marker: Path) -> dict[str, Path]:
         "ops.aten.from_file": ops_namespace_writes(folder / "ops.pt", marker,
                                                    folder / "scratch2.pt"),
     }
+
+
+def custom_class(path: Path, scratch: Path) -> Path:
+    """A plain model whose constants.pkl names a custom C++ class (TorchScript would build it
+    and run its C++ __setstate__ while loading)."""
+
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    plain = _save(Plain(), scratch)
+    custom = b"\x80\x02c__torch__.torch.classes.quantized\nConv2dPackedParamsBase\n)\x81."
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(path, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            zout.writestr(info, custom if info.filename.endswith("/constants.pkl") else data)
+    write_sidecar(path)
+    return path
+
+
+def refused_constructs(folder: Path, marker: Path) -> dict[str, Path]:
+    """Archives with a construct the guard refuses that this torch would not run as written
+    (no ``torch.load`` builtin, a custom class it lacks), by case name: for the refusal and
+    the absent marker only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writes = forward_writes(folder / "scratch3.pt", marker)
+    return {
+        "torch.load": edit_code(writes, folder / "load.pt",
+                                lambda code: code.replace("torch.from_file(", "torch.load(")),
+        "op outside the allow-list": edit_code(
+            writes, folder / "unsafe.pt",
+            lambda code: code.replace("torch.from_file(", "torch._unsafe_view(")),
+        "custom class": custom_class(folder / "custom.pt", folder / "scratch4.pt"),
+    }

@@ -277,14 +277,40 @@ def test_hostile_torchscript_names_the_construct(hostile, good_scene, tmp_path):
         assert_clean_failure(result, 5, words, "code/__torch__/tests/reliability/")
 
 
-def test_hostile_torchscript_refused_by_batch(hostile, good_scene, tmp_path):
+@pytest.fixture(scope="module")
+def refused(hostile):
+    from .hostile_torchscript import refused_constructs
+
+    archives, marker = hostile
+    return refused_constructs(marker.parent / "refused", marker)
+
+
+@pytest.mark.parametrize("case,words", [("torch.load", "calls torch.load"),
+                                        ("op outside the allow-list", "calls torch._unsafe_view"),
+                                        ("custom class", "custom C++ class")])
+def test_other_refused_constructs_through_extract_and_info(hostile, refused, good_scene,
+                                                           tmp_path, case, words):
+    _, marker = hostile
+    marker.unlink(missing_ok=True)
+    out = tmp_path / "out"
+    result = invoke("extract", good_scene, "--model", refused[case], "--out", out,
+                    "--no-vectorize")
+    assert_clean_failure(result, 5, "refused before loading", words, out=out)
+    assert_clean_failure(invoke("info", refused[case]), 5, "refused before loading", words)
+    assert not marker.exists(), case
+
+
+@pytest.mark.parametrize("case", ["__setstate__ from_file", "forward from_file",
+                                  "reads a second file", "torch.save", "ops.aten.from_file",
+                                  "torch.load", "op outside the allow-list", "custom class"])
+def test_hostile_torchscript_refused_by_batch(hostile, refused, good_scene, tmp_path, case):
     archives, marker = hostile
     marker.unlink(missing_ok=True)
     scenes = tmp_path / "scenes"
     scenes.mkdir()
     (scenes / "a.tif").symlink_to(good_scene)
     out = tmp_path / "out"
-    result = invoke("batch", scenes, "--model", archives["__setstate__ from_file"], "--out", out,
+    result = invoke("batch", scenes, "--model", {**archives, **refused}[case], "--out", out,
                     "--workers", "1")
     assert result.exit_code == 5, result.output
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("roadprn: error: ")]
