@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REAL_GEOTIFFS, invoke
+from tests.helpers import BOUND_S, REAL_GEOTIFFS, invoke
 
 
 def test_every_real_geotiff_is_listed(realdata):
@@ -69,7 +69,7 @@ def test_bad_inputs_give_one_clear_line(tmp_path, realdata, case):
     """Through a real process: exactly one line on stderr, no traceback, exit code 3."""
     path, fragment = _bad_inputs(tmp_path, realdata)[case]
     proc = subprocess.run([sys.executable, "-m", "roadprn", "info", str(path)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=BOUND_S)
     assert proc.returncode == 3
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

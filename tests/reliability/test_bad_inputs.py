@@ -18,6 +18,7 @@ import torch
 
 from roadprn.outputs.atomic import TMP_MARKER
 from tests.helpers import (
+    BOUND_S,
     assert_clean_failure,
     cli_process,
     invoke,
@@ -327,7 +328,7 @@ def test_a_real_process_prints_one_line_and_the_code(tmp_path, tiny_model):
     (tmp_path / "x.tif").write_text("not a raster")
     proc = cli_process(["extract", str(tmp_path / "x.tif"), "--model", str(tiny_model),
                         "--out", str(tmp_path / "o")])
-    stdout, stderr = proc.communicate(timeout=120)
+    stdout, stderr = proc.communicate(timeout=BOUND_S)
     assert proc.returncode == 3
     assert stderr.strip().count("\n") == 0 and stderr.startswith("roadprn: error: "), stderr
     assert stdout == "" and not (tmp_path / "o").exists() or leftovers(tmp_path / "o") == []
