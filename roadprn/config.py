@@ -45,6 +45,17 @@ class InputConfig(_Section):
         False, description="Accept rasters without CRS/georeferencing (PNG, JPEG, ...); outputs "
                            "are then in pixel coordinates and lengths in metres are meaningless.")
     normalization: NormalizationConfig = NormalizationConfig()
+    window: list[int] | None = Field(
+        None, description="Process only this pixel window of the scene, [COL, ROW, WIDTH, "
+                          "HEIGHT] (like gdal_translate -srcwin; --window COL,ROW,WIDTH,HEIGHT); "
+                          "outputs cover exactly that area; null = the whole scene.")
+    bbox: list[float] | None = Field(
+        None, description="Process only this area, [MINX, MINY, MAXX, MAXY] in input.bbox_crs "
+                          "(like gdal_translate -projwin; --bbox MINX,MINY,MAXX,MAXY), widened "
+                          "to whole pixels; null = the whole scene.")
+    bbox_crs: str | None = Field(
+        None, max_length=200,
+        description="CRS of input.bbox (e.g. EPSG:4326; --bbox-crs); null = the scene's CRS.")
 
     @field_validator("bands")
     @classmethod
@@ -52,6 +63,44 @@ class InputConfig(_Section):
         if bands is not None and (not bands or min(bands) < 1):
             raise ValueError("bands are 1-based band numbers, e.g. [1, 2, 3]")
         return bands
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: list[int] | None) -> list[int] | None:
+        if window is not None and (len(window) != 4 or min(window[:2]) < 0
+                                   or min(window[2:]) < 1 or max(window) > 10**8):
+            raise ValueError("window is COL,ROW,WIDTH,HEIGHT in pixels: offsets >= 0, sizes "
+                             ">= 1 (e.g. 0,0,1024,1024)")
+        return window
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox(cls, bbox: list[float] | None) -> list[float] | None:
+        if bbox is not None and (len(bbox) != 4 or not (bbox[0] < bbox[2] and bbox[1] < bbox[3])
+                                 or max(abs(v) for v in bbox) > 1e15):
+            raise ValueError("bbox is MINX,MINY,MAXX,MAXY with MINX < MAXX and MINY < MAXY")
+        return bbox
+
+    @field_validator("bbox_crs")
+    @classmethod
+    def _crs(cls, crs: str | None) -> str | None:
+        if crs is not None:
+            from rasterio.crs import CRS
+            from rasterio.errors import CRSError
+
+            try:
+                CRS.from_user_input(crs)
+            except CRSError:
+                raise ValueError(f"not a CRS GDAL knows: {crs!r} (e.g. EPSG:4326)") from None
+        return crs
+
+    @model_validator(mode="after")
+    def _one_area(self) -> InputConfig:
+        if self.window is not None and self.bbox is not None:
+            raise ValueError("give input.window or input.bbox, not both")
+        if self.bbox_crs is not None and self.bbox is None:
+            raise ValueError("input.bbox_crs is the CRS of input.bbox; give input.bbox too")
+        return self
 
 
 class TilingConfig(_Section):

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rasterio.windows import Window
+
 from roadprn.config import Config
 from roadprn.errors import ConfigError
 from roadprn.infer.base_stage import ExtractPaths, ExtractResult, extract_probability
@@ -21,6 +23,8 @@ from roadprn.infer.predictor import SegmentationModel
 from roadprn.infer.stitch import Strip
 from roadprn.outputs.staging import staged_run
 from roadprn.raster.styles import style_path
+from roadprn.raster.subset import window_text, write_window_vrt
+from roadprn.raster.write import source_tag
 from roadprn.vectorize.gpkg import output_paths
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,7 @@ class ExtractRun:
     junctions: int | None = None
     road_length_m: float | None = None
     prn_sha256: str | None = None
+    window: str | None = None  # COL,ROW,WIDTH,HEIGHT of the scene processed; None = all of it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +54,7 @@ class ExtractRun:
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "base": self.base.as_dict(),
             "prn_sha256": self.prn_sha256,
+            "window": self.window,
         }
 
 
@@ -132,24 +138,53 @@ def run_extract(
         prn = None
 
     scene_name = final_paths.mask.name.removesuffix("_mask.tif")
+    area = area_of_interest(scene, config)  # checked before any output folder is made
     with staged_run(final_paths.folder, scene_name, planned_outputs(final_paths, config, prn),
                     config.output.overwrite) as staged:
         # every stage writes into the staging folder; nothing has a final name until all are done
         paths = ExtractPaths.for_scene(scene, staged.folder)
+        read_from, area_tags = scene, {}
+        if area is not None:  # the scene cut to the area, a VRT the staging folder drops
+            read_from = write_window_vrt(str(scene), area, staged.folder / "area" /
+                                         f"{scene_name}.vrt")
+            area_tags = {"ROADPRN_SOURCE": source_tag(scene), "ROADPRN_WINDOW": window_text(area)}
         stages: dict[str, float] = {}
         t0 = time.perf_counter()
-        base = extract_probability(scene, base_model, config, staged.folder, progress=progress,
-                                   precomputed_strips=base_strips)
+        base = extract_probability(read_from, base_model, config, staged.folder,
+                                   progress=progress, precomputed_strips=base_strips,
+                                   extra_tags=area_tags,
+                                   statistics_from=None if read_from == scene else scene)
         stages["base"] = time.perf_counter() - t0
         files = {"mask": paths.mask}
         if paths.probability.exists() and config.output.write_probability:
             files["probability"] = paths.probability
-        run = ExtractRun(str(scene), final_paths.folder, files, base, stages)
-        _later_stages(run, scene, paths, final_paths, config, base_model, prn, progress)
+        run = ExtractRun(str(scene), final_paths.folder, files, base, stages,
+                         window=area_tags.get("ROADPRN_WINDOW"))
+        _later_stages(run, read_from, paths, final_paths, config, base_model, prn, progress)
         run.files.update(style_files(run.files))
     run.files = {key: staged.final_path(path) for key, path in run.files.items()}
-    run.base = dataclasses.replace(base, paths=final_paths)
+    run.base = dataclasses.replace(base, paths=final_paths, scene=str(scene))
     return run
+
+
+def area_of_interest(scene: str | Path, config: Config) -> Window | None:
+    """The window of ``scene`` that ``input.window`` / ``input.bbox`` select; None = all."""
+    area = config.input
+    if area.window is None and area.bbox is None:
+        return None
+    from roadprn.raster.scene import open_scene
+    from roadprn.raster.subset import area_window, window_text
+
+    info = open_scene(scene, allow_ungeoreferenced=config.input.allow_ungeoreferenced,
+                      check_readable=False)
+    window = area_window(info, area.window, area.bbox, area.bbox_crs)
+    assert window is not None  # an area is set
+    text = window_text(window)
+    if area.window is not None and text != ",".join(map(str, area.window)):
+        log.warning("%s: --window %s runs off the scene (%d x %d px); using %s", scene,
+                    ",".join(map(str, area.window)), info.width, info.height, text)
+    log.info("%s: processing the window %s (col,row,width,height)", scene, text)
+    return window
 
 
 def planned_outputs(paths: ExtractPaths, config: Config, prn: Any) -> list[Path]:

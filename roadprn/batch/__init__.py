@@ -10,7 +10,8 @@ from typing import Any
 
 # Imported lazily: roadprn.config needs BatchConfig without pulling in dask.distributed.
 _EXPORTS = {"BatchConfig": "config", "SceneInput": "inputs", "collect_inputs": "inputs",
-            "BatchSummary": "run", "run_batch": "run"}
+            "find_scenes": "inputs", "FoundScenes": "inputs", "BatchSummary": "run",
+            "run_batch": "run"}
 __all__ = sorted(_EXPORTS)
 
 

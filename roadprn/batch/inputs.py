@@ -11,11 +11,12 @@ stable across runs with different input lists and can never leave ``--out``.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import glob
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ SCENE_FOLDER = re.compile(r"[A-Za-z0-9_.-]+-[0-9a-f]{8}")
 OUTPUT_SUFFIXES = ("_probability.tif", "_mask.tif", "_refined_mask.tif",
                    "_probability.qml", "_mask.qml", "_refined_mask.qml")
 
+#: files whose headers are read to tell roadprn's own rasters (all GeoTIFFs) from scenes
+RASTER_SUFFIXES = (".tif", ".tiff")
+
 log = logging.getLogger(__name__)
 
 
@@ -48,30 +52,94 @@ def is_remote(path: str) -> bool:
     return path.startswith(REMOTE_PREFIXES)
 
 
+@dataclass(frozen=True)
+class FoundScenes:
+    """The scenes a batch runs, and the files it found but skipped, each with the reason."""
+
+    scenes: list[SceneInput]
+    skipped: list[tuple[str, str]]
+
+
 def collect_inputs(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
-                   recursive: bool = True, out_dir: str | Path | None = None) -> list[SceneInput]:
+                   recursive: bool = True, out_dir: str | Path | None = None,
+                   exclude: Sequence[str] = ()) -> list[SceneInput]:
+    """Expand files, folders, globs and list files into unique scenes, in a stable order
+    (:func:`find_scenes` without the skipped files)."""
+    return find_scenes(items, pattern, recursive, out_dir, exclude).scenes
+
+
+def find_scenes(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
+                recursive: bool = True, out_dir: str | Path | None = None,
+                exclude: Sequence[str] = ()) -> FoundScenes:
     """Expand files, folders, globs and list files into unique scenes, in a stable order.
 
-    ``out_dir``: the run's output folder; a batch's own outputs there (when ``--out`` is inside
-    an input folder) are never taken for new scenes on a rerun.
+    Skipped, with the reason: a batch's own outputs in ``out_dir`` (when ``--out`` is inside an
+    input folder), any roadprn output or ``synth`` label (known by its tags, wherever it lies:
+    a folder made by ``synth`` holds ``*_mask.tif`` labels beside the scenes), and files whose
+    name or path matches an ``exclude`` pattern (``fnmatch``, e.g. ``*_nir.tif``).
     """
     paths: list[str] = []
     for item in items:
         paths.extend(_expand(item, pattern, recursive))
     unique = list(dict.fromkeys(paths))
+    skipped: list[tuple[str, str]] = []
+    if exclude:
+        excluded = [p for p in unique if _excluded(p, exclude)]
+        skipped += [(p, "matches --exclude") for p in excluded]
+        unique = [p for p in unique if p not in set(excluded)]
     if out_dir is not None:
         is_output = batch_output_filter(Path(out_dir))
-        kept = [p for p in unique if is_remote(p) or not is_output(p)]
-        if len(kept) < len(unique):
+        own = [p for p in unique if not is_remote(p) and is_output(p)]
+        if own:
             log.info("%d file(s) in %s are this batch's own outputs and not scenes",
-                     len(unique) - len(kept), out_dir)
-        unique = kept
+                     len(own), out_dir)
+        unique = [p for p in unique if p not in set(own)]
+    made = roadprn_made(unique)
+    skipped += [(p, f"a roadprn {role}, not a scene") for p, role in made.items()]
+    unique = [p for p in unique if p not in made]
     if not unique:
         raise InputError(f"no scenes found in {', '.join(items) or '(no inputs)'} "
-                         f"(pattern {pattern!r})")
+                         f"(pattern {pattern!r}"
+                         f"{f'; {len(skipped)} file(s) skipped' if skipped else ''})")
     scenes = [SceneInput(p, scene_folder_name(p)) for p in unique]
     _check_unique_names(scenes)
-    return scenes
+    return FoundScenes(scenes, skipped)
+
+
+def _excluded(path: str, patterns: Sequence[str]) -> bool:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in patterns)
+
+
+def roadprn_made(paths: Sequence[str]) -> dict[str, str]:
+    """The local rasters among ``paths`` that roadprn wrote (``output`` of extract: tagged
+    ``ROADPRN_VERSION``; ``synth label``: tagged ``ROADPRN_ROLE=label``), read from their
+    headers a few at a time; a file that does not open stays a scene (and fails as one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = [p for p in paths if not is_remote(p) and p.lower().endswith(RASTER_SUFFIXES)]
+    if not local:
+        return {}
+    with ThreadPoolExecutor(min(8, len(local)), "roadprn-tags") as pool:
+        roles = dict(zip(local, pool.map(_made_by_roadprn, local), strict=True))
+    return {p: role for p, role in roles.items() if role is not None}
+
+
+def _made_by_roadprn(path: str) -> str | None:
+    import rasterio
+
+    from roadprn.raster.gdal_env import GDAL_ERRORS
+
+    if not Path(path).is_file():  # never a FIFO or a device: opening one would block
+        return None
+    try:
+        with rasterio.open(path) as ds:
+            tags = ds.tags()
+    except (*GDAL_ERRORS, OSError):
+        return None
+    if tags.get("ROADPRN_ROLE") == "label":
+        return "synth label"
+    return "output" if "ROADPRN_VERSION" in tags else None
 
 
 def _expand(item: str, pattern: str, recursive: bool) -> list[str]:

@@ -249,7 +249,9 @@ def plan_splits(todo: list[SceneTask], models: dict[str, Any], settings: BatchCo
 
     from roadprn.batch.split import choose_splits, header_tile_plan
 
-    candidates = [t for t in todo if t.name in models]
+    # a scene cut to an area (input.window / input.bbox) runs whole: the area is the job
+    candidates = [t for t in todo if t.name in models
+                  and t.config.input.window is None and t.config.input.bbox is None]
     if settings.split_tiles <= 0 or not candidates:
         return {}
     with ThreadPoolExecutor(min(8, len(candidates)), "roadprn-plan") as pool:

@@ -11,6 +11,9 @@ from roadprn.cli.common import PIPELINE_OPTIONS, show_progress
 from roadprn.cli.schema_options import SchemaOption, schema_options
 from roadprn.config import Config
 
+#: skipped files named one per line; the rest are counted
+MAX_SKIPPED_SHOWN = 20
+
 BATCH_OPTIONS = [
     SchemaOption("batch.scheduler"),
     SchemaOption("batch.workers", help="Local worker processes (default: cores / threads)."),
@@ -31,27 +34,39 @@ BATCH_OPTIONS = [
 @click.option("--pattern", default="*.tif", show_default=True,
               help="File pattern searched in input folders.")
 @click.option("--no-recursive", is_flag=True, help="Search input folders without sub-folders.")
+@click.option("--exclude", multiple=True, metavar="PATTERN",
+              help="Skip files whose name or path matches PATTERN (e.g. '*_nir.tif'; "
+                   "repeatable). roadprn's own outputs and synth labels are always skipped.")
 @schema_options([*PIPELINE_OPTIONS, *BATCH_OPTIONS])
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_context
 def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: str,
-          no_recursive: bool, config: Config, as_json: bool) -> None:
+          no_recursive: bool, exclude: tuple[str, ...], config: Config,
+          as_json: bool) -> None:
     """Extract roads from every scene in INPUTS (files, folders, globs, lists) into --out.
 
     Each scene gets its own folder OUT/<name>-<hash>/ with the same outputs as `roadprn
     extract`; OUT/roadprn_manifest.jsonl records every scene. A rerun skips scenes whose outputs
     match the manifest. Exit code 6 when some scenes failed (the others are complete).
     """
-    from roadprn.batch import collect_inputs, run_batch
+    from roadprn.batch import find_scenes, run_batch
     from roadprn.errors import BatchFailuresError
 
     # --out may lie inside an input folder: its own outputs are never new scenes
-    scenes = collect_inputs(inputs, pattern, recursive=not no_recursive, out_dir=out_dir)
+    found = find_scenes(inputs, pattern, recursive=not no_recursive, out_dir=out_dir,
+                        exclude=exclude)
+    scenes = found.scenes
     quiet = bool(ctx.find_root().obj.get("quiet"))
+    if found.skipped and not quiet:
+        for path, reason in found.skipped[:MAX_SKIPPED_SHOWN]:
+            click.echo(f"skipped {path}: {reason}", err=True)
+        if len(found.skipped) > MAX_SKIPPED_SHOWN:
+            click.echo(f"skipped {len(found.skipped) - MAX_SKIPPED_SHOWN} more file(s)", err=True)
     # SIGTERM is turned into KeyboardInterrupt by the CLI group (roadprn.runtime.signals)
     summary = run_batch(scenes, config, out_dir, config.batch, progress=show_progress(ctx),
                         echo=None if quiet else (lambda line: click.echo(line, err=True)))
     report = summary.as_dict()
+    report["skipped_files"] = [{"path": path, "reason": reason} for path, reason in found.skipped]
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

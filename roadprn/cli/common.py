@@ -7,7 +7,13 @@ import sys
 
 import click
 
-from roadprn.cli.schema_options import SchemaOption, parse_bands, schema_options
+from roadprn.cli.schema_options import (
+    SchemaOption,
+    parse_bands,
+    parse_bbox,
+    parse_window,
+    schema_options,
+)
 
 __all__ = ["PIPELINE_OPTIONS", "parse_bands", "pipeline_options", "show_progress"]
 
@@ -26,6 +32,12 @@ PIPELINE_OPTIONS: list[SchemaOption] = [
     SchemaOption("tiling.blend"),
     SchemaOption("output.threshold"),
     SchemaOption("input.bands", convert=parse_bands, metavar="1,2,3"),
+    SchemaOption("input.window", convert=parse_window, metavar="COL,ROW,WIDTH,HEIGHT",
+                 help="Process only this pixel window (like gdal_translate -srcwin)."),
+    SchemaOption("input.bbox", convert=parse_bbox, metavar="MINX,MINY,MAXX,MAXY",
+                 help="Process only this area, in the scene's CRS or --bbox-crs (like "
+                      "gdal_translate -projwin, widened to whole pixels)."),
+    SchemaOption("input.bbox_crs", ("--bbox-crs",), metavar="CRS"),
     SchemaOption("inference.tta"),
     SchemaOption("inference.compile", param="compile_model"),
     SchemaOption("output.write_probability", ("--no-probability",), set_to=False,

@@ -179,8 +179,14 @@ def _band_list(bands: list[int]) -> str:
 
 
 def prepare_inference(info: SceneInfo, bands: tuple[int, ...], model: SegmentationModel,
-                      config: Config) -> InferenceSetup:
-    """Device, tiling, inference grid and normaliser of a scene (the normaliser reads a sample)."""
+                      config: Config, *, statistics_from: str | Path | None = None
+                      ) -> InferenceSetup:
+    """Device, tiling, inference grid and normaliser of a scene (the normaliser reads a sample).
+
+    ``statistics_from``: the raster whose values set a percentile normalisation (the whole
+    scene when ``info`` is an area cut from it, so that the area's pixels are normalised, and
+    so predicted, as in a whole-scene run); default ``info``'s own.
+    """
     device = resolve_device(config.inference.device)
     choice = choose_tiling(config, model, device.type)
     grid = inference_grid(info, model.gsd_m, resample=config.resolution.resample,
@@ -192,7 +198,7 @@ def prepare_inference(info: SceneInfo, bands: tuple[int, ...], model: Segmentati
         log.info("%s: resampling on the fly to the %s", info.path, grid.description)
     plan = TilePlan(grid.width, grid.height, choice.tile_size, choice.halo, choice.blend_radius)
     spec = _normalization_spec(config, model)
-    with open_raster(info.path) as ds:
+    with open_raster(str(statistics_from or info.path)) as ds:
         normalizer = make_normalizer(ds, bands, spec)
     return InferenceSetup(info, bands, device, choice, grid, plan, normalizer)
 
@@ -206,8 +212,13 @@ def extract_probability(
     *,
     progress: bool = False,
     precomputed_strips: Iterator[Strip] | None = None,
+    extra_tags: dict[str, str] | None = None,
+    statistics_from: str | Path | None = None,
 ) -> ExtractResult:
     """Run the base model over a whole scene; write probability (optional) and mask COGs.
+
+    ``extra_tags``: added to (or replacing) the outputs' tags, e.g. the real source and window
+    of a scene cut to an area of interest; ``statistics_from``: see :func:`prepare_inference`.
 
     ``precomputed_strips``: the stitched probabilities of the inference grid, already computed
     elsewhere (the bands of a scene split across batch workers): full-width strips in row order
@@ -222,7 +233,7 @@ def extract_probability(
     if config.output.write_probability:
         check_writable(paths.probability, overwrite)
 
-    setup = prepare_inference(info, bands, model, config)
+    setup = prepare_inference(info, bands, model, config, statistics_from=statistics_from)
     device, choice, grid, plan, normalizer = (setup.device, setup.choice, setup.grid, setup.plan,
                                               setup.normalizer)
     torch_threads = torch.get_num_threads()  # set by the CLI / batch worker (runtime.settings)
@@ -235,7 +246,7 @@ def extract_probability(
              info.path, info.width, info.height, len(plan), plan.tile_size, plan.halo,
              choice.batch_size, device, torch_threads,
              "" if predictor is not None else " (precomputed probabilities)")
-    tags = _output_tags(info, model, config, normalizer, choice, grid)
+    tags = {**_output_tags(info, model, config, normalizer, choice, grid), **(extra_tags or {})}
 
     tmp_files: list[Path] = []
     stats: dict[str, float] = {}

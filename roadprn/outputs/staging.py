@@ -155,6 +155,7 @@ def staged_run(final_folder: str | Path, name: str, outputs: Sequence[Path],
                           "newline) in its path, where GDAL cannot create a GeoPackage; choose "
                           "another --out")
     marker = marker_path(final_folder, name)
+    created = not final_folder.exists()
     check_writable(marker, overwrite=True)  # creates the folder, checks that it is writable
     staging = final_folder / f"{STAGING_PREFIX}{safe_name(name)}-{uuid.uuid4().hex[:8]}"
     record = {"pid": os.getpid(), "host": socket.gethostname(),
@@ -180,6 +181,9 @@ def staged_run(final_folder: str | Path, name: str, outputs: Sequence[Path],
         for path in published:  # a failed publish leaves no mixture
             path.unlink(missing_ok=True)
         marker.unlink(missing_ok=True)
+        if created:  # a folder this run made, left empty: not left behind either
+            with contextlib.suppress(OSError):
+                final_folder.rmdir()
         if full or isinstance(exc, OSError):
             # name the output folder: a plain write() names no file at all, GDAL names a
             # temporary file in a staging folder that no longer exists

@@ -200,6 +200,9 @@ def generate_scene(
                 msk.write(mask, 1, window=window)
                 if progress is not None:
                     progress(w * h)
+        # recognisable by its tags: batch never takes a label for a scene
+        img.update_tags(ROADPRN_ROLE="synthetic-scene", ROADPRN_SYNTH_SEED=str(seed))
+        msk.update_tags(ROADPRN_ROLE="label", ROADPRN_SYNTH_SEED=str(seed))
         img.close()
         msk.close()
         factors = _overview_factors(width, height)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from roadprn.batch import collect_inputs, run_batch
+from roadprn.batch import collect_inputs, find_scenes, run_batch
 from roadprn.batch.inputs import LOG_FOLDER, SceneInput, scene_folder_name
 from roadprn.batch.manifest import (
     MANIFEST_NAME,
@@ -434,3 +434,28 @@ def test_a_second_batch_on_the_same_out_is_refused(tmp_path, scene_files, tiny_m
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "another roadprn batch run is writing" in lines[0], lines
     assert not [p for p in out.iterdir() if p.is_dir()]
+
+
+def test_synth_labels_roadprn_outputs_and_excluded_files_are_skipped_with_reasons(tmp_path):
+    """A folder made by `synth` holds labels beside the scenes, a user's folder may hold an
+    earlier extract's rasters: both known by their tags, wherever they lie; --exclude too."""
+    from tests.helpers import invoke, write_test_raster
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    assert invoke("synth", inputs / "a.tif", "--size", "64").exit_code == 0
+    assert invoke("synth", inputs / "b_nir.tif", "--size", "64").exit_code == 0
+    extracted = invoke("extract", inputs / "a.tif", "-o", inputs / "old", "--no-vectorize")
+    assert extracted.exit_code == 0, extracted.output
+    user_mask = write_test_raster(inputs / "field_mask.tif", np.zeros((1, 8, 8), np.uint8))
+    found = find_scenes([str(inputs)], exclude=["*_nir.tif"])
+    assert [Path(s.path).name for s in found.scenes] == ["a.tif", "field_mask.tif"]
+    reasons = {str(Path(p).relative_to(inputs.resolve())): r for p, r in found.skipped}
+    assert reasons == {
+        "b_nir.tif": "matches --exclude",
+        "a_mask.tif": "a roadprn synth label, not a scene",
+        "b_nir_mask.tif": "a roadprn synth label, not a scene",
+        "old/a_mask.tif": "a roadprn output, not a scene",
+        "old/a_probability.tif": "a roadprn output, not a scene",
+    }
+    assert user_mask.exists()
