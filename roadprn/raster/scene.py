@@ -330,6 +330,9 @@ def check_band_count(info: SceneInfo, bands: Sequence[int] | None, expected: int
     """The 1-based bands to read, checked against the scene and what the model expects: the
     one band check of extract, batch and training. ``bands`` are the user's choice; without
     one, the model's own ``model_bands`` (if any), else the scene's data bands."""
+    # a palette image first: its way out (expand to RGB) also fixes a band-count mismatch,
+    # while "--bands 1,1,1" would feed colour-table indexes to the model
+    _refuse_palette_bands(info, bands or model_bands or info.data_bands)
     if not bands and model_bands:
         problem = missing_model_bands(info.path, model_bands, info.count)
         if problem:
@@ -353,12 +356,15 @@ def check_band_count(info: SceneInfo, bands: Sequence[int] | None, expected: int
         raise InputError(
             f"{info.path}: {len(chosen)} band(s) selected but the model expects {expected}"
         )
-    palette = sorted({b for b in chosen
-                      if b <= len(info.colorinterp) and info.colorinterp[b - 1] == "palette"})
+    return chosen
+
+
+def _refuse_palette_bands(info: SceneInfo, bands: Sequence[int]) -> None:
+    palette = sorted({b for b in bands
+                      if 1 <= b <= len(info.colorinterp) and info.colorinterp[b - 1] == "palette"})
     if palette:
         # colour-table indexes are labels, not intensities: any model would see noise
         raise InputError(
             f"{info.path}: band(s) {palette} hold colour-table (palette) indexes, not intensities; "
             "expand them to RGB first, e.g. gdal_translate -of VRT -expand rgb "
             f"{Path(info.path).name} {Path(info.path).stem}_rgb.vrt")
-    return chosen

@@ -489,3 +489,7 @@ def test_palette_image_is_refused_with_the_way_out(tmp_path, out, tiny_model):
     layout = palette(tmp_path)
     assert_clean_failure(extract(layout.path, tiny_model, out, "--bands", "1,1,1"), 3,
                          "palette", "-expand rgb", out=out)
+    # without --bands, a 3-band model gets the same line, not "pick --bands 1,1,1" (that would
+    # feed colour-table indexes to the model); the way out fixes both problems
+    assert_clean_failure(extract(layout.path, tiny_model, out), 3,
+                         "palette", "-expand rgb", out=out)
