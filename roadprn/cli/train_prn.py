@@ -6,14 +6,13 @@ The job is :func:`roadprn.prn.train.train_prn_model`; the options are
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from roadprn.cli.common import show_progress
 from roadprn.cli.schema_options import SchemaOption
-from roadprn.cli.train_options import training_options
+from roadprn.cli.train_options import echo_result, json_option, reporter, training_options
 from roadprn.prn.options import TrainPRNOptions, make_prn_options
 
 PRN_OPTIONS = [
@@ -48,11 +47,12 @@ PRN_OPTIONS = [
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Base probability rasters of --pair scenes (default: OUT.maps/), reused.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@json_option
 @training_options("prn", PRN_OPTIONS, make_prn_options)
 @click.pass_context
 def prn(ctx: click.Context, pair_items: tuple[tuple[str, str], ...], pairs_csv: str | None,
         prob_items: tuple[tuple[str, str], ...], output: str, resume: str | None,
-        work_dir: str | None, overwrite: bool, options: TrainPRNOptions) -> None:
+        work_dir: str | None, overwrite: bool, as_json: bool, options: TrainPRNOptions) -> None:
     """Train a PatchRefineNet on a base model's probability maps.
 
     The base model runs on the labelled scenes with extract's tiled engine (use scenes it was
@@ -67,12 +67,7 @@ def prn(ctx: click.Context, pair_items: tuple[tuple[str, str], ...], pairs_csv: 
     if pairs_csv:
         pairs += read_pairs_csv(pairs_csv)
     result = train_prn_model(pairs, options, output, prob_maps=prob_items, resume=resume,
-                             overwrite=overwrite, work_dir=work_dir, progress=show_progress(ctx))
-    click.echo(f"PRN maps: {result.train_maps} train, {result.val_maps} validation "
-               f"({options.map_size} px)", err=True)
-    click.echo(json.dumps({
-        "checkpoint": str(result.paths.checkpoint), "sha256": result.checkpoint_sha256,
-        "base_model_sha256": result.base_model_sha256, "best_epoch": result.best_epoch,
-        "epochs": result.history[-1]["epoch"] if result.history else 0,
-        "stopped_early": result.stopped_early, "metrics": result.best_metrics,
-        "metrics_csv": str(result.paths.metrics_csv), "state": str(result.paths.state)}))
+                             overwrite=overwrite, work_dir=work_dir, progress=show_progress(ctx),
+                             report=reporter(ctx))
+    echo_result(result, as_json, base_model_sha256=result.base_model_sha256,
+                train_maps=result.train_maps, val_maps=result.val_maps)

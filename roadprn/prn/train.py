@@ -41,6 +41,7 @@ from roadprn.train.loop import (
     load_state,
     run_epochs,
     seed_everything,
+    trainable_parameters,
 )
 
 log = logging.getLogger(__name__)
@@ -113,12 +114,14 @@ def train_prn_model(
     overwrite: bool = False,
     work_dir: str | Path | None = None,
     progress: bool = False,
+    report: Callable[[str], None] | None = None,
 ) -> PRNTrainResult:
     """The whole ``train prn`` job: base maps of ``pairs`` / ``prob_maps``, then :func:`fit_prn`.
 
     ``pairs`` are :class:`roadprn.train.TrainingPair` (scene, labels, optional split) the base
     model ``options.base_model`` did not train on; their probability rasters are kept in
     ``work_dir`` (default ``OUT.maps/``) and reused while the base model is the same.
+    ``report`` receives the human lines (map counts, one line per epoch; default: the log).
     """
     from roadprn.models.loading import load_segmentation_model
 
@@ -134,10 +137,11 @@ def train_prn_model(
         raise ModelError(f"base model {options.base_model}: no sha256 to pair the PRN with")
     maps_dir = Path(work_dir) if work_dir else Path(f"{paths.checkpoint}.maps")
     train, val = collect_maps(pairs, prob_maps, base, options, maps_dir, progress=progress)
-    log.info("PRN maps: %d train, %d validation (%d px)", len(train), len(val), options.map_size)
+    (report or log.info)(f"PRN maps: {len(train)} train, {len(val)} validation "
+                         f"({options.map_size} px)")
     result = fit_prn(train, val, options, output, base_model_sha256=base.sha256,
                      resume=state, overwrite=True, progress=progress,
-                     training_files=training_files(pairs, prob_maps))
+                     training_files=training_files(pairs, prob_maps), report=report)
     return result
 
 
@@ -171,13 +175,15 @@ def fit_prn(
     progress: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     training_files: Sequence[Any] = (),
+    report: Callable[[str], None] | None = None,
 ) -> PRNTrainResult:
     """Train on in-memory maps; the best epoch goes to ``output`` as a PRN checkpoint.
 
     ``resume`` is a state file (or its checkpoint) or a state already loaded. Without
     validation maps the best epoch is the one with the lowest training loss.
     ``training_files``: :class:`roadprn.models.checkpoint.TrainingFile` records of the files the
-    maps came from, kept in the checkpoint's training data.
+    maps came from, kept in the checkpoint's training data. ``report``: one line per epoch
+    (default: the log at INFO).
     """
     paths = TrainPaths.for_output(output)
     state = load_state(resume, "prn") if isinstance(resume, str | Path) else resume
@@ -210,7 +216,7 @@ def fit_prn(
     result = run_epochs(runner, options, paths, kind="prn", columns=CSV_COLUMNS, resume=state,
                         extra_state={"base_model_sha256": base_model_sha256,
                                      "arch_kwargs": model.arch_kwargs},
-                        on_epoch_end=on_epoch_end)
+                        on_epoch_end=on_epoch_end, report=report)
     return PRNTrainResult(**vars(result), base_model_sha256=base_model_sha256,
                           train_maps=len(train), val_maps=len(val) if val is not None else 0)
 
@@ -234,7 +240,7 @@ class _PRNRunner:
         self.device, self.paths, self.progress = device, paths, progress
         self.base_model_sha256 = base_model_sha256
         self.training_files = training_files or []
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+        self.optimizer = torch.optim.Adam(trainable_parameters(model), lr=options.lr)
         self.fusion = options.selection_fusion()
 
     def run_epoch(self, epoch: int) -> tuple[dict[str, Any], int]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from roadprn.errors import ModelError
 from roadprn.infer.predictor import resolve_device
-from roadprn.models.base import build_model, load_pretrained
+from roadprn.models.base import PRETRAINED_ARCHITECTURES, build_model, load_pretrained
 from roadprn.models.checkpoint import (
     CheckpointMeta,
     InputSpec,
@@ -39,6 +40,7 @@ from roadprn.train.loop import (
     checkpoint_metrics,
     run_epochs,
     seed_everything,
+    trainable_parameters,
 )
 from roadprn.train.loop import load_state as _load_state
 from roadprn.train.losses import confusion_counts, dice_bce_loss, scores
@@ -93,8 +95,14 @@ def train_base(
     overwrite: bool = False,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    report: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train ``options.arch`` on ``pairs`` and write the best model to ``output``."""
+    """Train ``options.arch`` on ``pairs`` and write the best model to ``output``.
+
+    ``report`` receives a few human lines (what trains, the pretrained fallback, one line per
+    epoch); without it they go to the log at INFO.
+    """
+    say = report or log.info
     paths = TrainPaths.for_output(output, cache_dir)
     state = load_state(resume) if resume is not None else None
     check_outputs(paths, state, overwrite)
@@ -110,14 +118,18 @@ def train_base(
     pretrained_note: str | None = None
     if state is not None:
         pretrained_note = state.get("pretrained_note")
-    elif options.pretrained:
-        pretrained_note = load_pretrained(model, options.arch)
-        log.info("%s", pretrained_note)
+    else:
+        pretrained_note = _initialise(model, options, say)
     model = model.to(device)
     train_pairs, val_pairs = split_pairs(pairs, options.val_fraction, options.seed)
     train_scenes = [_prepare(p, options, paths) for p in train_pairs]
     val_scenes = [_prepare(p, options, paths) for p in val_pairs]
-    log.info("training on %d scene(s), validating on %d", len(train_scenes), len(val_scenes))
+    start = "ImageNet encoder" if pretrained_note else "random weights"
+    if state is not None:
+        start = f"resumed, {start}"
+    say(f"training {options.arch} ({start}) on {len(train_scenes)} scene(s), validating on "
+        f"{len(val_scenes)}: {options.epochs} epochs x {options.steps_per_epoch} steps x "
+        f"{options.batch_size} chips of {options.chip_size} px, {device.type}")
 
     runner = _BaseRunner(model, options, device, use_amp, train_scenes, val_scenes,
                          _training_summary(train_scenes, val_scenes, options, pretrained_note),
@@ -126,9 +138,34 @@ def train_base(
         runner.load(state)
     try:
         return run_epochs(runner, options, paths, kind="base", columns=CSV_COLUMNS,
-                          resume=state, extra_state={"pretrained_note": pretrained_note})
+                          resume=state, extra_state={"pretrained_note": pretrained_note},
+                          report=report)
     finally:
         runner.close()
+
+
+def _initialise(model: nn.Module, options: TrainBaseOptions,
+                say: Callable[[str], None]) -> str | None:
+    """ImageNet encoder weights as ``options.pretrained`` asks; their provenance line or None.
+
+    ``None`` (the default) takes them when the architecture has them and the
+    ``roadprn[pretrained]`` package is installed, and otherwise says in one line that the run
+    starts from random weights; ``True`` requires them (one-line ModelError when missing).
+    """
+    if options.pretrained is False:
+        return None
+    if options.pretrained is None and options.arch.lower() not in PRETRAINED_ARCHITECTURES:
+        return None
+    try:
+        note = load_pretrained(model, options.arch)
+    except ModelError as exc:
+        if options.pretrained or not isinstance(exc.__cause__, ImportError):
+            raise  # asked for explicitly, or installed but damaged: not a silent fallback
+        say(f"random initial weights: no ImageNet weights for {options.arch} "
+            "(pip install 'roadprn[pretrained]' for a better start)")
+        return None
+    log.info("%s", note)
+    return note
 
 
 class _BaseRunner:
@@ -142,7 +179,7 @@ class _BaseRunner:
                  progress: bool) -> None:
         self.model, self.options, self.device, self.use_amp = model, options, device, use_amp
         self.summary, self.paths, self.progress = summary, paths, progress
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr,
+        self.optimizer = torch.optim.AdamW(trainable_parameters(model), lr=options.lr,
                                            weight_decay=options.weight_decay)
         total_steps = options.epochs * options.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -12,7 +12,12 @@ One shape for every run, so both commands behave alike:
 * the best epoch (highest validation score, or lowest training loss without validation, gaining
   at least ``min_delta``) is written to ``OUT`` as soon as it is reached;
 * ``patience`` epochs without improvement stop the run, and so does ``max_minutes``: the run
-  stops after the epoch that ends past it.
+  stops after the epoch that ends past it;
+* one human line per epoch (:func:`epoch_line`: epoch, training loss, validation IoU, seconds)
+  goes to ``report`` (the CLI prints it on stderr), else to the log at INFO.
+
+The optimiser holds only the weights that train (:func:`trainable_parameters`), so the state
+file carries no optimiser copies of frozen weights.
 
 A model-specific :class:`EpochRunner` trains and validates one epoch; :func:`run_epochs` does
 the rest.
@@ -178,7 +183,23 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights an optimiser should hold: frozen ones (``requires_grad`` off) get no
+    optimiser state, so they cost nothing in the state file."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 # --------------------------------------------------------------------------- metrics
+
+
+def epoch_line(row: dict[str, Any], epochs: int, best: bool) -> str:
+    """One human line per epoch: ``epoch 3/20: train loss 0.4123, val IoU 0.5310, 61.8 s``."""
+    parts = [f"train loss {row['train_loss']:.4f}"]
+    if "val_iou" in row:
+        parts.append(f"val IoU {row['val_iou']:.4f}")
+    parts.append(f"{row['seconds']:.1f} s")
+    return f"epoch {row['epoch']}/{epochs}: {', '.join(parts)}" + (" (best)" if best else "")
+
 
 
 def write_metrics(paths: TrainPaths, history: list[dict[str, Any]],
@@ -215,12 +236,15 @@ def run_epochs(
     resume: dict[str, Any] | None = None,
     extra_state: dict[str, Any] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Epochs up to ``options.epochs``, continuing ``resume`` (a loaded state) exactly.
 
     The runner's model and optimiser must already hold the resumed state; the torch RNG is
-    restored here. After every epoch the metrics files and the state file are rewritten.
+    restored here. After every epoch the metrics files and the state file are rewritten, and
+    its :func:`epoch_line` goes to ``report`` (default: the log at INFO).
     """
+    say = report or log.info
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "metrics": {}, "sha256": None}
     start = 1
@@ -231,19 +255,19 @@ def run_epochs(
         if start > options.epochs:
             raise ConfigError(f"--resume: the run already has {start - 1} epochs; raise --epochs")
         torch.set_rng_state(resume["torch_rng"])
-        log.info("resuming after epoch %d (best so far: epoch %d)", start - 1, best["epoch"])
+        say(f"resuming after epoch {start - 1} (best so far: epoch {best['epoch']})")
 
     stopped_early = False
     t_run = time.perf_counter()
     for epoch in range(start, options.epochs + 1):
         if best["epoch"] and options.patience and epoch - best["epoch"] > options.patience:
-            log.info("no improvement for %d epochs: stopping early", options.patience)
+            say(f"no improvement for {options.patience} epochs: stopping early")
             stopped_early = True
             break
         if (options.max_minutes and epoch > start
                 and time.perf_counter() - t_run > 60 * options.max_minutes):
-            log.info("time budget of %g min used: stopping after epoch %d",
-                     options.max_minutes, epoch - 1)
+            say(f"time budget of {options.max_minutes:g} min used: stopping after epoch "
+                f"{epoch - 1}")
             stopped_early = True
             break
         t0 = time.perf_counter()
@@ -253,9 +277,10 @@ def run_epochs(
                                "seconds": seconds}
         history.append(row)
         score = runner.score(row)
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items()
-                                                  if k != "epoch"))
-        if score > best["score"] + (options.min_delta if best["epoch"] else -math.inf):
+        log.debug("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                                   if k != "epoch"))
+        improved = score > best["score"] + (options.min_delta if best["epoch"] else -math.inf)
+        if improved:
             best = {"score": score, "epoch": epoch, "metrics": row, "sha256": None}
             best["sha256"] = runner.save_best(row)
         write_metrics(paths, history, columns)
@@ -265,6 +290,7 @@ def run_epochs(
             "options": options.model_dump(mode="json"), "torch_rng": torch.get_rng_state(),
             "checkpoint": str(paths.checkpoint), **(extra_state or {}),
         })
+        say(epoch_line(row, options.epochs, improved))
         if on_epoch_end is not None:
             on_epoch_end(row)
     return TrainResult(paths, history, best["epoch"], best["metrics"], stopped_early,

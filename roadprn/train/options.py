@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
+#: the architecture of the shipped default model (``roadprn/data/models/default_base.pt``, see
+#: docs/model-card.md): what ``train base`` trains unless told (a test keeps them equal)
+DEFAULT_ARCH = "effnet_lite0_linknet"
+
 
 class TrainLoopOptions(BaseModel):
     """What every training loop understands: epochs, stopping rules, seed, device."""
@@ -50,22 +54,28 @@ class TrainLoopOptions(BaseModel):
 class TrainBaseOptions(TrainLoopOptions):
     """Everything that defines a base-model training run."""
 
-    arch: str = Field("dlinknet18", description="Architecture (dlinknet34, dlinknet18, "
-                                                "effnet_lite0_linknet, tiny_unet, smp.Unet, ...).")
+    arch: str = Field(DEFAULT_ARCH, description="Architecture (the shipped default model's "
+                                                "effnet_lite0_linknet, effnet_lite1/2_linknet, "
+                                                "dlinknet34, dlinknet18, tiny_unet, smp.Unet, "
+                                                "...).")
     arch_kwargs: dict[str, Any] = Field({}, description="Architecture arguments, e.g. "
                                                         "{\"width\": 32}.")
-    pretrained: bool = Field(False, description="Start the encoder from ImageNet weights "
-                                                "(effnet_lite*_linknet; training only).")
+    pretrained: bool | None = Field(
+        None, description="Start the encoder from ImageNet weights (effnet_lite*_linknet; "
+                          "training only): null = when the roadprn[pretrained] packages are "
+                          "installed (else a random start, said in one line), true = required, "
+                          "false = never.")
     bands: list[int] = Field([1, 2, 3], min_length=1, description="1-based scene bands to read.")
     normalization: TrainingNormalizationConfig = Field(
         TrainingNormalizationConfig(), description="How scene bands become model inputs.")
     gsd_m: float = Field(0.5, gt=0, description="Resolution the model works at (m/px); chips "
                                                 "are resampled to it.")
     chip_size: int = Field(256, ge=32, le=4096, description="Training chip side in pixels.")
-    tile_size: int = Field(512, ge=32, le=8192, description="Tile size recorded for inference "
-                                                            "(effnet_lite*: 768 unless given).")
-    halo: int = Field(32, ge=0, description="Tile halo recorded for inference (effnet_lite*: 64 "
-                                            "unless given).")
+    tile_size: int = Field(768, ge=32, le=8192, description="Tile size recorded for inference "
+                                                            "(unless given: the architecture's, "
+                                                            "effnet_lite*: 768, others 512).")
+    halo: int = Field(64, ge=0, description="Tile halo recorded for inference (unless given: the "
+                                            "architecture's, effnet_lite*: 64, others 32).")
     batch_size: int = Field(8, ge=1, description="Chips per training step.")
     steps_per_epoch: int = Field(100, ge=1, description="Training steps per epoch.")
     lr: float = Field(1e-3, gt=0, description="Peak AdamW rate.")

