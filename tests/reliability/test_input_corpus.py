@@ -263,38 +263,87 @@ def test_spacenet_rgba_chip_with_the_default_model(realdata, tmp_path, mode, one
 # --------------------------------------------------------------------------- batch
 
 
-BATCH_SUBSET = ("rgba_4326", "nodata_alpha", "float_nan", "png_world", "palette")
+def batch_records(out: Path) -> dict[str, dict]:
+    from roadprn.batch.manifest import MANIFEST_NAME, latest_scene_records
+
+    return {r["scene"]: r for r in latest_scene_records(out / MANIFEST_NAME).values()}
+
+
+def run_batch_cli(inputs: list[Path], out: Path, *args: object):
+    result = invoke("-q", "batch", *inputs, "--out", out, "--workers", "1",
+                    "--threads-per-worker", "1", "--set", "vectorize.enabled=false", *args)
+    assert_no_traceback(result)
+    return result, batch_records(out)
 
 
 @pytest.mark.slow
-def test_a_subset_through_batch(layouts, tmp_path):
-    """batch makes extract's choices scene by scene: good layouts done on their grid, the
-    palette image failed with extract's line, exit 6."""
-    from roadprn.batch.manifest import MANIFEST_NAME, latest_scene_records
-
+def test_every_layout_through_batch(layouts, tmp_path):
+    """batch makes extract's choices scene by scene: every layout done on its grid with its
+    validity, the palette image failed with extract's line, a truncated TIFF failed as a bad
+    input (a traceback from every worker before), exit 6. Layouts that need options of their
+    own (``--bands`` for BGR) run in a batch of their own with them."""
     model = tiny_checkpoint(tmp_path / "m.pt", 3, 0.5)
-    out = tmp_path / "batch"
-    # cut where the overviews' TIFF directory was: a traceback from every worker before
+    # cut where the overviews' TIFF directory was
     source = layouts["rgba_mask_overviews"].path
     truncated = tmp_path / "truncated.tif"
     truncated.write_bytes(source.read_bytes()[:source.stat().st_size // 2])
-    inputs = [layouts[name].path for name in BATCH_SUBSET] + [truncated]
-    result = invoke("-q", "batch", *inputs, "--out", out, "--model", model, "--workers", "1",
-                    "--threads-per-worker", "1", "--set", "vectorize.enabled=false")
-    assert_no_traceback(result)
-    assert result.exit_code == 6, result.output
-    records = {Path(r["scene"]).name: r
-               for r in latest_scene_records(out / MANIFEST_NAME).values()}
-    assert records["truncated.tif"]["status"] == "failed"
-    assert "truncated or corrupt" in records["truncated.tif"]["error"], records["truncated.tif"]
-    for name in BATCH_SUBSET:
-        layout = layouts[name]
-        record = records[layout.path.name]
-        if layout.error is not None:
-            assert record["status"] == "failed" and "palette" in record["error"], record
+    groups: dict[tuple[str, ...], list[corpus.Layout]] = {}
+    for layout in layouts.values():
+        groups.setdefault(layout.args, []).append(layout)
+    for args, members in groups.items():
+        out = tmp_path / f"batch{len(args)}"
+        inputs = [layout.path for layout in members] + ([truncated] if not args else [])
+        result, records = run_batch_cli(inputs, out, "--model", model, *args)
+        failing = any(layout.error for layout in members) or not args
+        assert result.exit_code == (6 if failing else 0), result.output
+        assert set(records) == {str(p) for p in inputs}
+        if not args:
+            record = records[str(truncated)]
+            assert record["status"] == "failed", record
+            assert "truncated or corrupt" in record["error"], record
+        for layout in members:
+            record = records[str(layout.path)]
+            if layout.error is not None:
+                single = invoke("extract", layout.path, "--out", tmp_path / "single",
+                                "--model", model, *args)
+                line = assert_clean_failure(single, layout.error[0], *layout.error[1])
+                assert record["status"] == "failed", record
+                assert line == f"roadprn: error: {record['error']}", (line, record)
+                continue
+            assert record["status"] == "done", record
+            mask = out / record["files"]["mask"]["path"]
+            assert_on_scene_grid(layout.path, mask)
+            with rasterio.open(mask) as ds, rasterio.open(layout.truth) as truth:
+                output_validity(ds.read(1), truth.read(1) != 255, resampled=True)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_every_real_raster_through_batch(realdata, tmp_path):
+    """The real rasters in one batch with the default models: each scene ends as extract ends
+    it, done on its grid with the model extract picks (the panchromatic twin for 1 band), or
+    failed with extract's own line (no CRS; a GSD beyond the model's range)."""
+    from roadprn.models.loading import load_segmentation_model, model_for_scene
+    from roadprn.raster.scene import open_scene
+
+    scenes = [realdata / rel for rel in real_rasters()]
+    out = tmp_path / "batch"
+    result, records = run_batch_cli(scenes, out)
+    assert set(records) == {str(p) for p in scenes}
+    failed = [p for p in scenes if records[str(p)]["status"] == "failed"]
+    assert result.exit_code == (6 if failed else 0), result.output
+    hashes: dict[str, str] = {}
+    for scene in scenes:
+        record = records[str(scene)]
+        if record["status"] == "failed":
+            single = invoke("extract", scene, "--out", tmp_path / "single", "--no-vectorize")
+            line = assert_clean_failure(single, 3, out=tmp_path / "single")
+            assert line == f"roadprn: error: {record['error']}", (line, record)
             continue
         assert record["status"] == "done", record
-        mask = out / record["files"]["mask"]["path"]
-        assert_on_scene_grid(layout.path, mask)
-        with rasterio.open(mask) as ds, rasterio.open(layout.truth) as truth:
-            output_validity(ds.read(1), truth.read(1) != 255, resampled=True)
+        assert_on_scene_grid(scene, out / record["files"]["mask"]["path"])
+        spec = model_for_scene("default", len(open_scene(scene).data_bands))
+        if spec not in hashes:
+            hashes[spec] = load_segmentation_model(spec).sha256
+        assert record["model_hashes"]["base"] == hashes[spec], (scene, spec)
+    assert len(hashes) == 2  # 1-band scenes with the panchromatic twin, the others RGB
