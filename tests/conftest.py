@@ -10,6 +10,11 @@ import pytest
 
 from tests.helpers import REALDATA, make_checkpoint, write_test_raster
 
+# Outside a terminal roadprn prints a progress line every 30 s; a command that takes that long
+# on a loaded machine would add lines to stderrs the tests read line by line. Progress lines
+# have tests of their own (tests/unit/test_progress.py, which sets its own interval).
+os.environ.setdefault("ROADPRN_PROGRESS_INTERVAL_S", "86400")
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:

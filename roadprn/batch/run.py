@@ -296,7 +296,7 @@ def _execute(client: Any, todo: list[SceneTask], settings: BatchConfig,
              manifest: ManifestWriter, summary: BatchSummary, run_id: str, progress: bool,
              splits: dict[str, list[tuple[int, int]]] | None = None) -> None:
     """Submit every scene and record each result as it arrives, until every scene has one."""
-    from tqdm import tqdm
+    from roadprn.runtime.progress import progress_bar
 
     resources = {"GPU": 1} if settings.gpus_per_worker else None
     splits = splits or {}
@@ -333,8 +333,8 @@ def _execute(client: Any, todo: list[SceneTask], settings: BatchConfig,
                              resources=resources)
 
     tiles = 0
-    bar = tqdm(total=len(todo), unit="scene", desc="batch", disable=not progress,
-               dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), unit="scene", desc="batch", enabled=progress,
+                       dynamic_ncols=True)
 
     def record(task: SceneTask, result: dict[str, Any]) -> None:
         nonlocal tiles

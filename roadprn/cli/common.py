@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import click
 
 from roadprn.cli.schema_options import (
@@ -58,9 +55,12 @@ pipeline_options = schema_options(PIPELINE_OPTIONS)
 
 
 def show_progress(ctx: click.Context) -> bool:
-    """Bars only for a person at a terminal: not with --quiet, not in CI, not when piped."""
-    if (ctx.find_root().obj or {}).get("quiet"):  # obj is None when a command runs alone
-        return False
-    if os.environ.get("CI"):
-        return False
-    return sys.stderr.isatty()
+    """Should this command show progress? Not with --quiet; and sets the process's progress
+    mode: bars for a person at a terminal, a line every 30 s in CI, logs, pipes and ``nohup``
+    (:mod:`roadprn.runtime.progress`)."""
+    from roadprn.runtime.progress import mode_for_console, set_progress_mode
+
+    quiet = bool((ctx.find_root().obj or {}).get("quiet"))  # obj is None when run alone
+    mode = mode_for_console(quiet)
+    set_progress_mode(mode)
+    return mode != "off"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 
 import click
-from tqdm import tqdm
 
+from roadprn.cli.common import show_progress
 from roadprn.cli.schema_options import SchemaOption, schema_options
 from roadprn.config import Config
 from roadprn.errors import ConfigError
+from roadprn.runtime.progress import progress_bar
 from roadprn.synth import generate_scene
 
 
@@ -61,11 +62,10 @@ SYNTH_OPTIONS = [
 @click.pass_context
 def synth(ctx: click.Context, out: str, config: Config) -> None:
     """Write OUT.tif, OUT_mask.tif and OUT_roads.gpkg: a synthetic scene with known roads."""
-    quiet = bool((ctx.obj or {}).get("quiet"))
     settings = config.synth
     width, height = settings.size[0], settings.size[-1]
-    with tqdm(total=width * height, unit="px", unit_scale=True, desc="synth",
-              disable=quiet or not sys.stderr.isatty(), file=sys.stderr) as bar:
+    with progress_bar(total=width * height, unit="px", unit_scale=True, desc="synth",
+                      enabled=show_progress(ctx), file=sys.stderr) as bar:
         result = generate_scene(
             out, width=width, height=height, seed=settings.seed, crs=settings.crs,
             resolution_m=settings.resolution, origin=settings.origin, bands=settings.bands,

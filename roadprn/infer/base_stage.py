@@ -446,12 +446,12 @@ def _output_tags(info: SceneInfo, model: SegmentationModel, config: Config,
 
 
 def _progress_bar(total: int, path: str, plan: TilePlan, enabled: bool):
-    from tqdm import tqdm
+    from roadprn.runtime.progress import progress_bar
 
     name = Path(path).name
     mpix_per_tile = plan.width * plan.height / 1e6 / max(total, 1)
-    bar = tqdm(total=total, unit="tile", desc=name, disable=not enabled, dynamic_ncols=True,
-               leave=False)
+    bar = progress_bar(total=total, unit="tile", desc=f"{name} base model", enabled=enabled,
+                       dynamic_ncols=True, leave=False)
     original = bar.update
 
     def update(n: int = 1) -> None:

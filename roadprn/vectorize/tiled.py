@@ -71,10 +71,10 @@ class _TileProgress(Callback):
 
     def __init__(self, total: int, name: str, enabled: bool) -> None:
         super().__init__()
-        from tqdm import tqdm
+        from roadprn.runtime.progress import progress_bar
 
-        self.bar = tqdm(total=total, unit="tile", desc=f"{name} vectorize",
-                        disable=not enabled, dynamic_ncols=True, leave=False)
+        self.bar = progress_bar(total=total, unit="tile", desc=f"{name} vectorize",
+                                enabled=enabled, dynamic_ncols=True, leave=False)
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
         self.bar.update(1)
