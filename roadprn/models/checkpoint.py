@@ -18,6 +18,7 @@ import hashlib
 import pickle
 import re
 import warnings
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -225,6 +226,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} is a TorchScript model, not a roadprn checkpoint; "
             "load it with a YAML sidecar (see load_model_file)"
         )
+    if kind == "unknown":
+        problem = _not_a_torch_archive(path)
+        if problem:
+            raise ModelError(f"{path} {problem}")
     try:
         with warnings.catch_warnings():
             # a foreign pickle (protocol 4/5) makes torch warn before it refuses the file; the
@@ -233,11 +238,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                                     category=UserWarning)
             payload = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
+        detail = _unpickler_detail(exc)
+        if detail.lower().startswith("unsupported operand"):
+            raise ModelError(f"{path} is not a roadprn checkpoint: a raw Python pickle, which "
+                             "roadprn refuses to load") from exc
         if "global" not in str(exc).lower():  # the pickle stream itself is damaged
-            raise ModelError(f"{path} is corrupt: {_reason(exc, 120)}") from exc
+            raise ModelError(f"{path} is corrupt: its data does not decode ({detail})") from exc
         raise ModelError(
             f"{path} is not a roadprn checkpoint: it holds pickled Python objects, "
-            "which roadprn refuses to load (torch.load weights_only=True)"
+            "which roadprn refuses to load (only tensors and plain values are read)"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - zip/EOF/runtime errors of a damaged file
         raise ModelError(f"{path} is corrupt or truncated: {_reason(exc, 120)}") from exc
@@ -583,6 +592,44 @@ def _reason(exc: BaseException, limit: int = 300) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The one line of torch's refusal that says what was wrong (the rest is advice about
+    ``torch.load`` defaults, meant for people writing PyTorch code)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        tail = text.split("WeightsUnpickler error:", 1)[1]
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        if lines:
+            return lines[0][:120]
+    return _reason(exc, 120)
+
+
+def _not_a_torch_archive(path: Path) -> str | None:
+    """What is wrong ("is ...") with a file that is not a zip archive torch.save wrote, in
+    roadprn's words
+    (PyTorch's own text is about ``weights_only`` defaults); None for an old-style (PyTorch <
+    1.6) pickle, which ``torch.load(weights_only=True)`` still reads safely."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "is not a roadprn checkpoint: the file is empty"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "is corrupt or truncated: its zip index is missing"
+        return (f"is not a roadprn checkpoint: a zip archive without PyTorch's data.pkl "
+                f"({len(names)} file(s) in it), not a file torch.save or roadprn wrote")
+    if head[:1] == b"\x80":
+        return None  # an old-style torch.save pickle
+    return (f"is not a roadprn checkpoint: not a PyTorch file (it starts with {head!r}; "
+            "roadprn checkpoints are .pt files written by roadprn train)")
 
 
 def _check_file(path: Path) -> None:

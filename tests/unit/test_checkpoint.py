@@ -146,9 +146,9 @@ def test_truncated_checkpoint_is_a_clear_error(saved: tuple[Path, str], tmp_path
     data = saved[0].read_bytes()
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(ModelError, match="corrupt") as info:
+    with pytest.raises(ModelError, match="file is empty" if keep == 0 else "corrupt") as info:
         load_checkpoint(bad)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
 
 
 def test_corrupted_weights_are_detected(saved: tuple[Path, str], tmp_path: Path):
@@ -174,7 +174,7 @@ def test_foreign_files_are_refused(tmp_path: Path, model: torch.nn.Module):
         load_checkpoint(pickled)
     text = tmp_path / "text.pt"
     text.write_text("hello")
-    with pytest.raises(ModelError, match="corrupt"):
+    with pytest.raises(ModelError, match="not a PyTorch file"):
         load_checkpoint(text)
 
 
