@@ -6,8 +6,16 @@ Every reader in roadprn goes through here so that all stages agree on what a val
 raw band values of any bit depth become model inputs. Nothing here reads a whole scene.
 """
 
+import warnings
+
 from roadprn.runtime import gdal_guard
 
 # Before anything here opens a file: no input reaches the network unless the user gave a network
 # path (every command and batch worker imports this package before its first open).
 gdal_guard.install()
+
+# roadprn reports a raster without georeferencing itself (one line, or --allow-ungeoreferenced);
+# rasterio's warning about it is noise. A process-wide filter, since warnings.catch_warnings()
+# is not thread-safe: reader threads opening files at once let the warning through to stderr.
+warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or rpcs",
+                        module="rasterio")

@@ -177,6 +177,36 @@ def test_layouts_read_as_their_truth(layouts):
             np.testing.assert_array_equal(valid, truth.read(1) != 255, err_msg=name)
 
 
+THREADED_OPENS = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from roadprn.raster.scene import open_raster
+def opens(_):
+    for _ in range(30):
+        with open_raster(sys.argv[1]) as ds:
+            ds.transform
+with ThreadPoolExecutor(8) as pool:
+    list(pool.map(opens, range(8)))
+"""
+
+
+def test_ungeoreferenced_files_opened_from_many_threads_print_no_warning(tmp_path):
+    """Reader threads (and batch workers) open files at once: rasterio's NotGeoreferencedWarning
+    got through the per-call ``catch_warnings()`` (not thread-safe) onto stderr."""
+    import subprocess
+    import sys
+
+    from tests.helpers import BOUND_S, REPO_ROOT
+
+    png = tmp_path / "plain.png"
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(
+            png, "w", driver="PNG", width=64, height=64, count=3, dtype="uint8") as ds:
+        ds.write(np.zeros((3, 64, 64), np.uint8))
+    proc = subprocess.run([sys.executable, "-c", THREADED_OPENS, str(png)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=BOUND_S)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 # --------------------------------------------------------------------------- the real data
 
 
@@ -319,16 +349,20 @@ def test_every_layout_through_batch(layouts, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_every_real_raster_through_batch(realdata, tmp_path):
+def test_every_real_raster_through_batch(realdata, tmp_path, capfd):
     """The real rasters in one batch with the default models: each scene ends as extract ends
     it, done on its grid with the model extract picks (the panchromatic twin for 1 band), or
-    failed with extract's own line (no CRS; a GSD beyond the model's range)."""
+    failed with extract's own line (no CRS; a GSD beyond the model's range). The workers (own
+    processes, seen only by capfd) print no Python warning: rasterio's NotGeoreferencedWarning
+    got through catch_warnings() when reader threads opened files at once."""
     from roadprn.models.loading import load_segmentation_model, model_for_scene
     from roadprn.raster.scene import open_scene
 
     scenes = [realdata / rel for rel in real_rasters()]
     out = tmp_path / "batch"
     result, records = run_batch_cli(scenes, out)
+    workers_stderr = capfd.readouterr().err
+    assert "Warning" not in workers_stderr + result.stderr, workers_stderr
     assert set(records) == {str(p) for p in scenes}
     failed = [p for p in scenes if records[str(p)]["status"] == "failed"]
     assert result.exit_code == (6 if failed else 0), result.output
