@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from roadprn.errors import ConfigError, ModelError
 from roadprn.prn.data import PRNMaps, PRNTrainData, collect_maps
@@ -32,6 +31,7 @@ from roadprn.prn.network import PatchRefineNet, prn_arch, prn_arch_kwargs
 from roadprn.prn.options import PRN_FROZEN_ON_RESUME, TrainPRNOptions
 from roadprn.prn.refine import fuse
 from roadprn.raster.masks import is_road
+from roadprn.runtime.progress import progress_bar
 from roadprn.train.loop import (
     TrainPaths,
     TrainResult,
@@ -249,8 +249,8 @@ class _PRNRunner:
         steps = -(-len(self.data) // self.options.batch_size)
         batches = self.data.batches(self.options.seed, epoch - 1, self.options.batch_size,
                                     self.options.augment)
-        for maps in tqdm(batches, total=steps, desc=f"epoch {epoch}", unit="step",
-                         disable=not self.progress, leave=False):
+        for maps in progress_bar(batches, total=steps, desc=f"epoch {epoch}", unit="step",
+                                 enabled=self.progress, leave=False):
             prob, pseudo, truth = (torch.from_numpy(m[:, None]).float().to(self.device)
                                    for m in maps)
             loss = prn_loss(self.model(prob), pseudo, truth)

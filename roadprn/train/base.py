@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from roadprn.errors import ModelError
 from roadprn.infer.predictor import resolve_device
@@ -22,6 +21,7 @@ from roadprn.models.checkpoint import (
     file_sha256,
     save_checkpoint,
 )
+from roadprn.runtime.progress import progress_bar
 from roadprn.train.data import (
     GridChips,
     PreparedScene,
@@ -249,8 +249,8 @@ def _train_epoch(model: nn.Module, data: RandomChips, optimizer, scheduler, scal
                  progress: bool, epoch: int) -> tuple[float, int]:
     model.train()
     total, chips = 0.0, 0
-    bar = tqdm(total=options.steps_per_epoch, desc=f"epoch {epoch}", unit="step",
-               disable=not progress, leave=False)
+    bar = progress_bar(total=options.steps_per_epoch, desc=f"epoch {epoch}", unit="step",
+                       enabled=progress, leave=False)
     for image, target, valid in _loader(data, options.batch_size, options):
         image, target, valid = image.to(device), target.to(device), valid.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -265,7 +265,7 @@ def _train_epoch(model: nn.Module, data: RandomChips, optimizer, scheduler, scal
         total += value * len(image)
         chips += len(image)
         bar.update(1)
-        bar.set_postfix(loss=f"{value:.3f}")
+        bar.set_postfix_str(f"loss={value:.3f}")
     bar.close()
     return total / max(1, chips), chips
 
@@ -277,8 +277,9 @@ def _validate(model: nn.Module, data: GridChips, options: TrainBaseOptions,
     tp = fp = fn = 0
     loss_sum, n = 0.0, 0
     batch_size = options.val_batch_size or options.batch_size
-    for image, target, valid in tqdm(_loader(data, batch_size, options), desc="validation",
-                                     unit="batch", disable=not progress, leave=False):
+    for image, target, valid in progress_bar(_loader(data, batch_size, options),
+                                             desc="validation", unit="batch", enabled=progress,
+                                             leave=False):
         image, target, valid = image.to(device), target.to(device), valid.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             logits = model(image)

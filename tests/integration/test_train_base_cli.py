@@ -196,13 +196,15 @@ def test_default_architecture_is_the_shipped_default_models():
 def test_default_run_reports_each_epoch_and_falls_back_to_random_weights(scenes, tmp_path,
                                                                          monkeypatch):
     """Without the weights package the default run still trains (one line says so); stderr
-    has one line per epoch; stdout is text, or JSON with --json."""
+    has one line per epoch (and, outside a terminal, progress lines within it); stdout is text,
+    or JSON with --json."""
     import sys
 
     from tests.helpers import invoke
 
     for module in WEIGHTS_PACKAGES:
         monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setenv("ROADPRN_PROGRESS_INTERVAL_S", "0")  # not a terminal: progress lines
     out = tmp_path / "lite.pt"
     pair = ["--pair", str(scenes[0].image_path), str(scenes[0].roads_path)]
     result = invoke("train", "base", *pair, "-o", str(out), "--epochs", "1", *LITE)
@@ -213,6 +215,7 @@ def test_default_run_reports_each_epoch_and_falls_back_to_random_weights(scenes,
     assert any(line.startswith("training effnet_lite0_linknet (random weights)") for line in err)
     epoch = [line for line in err if line.startswith("epoch 1/1: train loss ")]
     assert len(epoch) == 1 and epoch[0].endswith(" s (best)")
+    assert any(line.startswith("roadprn: epoch 1: ") for line in err)  # within the epoch
     assert ["model", str(out)] in [line.split() for line in result.stdout.splitlines()]
     assert load_checkpoint(out).meta.arch == "effnet_lite0_linknet"
     assert "ImageNet" not in load_checkpoint(out).meta.training_data.notes
