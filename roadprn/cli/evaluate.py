@@ -56,14 +56,16 @@ def eval_params(config: Config) -> EvalParams:
 @click.option("--truth", type=_PATH, help="Truth: mask raster or road centrelines.")
 @click.option("--pairs", "pairs_csv", type=_PATH,
               help="CSV with columns pred,truth[,image,ignore,name] (paths relative to it).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               required=True, help="Folder for metrics.json, report.md and figures.")
 @click.option("--image", type=_PATH, help="Image under the TP/FP/FN overlay (same grid).")
 @click.option("--ignore", type=_PATH,
               help="Ignore mask: raster (non-zero = ignore) or polygons; excluded everywhere.")
 @schema_options(EVALUATE_OPTIONS)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the metrics document (as in metrics.json) instead of the table.")
 def evaluate(pred: Path | None, truth: Path | None, pairs_csv: Path | None, out_dir: Path,
-             image: Path | None, ignore: Path | None, config: Config) -> None:
+             image: Path | None, ignore: Path | None, config: Config, as_json: bool) -> None:
     """Score predictions against truths with pixel and road-network metrics.
 
     Raster vs raster gives pixel metrics (IoU, precision, recall, F1, relaxed precision/recall);
@@ -94,10 +96,13 @@ def evaluate(pred: Path | None, truth: Path | None, pairs_csv: Path | None, out_
     with staged_run(out_dir, "evaluate", [json_path, md_path], overwrite) as staged:
         folder = staged.folder
         figures = [] if no_plots else _write_figures(results, params, folder, overwrite)
-        report.write_json(folder / json_path.name,
-                          report.metrics_document(summary, results, params), overwrite)
+        document = report.metrics_document(summary, results, params)
+        report.write_json(folder / json_path.name, document, overwrite)
         report.write_text(folder / md_path.name,
                           report.markdown_report(summary, results, params, figures), overwrite)
+    if as_json:
+        click.echo(json_path.read_text(encoding="utf-8"))  # the file's strict JSON, as written
+        return
     click.echo(report.markdown_table(summary, results))
 
 

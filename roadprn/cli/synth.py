@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 
 import click
@@ -57,11 +59,19 @@ SYNTH_OPTIONS = [
 
 
 @click.command("synth")
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False), required=False)
+@click.option("-o", "--out", "out_option", type=click.Path(dir_okay=False),
+              help="The scene to write (OUT.tif), as the OUT argument.")
 @schema_options(SYNTH_OPTIONS)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_context
-def synth(ctx: click.Context, out: str, config: Config) -> None:
+def synth(ctx: click.Context, out: str | None, out_option: str | None, config: Config,
+          as_json: bool) -> None:
     """Write OUT.tif, OUT_mask.tif and OUT_roads.gpkg: a synthetic scene with known roads."""
+    if (out is None) == (out_option is None):
+        raise ConfigError("give the scene to write once: roadprn synth OUT.tif (or -o OUT.tif)")
+    out = out or out_option
+    assert out is not None
     settings = config.synth
     width, height = settings.size[0], settings.size[-1]
     with progress_bar(total=width * height, unit="px", unit_scale=True, desc="synth",
@@ -73,6 +83,15 @@ def synth(ctx: click.Context, out: str, config: Config) -> None:
             nodata_holes=settings.nodata_holes, window_size=settings.window_size,
             overviews=settings.overviews, overwrite=config.output.overwrite,
             progress=bar.update, style=settings.style, landscape=settings.landscape)
+    if as_json:
+        click.echo(json.dumps({
+            "image": str(result.image_path), "mask": str(result.mask_path),
+            "roads": str(result.roads_path), "width": result.width, "height": result.height,
+            "crs": result.crs, "road_length_m": round(result.road_length_m, 2),
+            "road_lines": result.road_count,
+            "road_fraction": None if math.isnan(result.road_fraction)
+            else round(result.road_fraction, 5)}, indent=2))
+        return
     click.echo(f"image: {result.image_path}")
     click.echo(f"mask:  {result.mask_path}")
     click.echo(f"roads: {result.roads_path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -40,11 +41,13 @@ def vectorize_params(config: Config) -> VectorizeParams:
 
 @click.command("vectorize")
 @click.argument("raster", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder.")
+@click.option("-o", "--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @schema_options(VECTORIZE_OPTIONS)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_context
-def vectorize(ctx: click.Context, raster: Path, out_dir: Path, config: Config) -> None:
+def vectorize(ctx: click.Context, raster: Path, out_dir: Path, config: Config,
+              as_json: bool) -> None:
     """Turn a road mask or probability raster into a road network (roads + junctions)."""
     from roadprn.vectorize.run import vectorize_file
 
@@ -54,6 +57,10 @@ def vectorize(ctx: click.Context, raster: Path, out_dir: Path, config: Config) -
                             fmt=config.output.vector_format, dst_crs=config.output.dst_crs,
                             overwrite=config.output.overwrite, workers=config.vectorize.workers,
                             progress=show_progress(ctx))
-    if not (ctx.obj or {}).get("quiet"):
+    if as_json:
+        click.echo(json.dumps({"raster": str(raster), "files": [str(f) for f in result.files],
+                               "roads": result.roads, "junctions": result.junctions,
+                               "road_length_m": round(result.length_m, 2)}, indent=2))
+    elif not (ctx.obj or {}).get("quiet"):
         click.echo(f"{result.files[0]}: {result.roads} roads, {result.junctions} junctions, "
                    f"{result.length_m / 1000:.3f} km")
