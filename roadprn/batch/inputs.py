@@ -251,3 +251,30 @@ def _check_unique_names(scenes: list[SceneInput]) -> None:
         other = seen.setdefault(scene.name, scene.path)
         if other != scene.path:  # a sha1 prefix collision: astronomically unlikely, never silent
             raise InputError(f"scenes {other} and {scene.path} map to the same folder {scene.name}")
+
+
+def outside_bbox(scenes: Sequence[SceneInput], bbox: Sequence[float], bbox_crs: str | None,
+                 allow_ungeoreferenced: bool = False) -> set[str]:
+    """Paths of the scenes ``input.bbox`` does not touch (headers read a few at a time): an
+    area of interest over a tiled archive skips the tiles around it instead of failing them.
+    A scene whose header cannot be read is kept (it fails as a scene, with its reason)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from roadprn.raster.scene import open_scene
+    from roadprn.raster.subset import bbox_window
+
+    box = (bbox[0], bbox[1], bbox[2], bbox[3])
+
+    def misses(scene: SceneInput) -> bool:
+        try:
+            info = open_scene(scene.path, allow_ungeoreferenced=allow_ungeoreferenced,
+                              check_readable=False)
+            bbox_window(info, box, bbox_crs)
+        except InputError as exc:
+            return "does not overlap" in str(exc)
+        return False
+
+    if not scenes:
+        return set()
+    with ThreadPoolExecutor(min(8, len(scenes)), "roadprn-bbox") as pool:
+        return {s.path for s, out in zip(scenes, pool.map(misses, scenes), strict=True) if out}

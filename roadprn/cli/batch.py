@@ -50,23 +50,32 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
     match the manifest. Exit code 6 when some scenes failed (the others are complete).
     """
     from roadprn.batch import find_scenes, run_batch
-    from roadprn.errors import BatchFailuresError
+    from roadprn.batch.inputs import outside_bbox
+    from roadprn.errors import BatchFailuresError, InputError
 
     # --out may lie inside an input folder: its own outputs are never new scenes
     found = find_scenes(inputs, pattern, recursive=not no_recursive, out_dir=out_dir,
                         exclude=exclude)
-    scenes = found.scenes
+    scenes, skipped = found.scenes, list(found.skipped)
+    area = config.input
+    if area.bbox is not None:  # tiles of an archive around the area are not scenes to fail
+        missed = outside_bbox(scenes, area.bbox, area.bbox_crs, area.allow_ungeoreferenced)
+        skipped += [(s.path, "outside --bbox") for s in scenes if s.path in missed]
+        scenes = [s for s in scenes if s.path not in missed]
+        if not scenes:
+            raise InputError(f"--bbox {','.join(f'{v:g}' for v in area.bbox)} misses every "
+                             f"one of the {len(missed)} scene(s)")
     quiet = bool(ctx.find_root().obj.get("quiet"))
-    if found.skipped and not quiet:
-        for path, reason in found.skipped[:MAX_SKIPPED_SHOWN]:
+    if skipped and not quiet:
+        for path, reason in skipped[:MAX_SKIPPED_SHOWN]:
             click.echo(f"skipped {path}: {reason}", err=True)
-        if len(found.skipped) > MAX_SKIPPED_SHOWN:
-            click.echo(f"skipped {len(found.skipped) - MAX_SKIPPED_SHOWN} more file(s)", err=True)
+        if len(skipped) > MAX_SKIPPED_SHOWN:
+            click.echo(f"skipped {len(skipped) - MAX_SKIPPED_SHOWN} more file(s)", err=True)
     # SIGTERM is turned into KeyboardInterrupt by the CLI group (roadprn.runtime.signals)
     summary = run_batch(scenes, config, out_dir, config.batch, progress=show_progress(ctx),
                         echo=None if quiet else (lambda line: click.echo(line, err=True)))
     report = summary.as_dict()
-    report["skipped_files"] = [{"path": path, "reason": reason} for path, reason in found.skipped]
+    report["skipped_files"] = [{"path": path, "reason": reason} for path, reason in skipped]
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -102,6 +102,19 @@ class LineProgress:
     def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
         self.postfix = text
 
+    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = True,
+                    **values: Any) -> None:
+        items = {**(ordered_dict or {}), **values}
+        self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+
+    def write(self, text: str) -> None:
+        """tqdm.write's job: a message on its own line."""
+        stream = self._stream or sys.stderr
+        try:
+            stream.write(f"{text}\n")
+        except (OSError, ValueError):
+            return
+
     def set_description(self, desc: str = "", refresh: bool = True) -> None:
         self.desc = desc
 

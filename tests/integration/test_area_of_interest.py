@@ -149,3 +149,30 @@ def test_window_keeps_the_scenes_alpha(make_raster, tmp_path):
     with rasterio.open(tmp_path / "o" / f"{scene.stem}_mask.tif") as mask:
         values = mask.read(1)
     assert (values[:, 20:] == 255).all() and (values[:, :20] != 255).all()
+
+
+@pytest.mark.slow
+def test_batch_with_a_bbox_runs_the_scenes_it_touches_and_skips_the_others(tmp_path):
+    """An area of interest over a tiled archive: the tile it overlaps is cut to it, the tile
+    around it is skipped with its reason (not failed), and the run exits 0."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name, origin in (("west", "500000,4650000"), ("east", "500256,4650000")):
+        made = invoke("synth", inputs / f"{name}.tif", "--size", "256", "--origin", origin)
+        assert made.exit_code == 0, made.output
+    # a box inside the west tile (128 m wide at 0.5 m): pixels 20..120 x 30..130
+    box = "500010,4649935,500060,4649985"
+    result = invoke("batch", inputs, "-o", tmp_path / "out", "--bbox", box, "--workers", "1",
+                    "--no-vectorize", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["done"] == 1
+    reasons = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in report["skipped_files"]}
+    assert reasons["east.tif"] == "outside --bbox"
+    assert "skipped " in result.stderr and "east.tif: outside --bbox" in result.stderr
+    [mask] = (tmp_path / "out").glob("west-*/west_mask.tif")
+    with rasterio.open(mask) as ds:
+        assert (ds.width, ds.height) == (100, 100)
+        assert ds.bounds == (500010.0, 4649935.0, 500060.0, 4649985.0)
+    missed = invoke("batch", inputs, "-o", tmp_path / "out2", "--bbox", "0,0,1,1")
+    assert_clean_failure(missed, 3, "misses every one of the 2 scene(s)")

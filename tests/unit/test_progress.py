@@ -74,3 +74,15 @@ def test_extract_outside_a_terminal_prints_progress_lines(tmp_path):
     quiet = subprocess.run([*cmd, "-q", "extract", str(scene), "-o", str(tmp_path / "q")],
                            env=env, capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0 and "roadprn: s.tif" not in quiet.stderr
+
+
+def test_tqdm_methods_callers_use():
+    out = io.StringIO()
+    bar = LineProgress(total=2, desc="batch", unit="scene", stream=out, interval=0.0)
+    bar.set_postfix(tiles=4, failed=0, refresh=False)
+    bar.update(1)
+    bar.write("a message")
+    assert out.getvalue().splitlines() == [
+        "roadprn: batch: 1/2 scenes (50 %), " + out.getvalue().split("scenes (50 %), ", 1)[1]
+        .splitlines()[0], "a message"]
+    assert "tiles=4, failed=0" in out.getvalue()
