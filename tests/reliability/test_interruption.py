@@ -44,8 +44,9 @@ def test_signal_during_stage(tmp_path, good_scene, tiny_model, stage, signum):
         assert not marker.with_name(marker.name + ".held_to_the_end").exists()
     assert "interrupted" in stderr and "Traceback" not in stderr, stderr
     assert temp_files(out) == []
-    # all or nothing: even outputs finished before the signal are removed
-    assert leftovers(out) == []
+    # all or nothing: even outputs finished before the signal are removed, and the output
+    # folder the run created is not left behind empty
+    assert leftovers(out) == [] and not out.exists()
     # the same command again completes
     again = invoke(*args)
     assert again.exit_code == 0, again.output
