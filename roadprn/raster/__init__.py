@@ -14,8 +14,10 @@ from roadprn.runtime import gdal_guard
 # path (every command and batch worker imports this package before its first open).
 gdal_guard.install()
 
-# roadprn reports a raster without georeferencing itself (one line, or --allow-ungeoreferenced);
-# rasterio's warning about it is noise. A process-wide filter, since warnings.catch_warnings()
-# is not thread-safe: reader threads opening files at once let the warning through to stderr.
-warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or rpcs",
-                        module="rasterio")
+# roadprn reports a raster without georeferencing itself (one line, or --allow-ungeoreferenced
+# and its warning); rasterio's warnings about it, when such a scene is read or its outputs are
+# written, are noise. A process-wide filter, since warnings.catch_warnings() is not
+# thread-safe: reader threads opening files at once let the warning through to stderr.
+from rasterio.errors import NotGeoreferencedWarning  # noqa: E402 - after the guard
+
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)

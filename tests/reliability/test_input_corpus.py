@@ -18,7 +18,7 @@ from roadprn.models.base import build_model
 from roadprn.models.checkpoint import save_checkpoint
 from roadprn.raster.read import read_valid
 from roadprn.raster.scene import open_raster
-from tests.helpers import assert_clean_failure, invoke
+from tests.helpers import assert_clean_failure, cli_process, finish, invoke
 
 from . import corpus
 
@@ -205,6 +205,11 @@ def test_ungeoreferenced_files_opened_from_many_threads_print_no_warning(tmp_pat
     proc = subprocess.run([sys.executable, "-c", THREADED_OPENS, str(png)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=BOUND_S)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    # nor when its outputs are written ("The given matrix is equal to Affine.identity…")
+    model = tiny_checkpoint(tmp_path / "m.pt", 3, 0.5)
+    code, _, stderr = finish(cli_process(["extract", png, "--out", tmp_path / "out", "--model",
+                                          model, "--allow-ungeoreferenced", "--no-vectorize"]))
+    assert code == 0 and "Warning" not in stderr, stderr
 
 
 # --------------------------------------------------------------------------- the real data
