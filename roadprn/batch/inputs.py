@@ -135,7 +135,9 @@ def _made_by_roadprn(path: str) -> str | None:
     try:
         with rasterio.open(path) as ds:
             tags = ds.tags()
-    except (*GDAL_ERRORS, OSError):
+    except GDAL_ERRORS:
+        return None
+    except OSError:
         return None
     if tags.get("ROADPRN_ROLE") == "label":
         return "synth label"
