@@ -435,7 +435,7 @@ def test_vrt_overview_on_the_network_is_refused(tmp_path, out, good_scene, tiny_
     assert hits == []
 
 
-@pytest.mark.parametrize("depth,ok", [(9, True), (10, False), (20, False)])
+@pytest.mark.parametrize("depth,ok", [(9, True), (10, False), (20, False), (60, False)])
 def test_deeply_nested_vrts_are_refused(tmp_path, out, good_scene, tiny_model, depth, ok):
     """Each VRT the source of the next: 60 levels made GDAL run out of its dataset pool and
     extract segfault; beyond 8 nested levels the chain is refused before any read."""
