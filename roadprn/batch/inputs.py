@@ -17,9 +17,10 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from roadprn.batch.stac import StacScene, is_stac_file, read_stac
 from roadprn.errors import InputError
 
 REMOTE_PREFIXES = ("/vsi", "s3://", "gs://", "http://", "https://", "az://")
@@ -54,10 +55,12 @@ def is_remote(path: str) -> bool:
 
 @dataclass(frozen=True)
 class FoundScenes:
-    """The scenes a batch runs, and the files it found but skipped, each with the reason."""
+    """The scenes a batch runs, the files it found but skipped (each with the reason), and the
+    STAC Item behind each scene that came from a catalog (by scene path)."""
 
     scenes: list[SceneInput]
     skipped: list[tuple[str, str]]
+    stac: dict[str, StacScene] = field(default_factory=dict)
 
 
 def collect_inputs(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
@@ -70,17 +73,25 @@ def collect_inputs(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
 
 def find_scenes(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
                 recursive: bool = True, out_dir: str | Path | None = None,
-                exclude: Sequence[str] = ()) -> FoundScenes:
+                exclude: Sequence[str] = (), asset_key: str | None = None) -> FoundScenes:
     """Expand files, folders, globs and list files into unique scenes, in a stable order.
 
     Skipped, with the reason: a batch's own outputs in ``out_dir`` (when ``--out`` is inside an
     input folder), any roadprn output or ``synth`` label (known by its tags, wherever it lies:
     a folder made by ``synth`` holds ``*_mask.tif`` labels beside the scenes), and files whose
     name or path matches an ``exclude`` pattern (``fnmatch``, e.g. ``*_nir.tif``).
+    A STAC catalog, collection, item collection or item (``.json``) gives one scene per Item:
+    its ``asset_key`` asset, else its image asset (:mod:`roadprn.batch.stac`).
     """
     paths: list[str] = []
+    stac: dict[str, StacScene] = {}
     for item in items:
-        paths.extend(_expand(item, pattern, recursive))
+        if _is_stac(item):
+            found = read_stac(item, asset_key)
+            stac.update((scene.path, scene) for scene in found)
+            paths.extend(scene.path for scene in found)
+        else:
+            paths.extend(_expand(item, pattern, recursive))
     unique = list(dict.fromkeys(paths))
     skipped: list[tuple[str, str]] = []
     if exclude:
@@ -103,7 +114,13 @@ def find_scenes(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
                          f"{f'; {len(skipped)} file(s) skipped' if skipped else ''})")
     scenes = [SceneInput(p, scene_folder_name(p)) for p in unique]
     _check_unique_names(scenes)
-    return FoundScenes(scenes, skipped)
+    return FoundScenes(scenes, skipped, {p: stac[p] for p in unique if p in stac})
+
+
+def _is_stac(item: str) -> bool:
+    if is_remote(item):
+        return item.split("?", 1)[0].lower().endswith(".json")
+    return is_stac_file(Path(item))
 
 
 def _excluded(path: str, patterns: Sequence[str]) -> bool:

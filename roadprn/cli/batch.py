@@ -37,25 +37,35 @@ BATCH_OPTIONS = [
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Skip files whose name or path matches PATTERN (e.g. '*_nir.tif'; "
                    "repeatable). roadprn's own outputs and synth labels are always skipped.")
+@click.option("--asset", "asset_key", metavar="KEY",
+              help="The asset of each STAC item to process (default: the first with role "
+                   "'data', else the first GeoTIFF/COG).")
+@click.option("--stac/--no-stac", "write_stac", default=None,
+              help="Write OUT/stac/: a STAC Collection of the outputs, one Item per scene "
+                   "(default: when the inputs are a STAC catalog).")
 @schema_options([*PIPELINE_OPTIONS, *BATCH_OPTIONS])
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_context
 def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: str,
-          no_recursive: bool, exclude: tuple[str, ...], config: Config,
-          as_json: bool) -> None:
-    """Extract roads from every scene in INPUTS (files, folders, globs, lists) into --out.
+          no_recursive: bool, exclude: tuple[str, ...], asset_key: str | None,
+          write_stac: bool | None, config: Config, as_json: bool) -> None:
+    """Extract roads from every scene in INPUTS (files, folders, globs, lists, STAC catalogs)
+    into --out.
 
     Each scene gets its own folder OUT/<name>-<hash>/ with the same outputs as `roadprn
-    extract`; OUT/roadprn_manifest.jsonl records every scene. A rerun skips scenes whose outputs
-    match the manifest. Exit code 6 when some scenes failed (the others are complete).
+    extract`; OUT/roadprn_manifest.jsonl records every scene, OUT/roadprn_summary.json and
+    OUT/roadprn_quicklook.png sum the run up. A rerun skips scenes whose outputs match the
+    manifest. Exit code 6 when some scenes failed (the others are complete).
     """
     from roadprn.batch import find_scenes, run_batch
     from roadprn.batch.inputs import outside_bbox
+    from roadprn.batch.report import run_summary, summary_lines, write_summary
+    from roadprn.batch.stac_out import write_run_catalog
     from roadprn.errors import BatchFailuresError, InputError
 
     # --out may lie inside an input folder: its own outputs are never new scenes
     found = find_scenes(inputs, pattern, recursive=not no_recursive, out_dir=out_dir,
-                        exclude=exclude)
+                        exclude=exclude, asset_key=asset_key)
     scenes, skipped = found.scenes, list(found.skipped)
     area = config.input
     if area.bbox is not None:  # tiles of an archive around the area are not scenes to fail
@@ -76,12 +86,24 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
                         echo=None if quiet else (lambda line: click.echo(line, err=True)))
     report = summary.as_dict()
     report["skipped_files"] = [{"path": path, "reason": reason} for path, reason in skipped]
+    # after the scenes (and a merge of their networks): the run's summary and STAC catalog
+    totals = run_summary(out_dir, summary.records, summary.seconds)
+    write_summary(out_dir, totals, records=summary.records)
+    report["summary"] = totals
+    if write_stac or (write_stac is None and found.stac):
+        catalog = write_run_catalog(out_dir, summary.records, found.stac,
+                                    run_id=next((r.get("run_id") for r in summary.records), None))
+        report["stac"] = str(catalog) if catalog else None
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(f"{report['done']} done, {report['skipped']} skipped (already done), "
                    f"{len(report['failed'])} failed in {report['seconds']:.1f} s; "
                    f"{report['road_length_m'] / 1000:.3f} km of roads; manifest {summary.manifest}")
+        for line in summary_lines(totals):
+            click.echo(line)
+        if report.get("stac"):
+            click.echo(f"STAC collection {report['stac']}")
         for failure in report["failed"]:  # one line each; a bug's traceback is in its log
             details = (f" (details: {Path(out_dir) / failure['log']})" if failure.get("log")
                        else "")
