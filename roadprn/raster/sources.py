@@ -19,13 +19,22 @@ from roadprn.runtime import gdal_guard
 from roadprn.runtime.gdal_guard import is_network_path
 
 
+#: what GDAL says when it recognised a format but its structures end early or do not decode
+TRUNCATION_SIGNS = ("TIFFReadDirectory", "TIFFFetch", "Failed to read", "Read error",
+                    "Cannot read", "short read", "truncated", "IReadBlock failed")
+
+
 def open_guarded(text: str, user_path: str, **kwargs: Any) -> DatasetReader:
     try:
         with warnings.catch_warnings(), gdal_guard.network_allowed(text):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(text, **kwargs)
     except RasterioIOError as exc:
-        raise InputError(f"{user_path}: not a readable raster ({gdal_reason(exc)})") from None
+        reason = gdal_reason(exc)
+        if any(sign in reason for sign in TRUNCATION_SIGNS):  # a raster, cut short or damaged
+            raise InputError(f"{user_path}: raster is unreadable, file truncated or corrupt "
+                             f"({reason})") from None
+        raise InputError(f"{user_path}: not a readable raster ({reason})") from None
     except GDAL_ERRORS as exc:
         raise InputError(f"{user_path}: cannot open raster ({gdal_reason(exc)})") from None
 
