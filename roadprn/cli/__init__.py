@@ -25,6 +25,7 @@ COMMANDS = {
     "synth": "roadprn.cli.synth:synth",
     "extract": "roadprn.cli.extract:extract",
     "batch": "roadprn.cli.batch:batch",
+    "merge": "roadprn.cli.merge:merge",
     "vectorize": "roadprn.cli.vectorize:vectorize",
     "evaluate": "roadprn.cli.evaluate:evaluate",
     "train": "roadprn.cli.train:train",
@@ -41,6 +42,7 @@ COMMAND_HELP = {
     "extract": "Extract roads from SCENE into --out.",
     "info": "Describe a scene (size, bands, dtype, CRS, resolution in metres, nodata, "
             "footprint), a road network (GeoPackage, GeoJSON, FlatGeobuf, GeoParquet:...",
+    "merge": "Join the road networks of a batch run's done scenes into one GeoPackage.",
     "synth": "Write OUT.tif, OUT_mask.tif and OUT_roads.gpkg: a synthetic scene with known "
              "roads.",
     "train": "Train models on your own scenes and labels.",

@@ -43,12 +43,16 @@ BATCH_OPTIONS = [
 @click.option("--stac/--no-stac", "write_stac", default=None,
               help="Write OUT/stac/: a STAC Collection of the outputs, one Item per scene "
                    "(default: when the inputs are a STAC catalog).")
+@click.option("--merge", "merge_networks", is_flag=True,
+              help="After the scenes, join their road networks into OUT/roadprn_network.gpkg "
+                   "(as `roadprn merge OUT`).")
 @schema_options([*PIPELINE_OPTIONS, *BATCH_OPTIONS])
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_context
 def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: str,
           no_recursive: bool, exclude: tuple[str, ...], asset_key: str | None,
-          write_stac: bool | None, config: Config, as_json: bool) -> None:
+          write_stac: bool | None, merge_networks: bool, config: Config,
+          as_json: bool) -> None:
     """Extract roads from every scene in INPUTS (files, folders, globs, lists, STAC catalogs)
     into --out.
 
@@ -86,6 +90,12 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
                         echo=None if quiet else (lambda line: click.echo(line, err=True)))
     report = summary.as_dict()
     report["skipped_files"] = [{"path": path, "reason": reason} for path, reason in skipped]
+    if merge_networks:  # failed scenes are gaps in the merged network, never a stop
+        from roadprn.cli.merge import run_merge
+
+        report["merge"] = run_merge(Path(out_dir), None, None, workers=None,
+                                    scheduler=config.batch.scheduler,
+                                    progress=show_progress(ctx)).as_dict()
     # after the scenes (and a merge of their networks): the run's summary and STAC catalog
     totals = run_summary(out_dir, summary.records, summary.seconds)
     write_summary(out_dir, totals, records=summary.records)
@@ -102,6 +112,10 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
                    f"{report['road_length_m'] / 1000:.3f} km of roads; manifest {summary.manifest}")
         for line in summary_lines(totals):
             click.echo(line)
+        if report.get("merge"):
+            from roadprn.cli.merge import merge_line
+
+            click.echo(merge_line(report["merge"]))
         if report.get("stac"):
             click.echo(f"STAC collection {report['stac']}")
         for failure in report["failed"]:  # one line each; a bug's traceback is in its log

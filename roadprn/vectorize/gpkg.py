@@ -194,6 +194,20 @@ def _styles_frame(layers: list[str]) -> pd.DataFrame:
     })
 
 
+def append_layer(frame: gpd.GeoDataFrame, path: Path, layer: str, append: bool) -> None:
+    """Write (``append``: add) one chunk of a GeoPackage's ``roads`` or ``junctions`` layer; the
+    archive merge writes its network cell by cell this way."""
+    _write_layer(frame, path, layer, "gpkg", append=append)
+
+
+def write_provenance(path: Path, run: Mapping[str, Any]) -> None:
+    """The ``runs`` row and the QGIS ``layer_styles`` of the roads and junctions layers."""
+    with ogr_path(path) as name:
+        pyogrio.write_dataframe(pd.DataFrame([dict(run)]), name, layer="runs", driver="GPKG")
+        pyogrio.write_dataframe(_styles_frame(["roads", "junctions"]), name,
+                                layer="layer_styles", driver="GPKG")
+
+
 def write_network(roads: gpd.GeoDataFrame, junctions: gpd.GeoDataFrame, out_dir: str | Path,
                   scene: str, run: Mapping[str, str], fmt: str = "gpkg",
                   overwrite: bool = False) -> list[Path]:
@@ -205,11 +219,7 @@ def write_network(roads: gpd.GeoDataFrame, junctions: gpd.GeoDataFrame, out_dir:
         with atomic_output(finals[0], overwrite) as tmp:
             _write_layer(roads, tmp, "roads", fmt)
             _write_layer(junctions, tmp, "junctions", fmt)
-            with ogr_path(tmp) as name:
-                pyogrio.write_dataframe(pd.DataFrame([dict(run)]), name, layer="runs",
-                                        driver="GPKG")
-                pyogrio.write_dataframe(_styles_frame(["roads", "junctions"]), name,
-                                        layer="layer_styles", driver="GPKG")
+            write_provenance(tmp, run)
         return finals
     # several files: all are written under temporary names first and renamed only when every
     # one is complete, so a failure (disk full) on the last leaves none of them behind

@@ -190,13 +190,16 @@ def _merge_nodes(graph: RoadGraph, members: list[int], position: np.ndarray,
     return new
 
 
-def join_unmatched_seams(graph: RoadGraph) -> None:
-    """Cut ends left dangling (skeletons differing by a pixel across a seam) snap together."""
+def join_unmatched_seams(graph: RoadGraph, snap_px: float = SEAM_SNAP_PX) -> None:
+    """Cut ends left dangling (skeletons differing by a pixel across a seam) snap together.
+
+    ``snap_px``: how close two cut ends must be (graph units); the archive merge
+    (:mod:`roadprn.vectorize.merge`) passes its own for ends cut at scene borders."""
     loose = sorted(n for n in graph.incident if graph.cut[n] and graph.degree(n) == 1)
     if len(loose) < 2:
         return
     points = np.array([graph.pos[n] for n in loose])
-    pairs = sorted(cKDTree(points).query_pairs(SEAM_SNAP_PX, output_type="ndarray").tolist(),
+    pairs = sorted(cKDTree(points).query_pairs(snap_px, output_type="ndarray").tolist(),
                    key=lambda p: (float(np.hypot(*(points[p[0]] - points[p[1]]))), p))
     used: set[int] = set()
     for i, j in pairs:
@@ -360,9 +363,10 @@ def drop_small_networks(graph: RoadGraph, min_length_m: float) -> None:
             graph.remove_node(node)
 
 
-def clean_graph(graph: RoadGraph, params: VectorizeParams) -> RoadGraph:
+def clean_graph(graph: RoadGraph, params: VectorizeParams,
+                seam_snap_px: float = SEAM_SNAP_PX) -> RoadGraph:
     """Seam join, then spur pruning / junction merging until stable, bridging, small networks."""
-    join_unmatched_seams(graph)
+    join_unmatched_seams(graph, seam_snap_px)
     contract(graph)
     for _ in range(100):
         changed = prune_spurs(graph, params.spur_length_m)
