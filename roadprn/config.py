@@ -273,7 +273,8 @@ class VectorizeConfig(VectorizeParams):
 
 
 class APLSConfig(_Section):
-    """APLS, SpaceNet's defaults (m).
+    """APLS (m): snap and spacing are the official SpaceNet/CosmiQ defaults; its command line's
+    minimum path is 0.001 m (see docs/metrics.md, "Compared with the official code").
 
     The bounds keep a run from allocating without bound or never ending (a 1e-9 m spacing ran
     with no end).
@@ -284,7 +285,23 @@ class APLSConfig(_Section):
     snap_m: float = Field(4.0, ge=0, le=1000, description="APLS: how far a control point may "
                                                           "snap onto the other graph.")
     min_path_m: float = Field(10.0, ge=0, le=1_000_000,
-                              description="APLS: shorter routes are not scored.")
+                              description="APLS: shorter routes are not scored (the official "
+                                          "command line's default is 0.001).")
+    junctions: Literal["crossings", "vertices"] = Field(
+        "crossings", description="APLS junction rule: crossings = every intersection of two "
+                                 "lines is a junction; vertices = lines meet only where they "
+                                 "share a vertex (the official CosmiQ/SpaceNet graph rule).")
+
+
+#: OpenStreetMap ``highway`` values of features that are not roads one drives or walks along
+#: (points, markings, facilities, roads that do not exist); evaluate drops them by default
+DEFAULT_NON_ROAD_HIGHWAY: tuple[str, ...] = (
+    "stopline", "stop_line", "crossing", "traffic_signals", "stop", "give_way", "bus_stop",
+    "platform", "elevator", "street_lamp", "turning_circle", "turning_loop", "mini_roundabout",
+    "motorway_junction", "milestone", "speed_camera", "traffic_mirror", "toll_gantry",
+    "emergency_access_point", "emergency_bay", "passing_place", "rest_area", "services",
+    "traffic_calming", "proposed", "planned", "abandoned", "disused", "razed",
+)
 
 
 class EvaluateConfig(_Section):
@@ -305,6 +322,14 @@ class EvaluateConfig(_Section):
                                        description="Pixel size (m) for rasters without "
                                                    "georeferencing (enables relaxed metrics).")
     plots: bool = Field(True, description="Write figures next to metrics.json and report.md.")
+    drop_non_roads: bool = Field(True, description="Leave out line features whose OpenStreetMap "
+                                                   "'highway' value is in non_road_highway "
+                                                   "(reported; --keep-all-features keeps "
+                                                   "them).")
+    non_road_highway: list[str] = Field(
+        list(DEFAULT_NON_ROAD_HIGHWAY),
+        description="'highway' values that are not roads one drives or walks along (stop "
+                    "lines, crossings, stops, platforms...).")
     apls: APLSConfig = APLSConfig()
 
 

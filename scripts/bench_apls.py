@@ -5,6 +5,7 @@ blocks missing, gaps cut at 3 % of the junctions and spurious spurs added, so ev
 path (snapping, missing counterparts, disconnected routes) runs at scale.
 
     python scripts/bench_apls.py [--blocks 26] [--block-m 200] [--seed 0]
+                                 [--junctions crossings|vertices]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from shapely.geometry import LineString
 
 from roadprn.evaluate.apls import APLSParams, apls_graphs
-from roadprn.evaluate.graph import lines_to_graph
+from roadprn.evaluate.graph import JUNCTION_RULES, lines_to_graph
 from roadprn.evaluate.length import length_metrics
 
 
@@ -57,20 +58,22 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=26)
     ap.add_argument("--block-m", type=float, default=200.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--junctions", choices=JUNCTION_RULES, default="crossings")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     truth = grid_network(args.blocks, args.block_m, rng)
     pred = perturb(truth, rng)
 
     t0 = time.perf_counter()
-    g_truth, g_pred = lines_to_graph(truth), lines_to_graph(pred)
+    g_truth = lines_to_graph(truth, args.junctions)
+    g_pred = lines_to_graph(pred, args.junctions)
     t1 = time.perf_counter()
-    result = apls_graphs(g_truth, g_pred, APLSParams())
+    result = apls_graphs(g_truth, g_pred, APLSParams(junctions=args.junctions))
     t2 = time.perf_counter()
     lengths, _ = length_metrics(truth, pred, tolerance_m=3.0)
     t3 = time.perf_counter()
     print(json.dumps({
-        "truth_km": round(g_truth.total_length / 1000, 1),
+        "junctions": args.junctions, "truth_km": round(g_truth.total_length / 1000, 1),
         "pred_km": round(g_pred.total_length / 1000, 1),
         "truth_nodes": g_truth.n_nodes, "truth_edges": int(g_truth.u.size),
         "control_points_truth": result.n_control_truth,

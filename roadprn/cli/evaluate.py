@@ -31,6 +31,10 @@ EVALUATE_OPTIONS = [
     SchemaOption("evaluate.apls.snap_m"),
     SchemaOption("evaluate.apls.control_spacing_m"),
     SchemaOption("evaluate.apls.min_path_m"),
+    SchemaOption("evaluate.apls.junctions", ("--apls-junctions",)),
+    SchemaOption("evaluate.drop_non_roads", ("--keep-all-features",), set_to=False,
+                 help="Keep OpenStreetMap features that are not roads (stop lines, crossings, "
+                      "bus stops...; evaluate.non_road_highway), dropped by default."),
     SchemaOption("evaluate.pixel_size_m"),
     SchemaOption("evaluate.plots", ("--no-plots",), set_to=False,
                  help="Only metrics.json and report.md."),
@@ -48,7 +52,10 @@ def eval_params(config: Config) -> EvalParams:
                       sweep=section.sweep, pixel_size_m=(pixel, pixel) if pixel else None,
                       apls=APLSParams(control_spacing_m=section.apls.control_spacing_m,
                                       snap_m=section.apls.snap_m,
-                                      min_path_m=section.apls.min_path_m))
+                                      min_path_m=section.apls.min_path_m,
+                                      junctions=section.apls.junctions),
+                      drop_highway=(frozenset(v.strip().lower() for v in section.non_road_highway)
+                                    if section.drop_non_roads else frozenset()))
 
 
 @click.command("evaluate")

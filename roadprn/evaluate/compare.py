@@ -3,7 +3,9 @@
 raster vs raster -> pixel metrics; vector vs vector -> network metrics (APLS, Wiedemann);
 raster vs vector (either way round) -> pixel metrics with the lines buffered to a road width
 and rasterised on the raster's grid. A set is pooled: pixel counts and lengths are summed
-before the ratios are taken; APLS is the mean over pairs (as in SpaceNet).
+before the ratios are taken; APLS is the mean over pairs (as in SpaceNet). Line inputs lose
+their OpenStreetMap features that are not roads first (:mod:`roadprn.evaluate.roadclass`),
+counted per pair and over the set.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from roadprn.evaluate.pixel import (
     scores_from_counts,
     sweep_scores,
 )
+from roadprn.evaluate.roadclass import NON_ROAD_HIGHWAY, Dropped, summarise
 from roadprn.evaluate.windowed import (
     MAX_PATCHES,
     WINDOW,
@@ -54,6 +57,8 @@ class EvalParams:
     n_thresholds: int = 101
     pixel_size_m: tuple[float, float] | None = None  # only for rasters without georeferencing
     apls: APLSParams = field(default_factory=APLSParams)
+    #: ``highway`` values of line features dropped as not roads (empty: keep every feature)
+    drop_highway: frozenset[str] = frozenset(NON_ROAD_HIGHWAY)
     window: int = WINDOW  # pixel metrics are computed in windows of this side (not a metric knob)
 
     def as_dict(self) -> dict[str, Any]:
@@ -62,7 +67,10 @@ class EvalParams:
                 "sweep": self.sweep, "n_thresholds": self.n_thresholds,
                 "pixel_size_m": list(self.pixel_size_m) if self.pixel_size_m else None,
                 "apls_control_spacing_m": self.apls.control_spacing_m,
-                "apls_snap_m": self.apls.snap_m, "apls_min_path_m": self.apls.min_path_m}
+                "apls_snap_m": self.apls.snap_m, "apls_min_path_m": self.apls.min_path_m,
+                "apls_junctions": self.apls.junctions,
+                "drop_non_roads": bool(self.drop_highway),
+                "non_road_highway": sorted(self.drop_highway)}
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,8 @@ class PairResult:
         pred, truth, valid = flat.reshape(3, *shape)
         return pred, truth, valid
     lines: tuple[gpd.GeoSeries, gpd.GeoSeries] | None = None  # truth, pred (metric CRS)
+    #: line features dropped as not roads, per side ("truth", "pred") that was lines
+    dropped: dict[str, Dropped] = field(default_factory=dict)
 
 
 def evaluate_pair(pair: Pair, params: EvalParams) -> PairResult:
@@ -115,16 +125,27 @@ def evaluate_pair(pair: Pair, params: EvalParams) -> PairResult:
 
 
 def _network_pair(pair: Pair, params: EvalParams) -> PairResult:
-    truth = io.read_lines(pair.truth)
-    pred = io.read_lines(pair.pred)
+    truth, truth_out, truth_values = io.split_non_roads(*io.read_road_lines(pair.truth),
+                                                        params.drop_highway)
+    pred, pred_out, pred_values = io.split_non_roads(*io.read_road_lines(pair.pred),
+                                                     params.drop_highway)
     metric_crs = io.local_utm_crs(truth, pred)
     truth_m = io.to_metric(truth, metric_crs, pair.truth)
     pred_m = io.to_metric(pred, metric_crs, pair.pred)
+    dropped = {"truth": summarise(io.to_metric(truth_out, metric_crs, pair.truth).values,
+                                  truth_values),
+               "pred": summarise(io.to_metric(pred_out, metric_crs, pair.pred).values,
+                                 pred_values)}
+    for side, d in dropped.items():
+        if d.features:
+            log.info("%s: %s: %d features (%.0f m) left out as not roads (%s)", pair.name, side,
+                     d.features, d.length_m, ", ".join(d.by_value))
     if len(truth_m) and len(pred_m):
         io.check_overlap(tuple(truth_m.total_bounds), tuple(pred_m.total_bounds),
                          str(pair.truth), str(pair.pred))
-    result = apls_graphs(lines_to_graph(truth_m.values), lines_to_graph(pred_m.values),
-                         params.apls)
+    junctions = params.apls.junctions
+    result = apls_graphs(lines_to_graph(truth_m.values, junctions),
+                         lines_to_graph(pred_m.values, junctions), params.apls)
     lengths, counts = length_metrics(truth_m.values, pred_m.values, params.tolerance_m)
     metrics: dict[str, float] = {
         "apls": result.apls,
@@ -136,7 +157,8 @@ def _network_pair(pair: Pair, params: EvalParams) -> PairResult:
         "n_paths_truth_to_pred": result.n_paths_truth_to_pred,
         "n_paths_pred_to_truth": result.n_paths_pred_to_truth,
     }
-    return PairResult(pair, "network", metrics, length_counts=counts, lines=(truth_m, pred_m))
+    return PairResult(pair, "network", metrics, length_counts=counts, lines=(truth_m, pred_m),
+                      dropped=dropped)
 
 
 def _pixel_pair(pair: Pair, params: EvalParams, pred_vec: bool, truth_vec: bool) -> PairResult:
@@ -150,13 +172,16 @@ def _pixel_pair(pair: Pair, params: EvalParams, pred_vec: bool, truth_vec: bool)
             io.check_image(pair.image, grid.shape)
         pred: Layer
         truth: Layer
+        dropped: dict[str, Dropped] = {}
         if pred_vec:  # lines vs a truth raster: the truth's grid is the grid
             truth = grid_raster
-            pred = io.lines_layer(pair.pred, grid, params.truth_width_m)
+            pred, dropped["pred"] = io.lines_layer(pair.pred, grid, params.truth_width_m,
+                                                   params.drop_highway)
         else:
             pred = grid_raster
             if truth_vec:
-                truth = io.lines_layer(pair.truth, grid, params.truth_width_m)
+                truth, dropped["truth"] = io.lines_layer(pair.truth, grid, params.truth_width_m,
+                                                         params.drop_highway)
             else:
                 truth_raster = stack.enter_context(io.RasterLayer(pair.truth, role="truth"))
                 truth = io.align(truth_raster, grid)
@@ -197,7 +222,7 @@ def _pixel_pair(pair: Pair, params: EvalParams, pred_vec: bool, truth_vec: bool)
                       relaxed_counts=result.relaxed, sweep=result.sweep,
                       patch_iou=result.patch_iou,
                       packed_masks=(np.packbits(np.stack(result.overlay)), result.overlay[0].shape),
-                      patch_size=result.patch_size, grid_shape=grid.shape)
+                      patch_size=result.patch_size, grid_shape=grid.shape, dropped=dropped)
 
 
 def _warn_all_below(raster: io.RasterLayer, max_prob: float, threshold: float) -> None:
@@ -245,6 +270,11 @@ def summarize(results: list[PairResult], params: EvalParams) -> dict[str, Any]:
         out["truth_length_m"] = lengths.truth_length  # type: ignore[union-attr]
         out["pred_length_m"] = lengths.pred_length  # type: ignore[union-attr]
         out["n_network_pairs"] = len(network)
+    sides = [side for side in ("truth", "pred") if any(side in r.dropped for r in results)]
+    if sides:
+        out["dropped_features"] = {side: sum((r.dropped[side] for r in results
+                                              if side in r.dropped), Dropped()).as_dict()
+                                   for side in sides}
     return out
 
 

@@ -1,8 +1,15 @@
 """Road lines (in a metric CRS) -> an undirected road graph with edge geometries.
 
-Nodes sit at line ends and at every intersection (lines are noded, so a crossing is a
-junction); chains through degree-2 points are merged into one edge, so how the input was cut
-into features does not change the graph. Overlapping duplicate lines are dissolved.
+Two junction rules (``junctions=``):
+
+- ``crossings`` (default): nodes sit at line ends and at every intersection (lines are noded,
+  so a crossing is a junction); overlapping duplicate lines are dissolved.
+- ``vertices``: the official SpaceNet/CosmiQ rule: lines are joined only where they share a
+  vertex (a crossing without one is a bridge); a segment digitised twice (same two vertices)
+  is one road (the official code deletes both copies: a documented defect not reproduced).
+
+Either way chains through degree-2 points are merged into one edge, so how the input was cut
+into features does not change the graph, and a loop road stays (a closed edge).
 """
 
 from __future__ import annotations
@@ -14,6 +21,9 @@ import numpy as np
 import shapely
 from scipy import sparse
 from shapely.geometry.base import BaseGeometry
+
+#: the junction rules of :func:`lines_to_graph`
+JUNCTION_RULES = ("crossings", "vertices")
 
 #: endpoints closer than this (metres) are the same node; noding makes shared ends exact,
 #: this only absorbs floating-point noise
@@ -71,12 +81,22 @@ def explode_lines(geoms: Iterable[BaseGeometry | None]) -> np.ndarray:
     return parts[~shapely.is_empty(parts) & (shapely.length(parts) > 0)]
 
 
-def lines_to_graph(geoms: Iterable[BaseGeometry | None]) -> MetricGraph:
-    """Build the road graph of (Multi)LineStrings given in a metric CRS."""
+def lines_to_graph(geoms: Iterable[BaseGeometry | None],
+                   junctions: str = "crossings") -> MetricGraph:
+    """Build the road graph of (Multi)LineStrings given in a metric CRS.
+
+    ``junctions``: ``crossings`` (every intersection is a node) or ``vertices`` (lines meet
+    only at shared vertices, as in the official APLS code).
+    """
+    if junctions not in JUNCTION_RULES:
+        raise ValueError(f"junctions must be one of {JUNCTION_RULES}, not {junctions!r}")
     lines = explode_lines(geoms)
     if lines.size == 0:
         return _empty_graph()
-    noded = shapely.union_all(lines)  # nodes at intersections, dissolves duplicates
+    if junctions == "vertices":
+        noded = _vertex_segments(lines)
+    else:
+        noded = shapely.union_all(lines)  # nodes at intersections, dissolves duplicates
     merged = shapely.line_merge(noded)  # fuse chains through degree-2 points
     edges = shapely.get_parts(merged)
     edges = edges[(shapely.get_type_id(edges) == shapely.GeometryType.LINESTRING)
@@ -92,6 +112,25 @@ def lines_to_graph(geoms: Iterable[BaseGeometry | None]) -> MetricGraph:
     m = edges.size
     return MetricGraph(nodes=nodes, u=inverse[:m].astype(np.int64), v=inverse[m:].astype(np.int64),
                      length=shapely.length(edges).astype(np.float64), geometry=edges)
+
+
+def _vertex_segments(lines: np.ndarray) -> BaseGeometry:
+    """The lines as one MultiLineString of their segments, vertices that coincide (within
+    ``NODE_MERGE_M``) made identical and segments between the same two vertices kept once;
+    no noding, so ``line_merge`` joins lines only at shared vertices."""
+    coords, line_of = shapely.get_coordinates(lines, return_index=True)
+    keys = np.round(coords / NODE_MERGE_M).astype(np.int64)
+    _, first, vertex = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    vertex = vertex.reshape(-1)
+    same_line = line_of[1:] == line_of[:-1]
+    a, b = vertex[:-1][same_line], vertex[1:][same_line]
+    pairs = np.unique(np.sort(np.stack([a, b], axis=1), axis=1), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]  # repeated vertices
+    if not pairs.size:
+        return shapely.MultiLineString()
+    points = coords[first]
+    segments = shapely.linestrings(np.stack([points[pairs[:, 0]], points[pairs[:, 1]]], axis=1))
+    return shapely.multilinestrings(segments)
 
 
 def _empty_graph() -> MetricGraph:

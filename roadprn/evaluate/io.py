@@ -26,6 +26,13 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from roadprn.errors import InputError, gdal_reason, one_line
+from roadprn.evaluate.roadclass import (
+    HIGHWAY,
+    Dropped,
+    non_road_mask,
+    normalise_values,
+    summarise,
+)
 from roadprn.evaluate.windowed import GridSpec, Layer, ShapesLayer, WarpedLayer, clip_rect
 from roadprn.outputs.atomic import ogr_path
 from roadprn.raster.gdal_env import read_masks
@@ -56,6 +63,12 @@ def is_vector(path: str | Path) -> bool:
 
 def read_lines(path: str | Path) -> gpd.GeoSeries:
     """(Multi)LineStrings of a vector file in its own CRS; an empty file is an empty prediction."""
+    return read_road_lines(path)[0]
+
+
+def read_road_lines(path: str | Path) -> tuple[gpd.GeoSeries, np.ndarray | None]:
+    """:func:`read_lines` and, per line, its normalised ``highway`` value (None when the file
+    has no such attribute)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
@@ -65,15 +78,30 @@ def read_lines(path: str | Path) -> gpd.GeoSeries:
     except Exception as exc:  # noqa: BLE001 - any reader failure is the same user error
         reason = one_line(exc)
         raise InputError(f"{p}: not a readable vector file ({reason})") from None
-    geoms = gdf.geometry[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
+    present = ~(gdf.geometry.isna() | gdf.geometry.is_empty)
+    geoms = gdf.geometry[present]
     if len(geoms) and gdf.crs is None:
         raise InputError(f"{p}: vector file has no CRS; cannot measure lengths in metres")
     _check_coordinates(p, gpd.GeoSeries(geoms, crs=gdf.crs))
     types = set(geoms.geom_type)
-    lines = geoms[geoms.geom_type.isin(["LineString", "MultiLineString"])]
+    is_line = geoms.geom_type.isin(["LineString", "MultiLineString"])
+    lines = geoms[is_line]
     if len(geoms) and not len(lines):
         raise InputError(f"{p}: no LineString geometries (found {', '.join(sorted(types))})")
-    return gpd.GeoSeries(shapely.force_2d(lines.values), crs=gdf.crs)
+    values = None
+    if HIGHWAY in gdf.columns:
+        values = normalise_values(gdf[HIGHWAY][present][is_line].tolist())
+    return gpd.GeoSeries(shapely.force_2d(lines.values), crs=gdf.crs), values
+
+
+def split_non_roads(lines: gpd.GeoSeries, values: np.ndarray | None,
+                    drop: frozenset[str]) -> tuple[gpd.GeoSeries, gpd.GeoSeries, np.ndarray]:
+    """(kept lines, dropped lines, their ``highway`` values), all in the lines' CRS."""
+    mask = non_road_mask(values, drop)
+    if mask is None:
+        return lines, gpd.GeoSeries([], crs=lines.crs), np.empty(0, dtype=object)
+    return (gpd.GeoSeries(lines.values[~mask], crs=lines.crs),
+            gpd.GeoSeries(lines.values[mask], crs=lines.crs), values[mask])  # type: ignore[index]
 
 
 def _roads_layer(path: Path | str) -> str | None:
@@ -341,19 +369,26 @@ def align(source: RasterLayer, grid: GridSpec) -> Layer:
     return WarpedLayer(source, grid)
 
 
-def lines_layer(path: str | Path, grid: GridSpec, width_m: float) -> ShapesLayer:
+def lines_layer(path: str | Path, grid: GridSpec, width_m: float,
+                drop: frozenset[str] = frozenset()) -> tuple[ShapesLayer, Dropped]:
     """Lines of ``path`` buffered to a road ``width_m`` metres wide, to burn onto ``grid``.
 
     Buffered and burnt by the training labels' code (:func:`roadprn.raster.labels.buffer_lines`
     in the grid's local metric CRS, so the width is true metres whatever the grid's CRS), so
-    truth from a GeoPackage is the mask a training run would make of it.
+    truth from a GeoPackage is the mask a training run would make of it. Features whose
+    ``highway`` value is in ``drop`` are left out and returned as a :class:`Dropped` summary.
     """
     if grid.crs is None:
         raise InputError(f"{grid.path} has no georeferencing; cannot place the lines of {path} "
                          "on it")
-    lines = read_lines(path)
+    lines, values = read_road_lines(path)
+    lines, dropped_lines, dropped_values = split_non_roads(lines, values, drop)
+    dropped = Dropped()
+    if len(dropped_lines):
+        metric = to_metric(dropped_lines, local_utm_crs(dropped_lines), path)
+        dropped = summarise(metric.values, dropped_values)
     if not len(lines):
-        return ShapesLayer(np.empty(0, dtype=object), grid)
+        return ShapesLayer(np.empty(0, dtype=object), grid), dropped
     on_grid = reproject_geoms(lines, grid.crs, path)
     check_overlap(finite_bounds(on_grid, path), grid.bounds, str(path), grid.path)
     scene = SceneGrid(grid.transform, grid.width, grid.height, grid.crs)
@@ -365,7 +400,7 @@ def lines_layer(path: str | Path, grid: GridSpec, width_m: float) -> ShapesLayer
         raise InputError(f"{path}: cannot buffer the lines in metres ({one_line(exc, 160)})") \
             from None
     finite_bounds(buffered, path)
-    return ShapesLayer(np.asarray(buffered.values), grid)
+    return ShapesLayer(np.asarray(buffered.values), grid), dropped
 
 
 def ignore_shapes(path: str | Path, grid: GridSpec) -> ShapesLayer:

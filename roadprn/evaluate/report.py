@@ -49,7 +49,9 @@ def metrics_document(summary: dict[str, Any], results: list[PairResult],
     doc: dict[str, Any] = dict(summary)
     doc["params"] = params.as_dict()
     doc["pairs"] = [{"name": r.pair.name, "pred": str(r.pair.pred), "truth": str(r.pair.truth),
-                     "kind": r.kind, **r.metrics} for r in results]
+                     "kind": r.kind, **r.metrics,
+                     **({"dropped_features": {side: d.as_dict() for side, d in r.dropped.items()}}
+                        if r.dropped else {})} for r in results]
     sweeps = [r.sweep for r in results if r.sweep is not None]
     if sweeps:
         doc["pr_curve"] = sweep_scores(pooled_sweep_counts(sweeps))
@@ -85,13 +87,33 @@ def markdown_report(summary: dict[str, Any], results: list[PairResult], params: 
              "before taking ratios; APLS is the mean over pairs. Definitions: docs/metrics.md.",
              "", markdown_table(summary, results), "", "## Parameters", "",
              "| parameter | value |", "|---|---|"]
-    parts += [f"| {k} | {_fmt(v)} |" for k, v in params.as_dict().items()]
+    parts += [f"| {k} | {_fmt(', '.join(v) if isinstance(v, list) else v)} |"
+              for k, v in params.as_dict().items()]
+    parts += dropped_section(results)
     parts += ["", "## Inputs", ""]
     parts += [f"- `{r.pair.name}`: prediction `{r.pair.pred}`, truth `{r.pair.truth}` "
               f"({r.kind} metrics)" for r in results]
     if figures:
         parts += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
     return "\n".join(parts) + "\n"
+
+
+def dropped_section(results: list[PairResult]) -> list[str]:
+    """Markdown lines: the line features left out as not roads, per pair and side."""
+    rows = []
+    for r in results:
+        for side, d in r.dropped.items():
+            if d.features:
+                values = ", ".join(f"{k} {int(v['features'])} ({v['length_m']:.0f} m)"
+                                   for k, v in d.by_value.items())
+                rows.append(f"| {r.pair.name} | {side} | {d.features} | {d.length_m:.1f} | "
+                            f"{values} |")
+    if not rows:
+        return []
+    return ["", "## Features dropped as not roads", "",
+            "OpenStreetMap `highway` values in `non_road_highway` (`--keep-all-features` keeps "
+            "them).", "", "| pair | input | features | metres | by value |",
+            "|---|---|---|---|---|", *rows]
 
 
 def write_text(path: Path, text: str, overwrite: bool) -> None:
