@@ -16,6 +16,16 @@ from tests.helpers import REALDATA, make_checkpoint, write_test_raster
 os.environ.setdefault("ROADPRN_PROGRESS_INTERVAL_S", "86400")
 
 
+@pytest.fixture(autouse=True)
+def _library_progress_mode():
+    """Every test starts with the library's own progress mode (tqdm bars when asked): an
+    in-process CLI call sets the process's mode (lines outside a terminal) for what follows."""
+    from roadprn.runtime.progress import set_progress_mode
+
+    set_progress_mode("bar")
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 3-band tiny_unet checkpoint with 64 px tiles: fast enough for many runs."""

@@ -35,8 +35,8 @@ COMMANDS = {
 
 #: each command's short help, shown by ``roadprn --help`` without importing the command
 COMMAND_HELP = {
-    "batch": "Extract roads from every scene in INPUTS (files, folders, globs, lists) into "
-             "--out.",
+    "batch": "Extract roads from every scene in INPUTS (files, folders, globs, lists, STAC "
+             "catalogs) into --out.",
     "config": "Show the effective configuration or list every config key.",
     "evaluate": "Score predictions against truths with pixel and road-network metrics.",
     "extract": "Extract roads from SCENE into --out.",

@@ -59,7 +59,7 @@ def _bad_inputs(tmp_path, realdata):
         "directory": (tmp_path, "is a directory"),
         "zero": (tmp_path / "zero.tif", "empty (0 bytes)"),
         "text": (tmp_path / "text.tif", "not a readable raster"),
-        "truncated": (tmp_path / "truncated.tif", "not a readable raster"),
+        "truncated": (tmp_path / "truncated.tif", "truncated or corrupt"),
         "png": (realdata / "spacenet_vegas_img33/AOI_2_Vegas_img33.png", "no CRS"),
     }
 
