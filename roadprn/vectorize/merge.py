@@ -41,7 +41,9 @@ from roadprn.vectorize.graph import (
     Edge,
     RoadGraph,
     RoadNetwork,
+    _merge_nodes,
     clean_graph,
+    join_unmatched_seams,
     simplified_network,
 )
 from roadprn.vectorize.params import VectorizeParams
@@ -85,6 +87,13 @@ def reliable_margin_m(params: VectorizeParams, unit_m: float) -> float:
                 params.bridge_max_gap_m, params.min_network_length_m,
                 params.simplify_tolerance_m)
     return 2 * reach + MERGE_SNAP_PX * unit_m
+
+
+def end_snap_m(params: VectorizeParams) -> float:
+    """How far a cut end without a partner may lie from the road it joins: half the junction
+    merge radius (at a junction in the overlap, one scene's stub towards the other's copy can
+    be cut away, leaving the other's cut end a couple of metres short of the junction)."""
+    return params.junction_merge_radius_m / 2
 
 
 def border_depth(footprints: Sequence[BaseGeometry], points: np.ndarray) -> np.ndarray:
@@ -190,11 +199,79 @@ def merge_window(scenes: Sequence[WindowScene], window: tuple[float, float, floa
                     graph.add_edge(Edge(u, v, rc, length, float(width) * length,
                                         float(prob) * length if has_prob else 0.0,
                                         length if has_prob else 0.0))
+    join_unmatched_seams(graph, MERGE_SNAP_PX)
+    snap_cut_ends_to_roads(graph, max(MERGE_SNAP_PX, end_snap_m(params) / unit_m))
     clean_graph(graph, params, seam_snap_px=MERGE_SNAP_PX)
     network = simplified_network(graph, params.simplify_tolerance_m)
     _owned(network, footprints, [s.name for s in scenes], window, core, unit_m,
            reliable_margin_m(params, unit_m), result)
     return result
+
+
+def snap_cut_ends_to_roads(graph: RoadGraph, radius_px: float) -> int:
+    """Cut ends left without a partner that lie on another road join it (the road is split).
+
+    A road running along the ownership line is cut wherever it wobbles across it, and the two
+    scenes' copies cross it at points far apart along the road (a pixel of lateral offset is
+    many along a nearly parallel line): one copy's cut end then lies beside the other copy, not
+    at its end. Joined there, the overlapping stub is a short spur that the clean-up prunes.
+    """
+    loose = sorted(n for n in graph.incident if graph.cut[n] and graph.degree(n) == 1)
+    if not loose:
+        return 0
+    eids = sorted(graph.edges)
+    lines = [shapely.LineString(graph.edges[e].coords) for e in eids]
+    tree = shapely.STRtree(lines)
+    split: set[int] = set()
+    joined = 0
+    for node in loose:
+        if node not in graph.incident or graph.degree(node) != 1:
+            continue
+        own = next(iter(graph.incident[node]))
+        point = shapely.Point(graph.pos[node])
+        best: tuple[float, int] | None = None
+        for i in tree.query(point, predicate="dwithin", distance=radius_px).tolist():
+            eid = eids[i]
+            if eid == own or eid in split or eid not in graph.edges:
+                continue
+            dist = float(lines[i].distance(point))
+            if best is None or dist < best[0]:
+                best = (dist, i)
+        if best is None:
+            continue
+        i = best[1]
+        eid = eids[i]
+        target = _split_edge(graph, eid, float(lines[i].project(point)))
+        split.add(eid)
+        _merge_nodes(graph, [node, target], graph.pos[target].copy(), drop_internal_below_m=0.0,
+                     trim_m=0.0)
+        joined += 1
+    return joined
+
+
+def _split_edge(graph: RoadGraph, eid: int, at: float) -> int:
+    """The node at arc length ``at`` (graph units) along edge ``eid``: an end, or a new node
+    splitting the edge in two (attributes shared by length)."""
+    edge = graph.edges[eid]
+    coords = edge.coords
+    steps = np.hypot(*np.diff(coords, axis=0).T)
+    cum = np.concatenate([[0.0], np.cumsum(steps)])
+    if at <= 1e-6:
+        return edge.u
+    if at >= cum[-1] - 1e-6:
+        return edge.v
+    k = int(np.searchsorted(cum, at, side="right") - 1)
+    t = (at - cum[k]) / steps[k] if steps[k] > 0 else 0.0
+    q = coords[k] + t * (coords[k + 1] - coords[k])
+    graph.remove_edge(eid)
+    mid = graph.add_node(q)
+    for u, v, part in ((edge.u, mid, np.vstack([coords[:k + 1], q[None]])),
+                       (mid, edge.v, np.vstack([q[None], coords[k + 1:]]))):
+        length = graph.edge_length(part)
+        frac = length / edge.length_m if edge.length_m > 0 else 0.0
+        graph.add_edge(Edge(u, v, part, length, edge.width_int * frac, edge.prob_int * frac,
+                            edge.prob_len * frac))
+    return mid
 
 
 def _at_internal_border(xy: np.ndarray, scene: int, footprints: Sequence[BaseGeometry],
