@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from roadprn.batch.stac import StacScene, is_stac_file, read_stac
 from roadprn.errors import InputError
@@ -47,6 +48,9 @@ class SceneInput:
 
     path: str
     name: str
+    #: this scene's own area (``window`` / ``bbox`` / ``bbox_crs``, from a CSV list's columns),
+    #: replacing ``input.window`` / ``input.bbox`` for it; None = the run's config
+    area: dict[str, Any] | None = None
 
 
 def is_remote(path: str) -> bool:
@@ -85,6 +89,7 @@ def find_scenes(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
     """
     paths: list[str] = []
     stac: dict[str, StacScene] = {}
+    areas: dict[str, dict[str, Any]] = {}
     for item in items:
         if _is_stac(item):
             found = read_stac(item, asset_key)
@@ -92,6 +97,8 @@ def find_scenes(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
             paths.extend(scene.path for scene in found)
         else:
             paths.extend(_expand(item, pattern, recursive))
+            if item.lower().endswith(".csv") and Path(item).is_file():
+                areas.update(list_areas(Path(item)))
     unique = list(dict.fromkeys(paths))
     skipped: list[tuple[str, str]] = []
     if exclude:
@@ -112,7 +119,7 @@ def find_scenes(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
         raise InputError(f"no scenes found in {', '.join(items) or '(no inputs)'} "
                          f"(pattern {pattern!r}"
                          f"{f'; {len(skipped)} file(s) skipped' if skipped else ''})")
-    scenes = [SceneInput(p, scene_folder_name(p)) for p in unique]
+    scenes = [SceneInput(p, scene_folder_name(p), areas.get(p)) for p in unique]
     _check_unique_names(scenes)
     return FoundScenes(scenes, skipped, {p: stac[p] for p in unique if p in stac})
 
@@ -176,6 +183,41 @@ def _expand(item: str, pattern: str, recursive: bool) -> list[str]:
         return sorted(str(Path(p).resolve()) for p in glob.glob(item, recursive=True)
                       if Path(p).is_file())
     raise InputError(f"input not found: {item}")
+
+
+AREA_COLUMNS = ("window", "bbox", "bbox_crs")
+
+
+def list_areas(path: Path) -> dict[str, dict[str, Any]]:
+    """Per-scene areas of a CSV scene list: optional ``window`` (``COL,ROW,WIDTH,HEIGHT``),
+    ``bbox`` (``MINX,MINY,MAXX,MAXY``) and ``bbox_crs`` columns; an empty cell = the run's."""
+    text = path.read_text(encoding="utf-8")
+    rows = list(csv.DictReader(text.splitlines()))
+    if not rows:
+        return {}
+    columns = {c.strip().lower(): c for c in rows[0] if c}
+    if not any(c in columns for c in AREA_COLUMNS):
+        return {}
+    areas: dict[str, dict[str, Any]] = {}
+    paths = read_list_file(path)  # same rows, same order, resolved as scenes
+    entries = [row for row in rows if (row.get(columns["path"]) or "").strip()
+               and not (row.get(columns["path"]) or "").strip().startswith("#")]
+    for scene, row in zip(paths, entries, strict=True):
+        area: dict[str, Any] = {}
+        for key, kind in (("window", int), ("bbox", float)):
+            cell = (row.get(columns.get(key, "")) or "").strip()
+            if cell:
+                try:
+                    area[key] = [kind(v) for v in cell.replace(" ", "").split(",")]
+                except ValueError:
+                    raise InputError(f"scene list {path}: {key} {cell!r} of {scene} is not "
+                                     "four comma-separated numbers") from None
+        crs = (row.get(columns.get("bbox_crs", "")) or "").strip()
+        if crs:
+            area["bbox_crs"] = crs
+        if area:
+            areas[scene] = area
+    return areas
 
 
 def read_list_file(path: Path) -> list[str]:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from roadprn import __version__
 from roadprn.batch.config import BatchConfig
 from roadprn.batch.inputs import SceneInput, scene_folder
@@ -111,6 +113,9 @@ def run_batch(
     spec_hashes = {spec: model.sha256 or "unknown" for spec, model in models.items()}
     cfg_hash = config_hash(config)
     task_config = worker_config(config, settings)
+    # a scene with its own area (a CSV list's columns) runs, and resumes, with its own config
+    scene_configs = {scene.name: (task_config, cfg_hash) if not scene.area else
+                     _with_area(config, task_config, scene) for scene in scenes}
     manifest_path = out_root / MANIFEST_NAME
     summary = BatchSummary(manifest_path)
     run_id = uuid.uuid4().hex[:12]
@@ -123,7 +128,7 @@ def run_batch(
             spec = specs[scene.name]
             hashes = {"base": spec_hashes[spec]} if spec is not None else None
             record = previous.get(scene.name)
-            reason = (mismatch_reason(record, out_root, cfg_hash, hashes)
+            reason = (mismatch_reason(record, out_root, scene_configs[scene.name][1], hashes)
                       if settings.resume else "resume disabled")
             if reason is None and record is not None:
                 skipped = {k: v for k, v in record.items() if k not in ("time", "run_id")}
@@ -132,8 +137,9 @@ def run_batch(
                 summary.records.append(skipped)
                 continue
             log.info("%s: to do (%s)", scene.path, reason)
-            todo.append(SceneTask(scene.path, folder.name, str(out_root), task_config, spec,
-                                  hashes or {}, cfg_hash))
+            todo.append(SceneTask(scene.path, folder.name, str(out_root),
+                                  scene_configs[scene.name][0], spec, hashes or {},
+                                  scene_configs[scene.name][1]))
         stack = contextlib.ExitStack()
         # from the start record on, an interrupt ends in an end record and the batch's own
         # line, also while the cluster starts or closes (a SIGTERM right after the start
@@ -227,6 +233,23 @@ def load_models(specs: dict[str, str | None], config: Config) -> dict[str, Any]:
 
     needed = sorted({spec for spec in specs.values() if spec is not None}) or [config.model]
     return {spec: load_segmentation_model(spec) for spec in needed}
+
+
+def _with_area(config: Config, task_config: Config, scene: SceneInput) -> tuple[Config, str]:
+    """``task_config`` with ``scene.area`` as its ``input.window`` / ``bbox`` / ``bbox_crs``
+    (the others cleared), and the config hash of the scene's own job."""
+    from roadprn.errors import ConfigError
+
+    def with_area(base: Config) -> Config:
+        data = base.to_yaml_dict()
+        data["input"].update({"window": None, "bbox": None, "bbox_crs": None, **(scene.area or {})})
+        try:
+            return type(base).model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{scene.path}: its area in the scene list is invalid "
+                              f"({one_line(exc, 300)})") from None
+
+    return with_area(task_config), config_hash(with_area(config))
 
 
 def worker_config(config: Config, settings: BatchConfig) -> Config:

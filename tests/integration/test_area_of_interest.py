@@ -4,6 +4,7 @@ with the whole-scene run's roads inside it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,32 @@ def test_batch_with_a_bbox_runs_the_scenes_it_touches_and_skips_the_others(tmp_p
         assert ds.bounds == (500010.0, 4649935.0, 500060.0, 4649985.0)
     missed = invoke("batch", inputs, "-o", tmp_path / "out2", "--bbox", "0,0,1,1")
     assert_clean_failure(missed, 3, "misses every one of the 2 scene(s)")
+
+
+def test_a_csv_scene_list_gives_each_scene_its_own_area(dask_client, make_raster, tiny_model,
+                                                        tmp_path):
+    """`window` / `bbox` columns of a CSV list: per scene, in its config hash (a changed area
+    reruns that scene only), an empty cell = the run's own area."""
+    from roadprn.batch import find_scenes, run_batch
+    from roadprn.config import load_config
+
+    a = make_raster(np.full((3, 96, 96), 120, np.uint8), name="a.tif")
+    b = make_raster(np.full((3, 80, 80), 120, np.uint8), name="b.tif")
+    listing = tmp_path / "scenes.csv"
+    listing.write_text(f"path,window,bbox\n{a.name},10,20,30,40,\n{b.name},,\n".replace(
+        "10,20,30,40", '"10,20,30,40"'))
+    found = find_scenes([str(listing)])
+    assert [s.area for s in found.scenes] == [{"window": [10, 20, 30, 40]}, None]
+    config = load_config(None, {"model": str(tiny_model), "vectorize": {"enabled": False}})
+    out = tmp_path / "out"
+    summary = run_batch(found.scenes, config, out, client=dask_client)
+    assert summary.as_dict()["done"] == 2, summary.as_dict()
+    shapes = {}
+    for record in summary.records:
+        with rasterio.open(out / record["files"]["mask"]["path"]) as mask:
+            shapes[Path(record["scene"]).name] = (mask.width, mask.height)
+    assert shapes == {"a.tif": (30, 40), "b.tif": (80, 80)}
+    listing.write_text(f'path,window\n{a.name},"0,0,50,50"\n{b.name},\n')
+    again = run_batch(find_scenes([str(listing)]).scenes, config, out, client=dask_client)
+    assert {Path(r["scene"]).name: r["status"] for r in again.records} == {
+        "a.tif": "done", "b.tif": "skipped"}
