@@ -28,6 +28,7 @@ COMMANDS = {
     "merge": "roadprn.cli.merge:merge",
     "vectorize": "roadprn.cli.vectorize:vectorize",
     "evaluate": "roadprn.cli.evaluate:evaluate",
+    "export": "roadprn.cli.export:export",
     "train": "roadprn.cli.train:train",
     "config": "roadprn.cli.config:config",
 }
@@ -39,6 +40,7 @@ COMMAND_HELP = {
              "catalogs) into --out.",
     "config": "Show the effective configuration or list every config key.",
     "evaluate": "Score predictions against truths with pixel and road-network metrics.",
+    "export": "Export a base model or PRN checkpoint (or 'default') to ONNX or TorchScript.",
     "extract": "Extract roads from SCENE into --out.",
     "info": "Describe a scene (size, bands, dtype, CRS, resolution in metres, nodata, "
             "footprint), a road network (GeoPackage, GeoJSON, FlatGeobuf, GeoParquet:...",

@@ -24,7 +24,7 @@ def info(path: str, as_json: bool, config: Config) -> None:
     """Describe a scene (size, bands, dtype, CRS, resolution in metres, nodata, footprint), a
     road network (GeoPackage, GeoJSON, FlatGeobuf, GeoParquet: layers, features, CRS, extent,
     road length in km, junctions by degree, the run's provenance) or a model checkpoint
-    (architecture, expected input, training data, metrics, sha256).
+    (architecture, expected input, training data, metrics, sha256; TorchScript and ONNX too).
 
     PATH may also be 'default' for the model shipped with roadprn.
     """
@@ -87,7 +87,7 @@ def format_scene(scene: SceneInfo) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-MODEL_SUFFIXES = (".pt", ".pth", ".ckpt")
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".onnx")
 
 
 def is_model_file(path: str) -> bool:
@@ -98,7 +98,13 @@ def describe_model(path: str, as_json: bool) -> None:
     from roadprn.models.checkpoint import describe_checkpoint
     from roadprn.models.loading import resolve_model_path
 
-    lines = describe_checkpoint(resolve_model_path(path))
+    resolved = resolve_model_path(path)
+    if resolved.suffix.lower() == ".onnx":
+        from roadprn.models.exported import describe_onnx
+
+        lines = describe_onnx(resolved)
+    else:
+        lines = describe_checkpoint(resolved)
     if as_json:
         click.echo(json.dumps(lines, indent=2))
         return

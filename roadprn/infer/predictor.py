@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from roadprn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from roadprn.models.exported import OnnxRunner
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,9 @@ log = logging.getLogger(__name__)
 class SegmentationModel:
     """A base model and what it expects: the pipeline checks scenes against these facts."""
 
-    module: nn.Module  # maps (B, in_channels, H, W) inputs in [0, 1] to (B, 1, H, W) logits
+    # maps (B, in_channels, H, W) inputs in [0, 1] to (B, 1, H, W) logits; an ONNX model is
+    # an OnnxRunner (onnxruntime, numpy in and out)
+    module: nn.Module | OnnxRunner
     in_channels: int
     name: str = "custom"
     bands: tuple[int, ...] | None = None  # scene bands the model reads by default (1-based)
@@ -75,7 +80,7 @@ class Predictor:
 
     def __init__(
         self,
-        module: nn.Module,
+        module: nn.Module | OnnxRunner,
         device: torch.device,
         *,
         amp: bool = True,
@@ -86,14 +91,22 @@ class Predictor:
         self.device = device
         self.tta = tta
         self.outputs_logits = outputs_logits
+        self.onnx: OnnxRunner | None = None
+        if not isinstance(module, nn.Module):
+            # an ONNX model: onnxruntime's CPU provider, CUDA's when the device is CUDA and
+            # onnxruntime has it; as many threads as torch was given (runtime.settings)
+            self.onnx = module
+            self.threads = torch.get_num_threads()
+            module.session(device.type, self.threads)  # made once, before the first batch
+            return
         self.channels_last = device.type in ("cuda", "cpu")
-        module = module.to(device).eval()
+        net: nn.Module = module.to(device).eval()
         if self.channels_last:
-            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.module: Callable[[torch.Tensor], torch.Tensor] = module
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.module: Callable[[torch.Tensor], torch.Tensor] = net
         if compile:
             try:
-                self.module = torch.compile(module)
+                self.module = torch.compile(net)
             except Exception as exc:  # noqa: BLE001 - compilation is an optional speed-up
                 log.warning("torch.compile failed (%s); running uncompiled", exc)
         self.autocast_dtype = None
@@ -103,6 +116,8 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.onnx is not None:
+            return self._onnx_call(batch)
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
@@ -125,3 +140,21 @@ class Predictor:
             logits = self.module(x)
         out = logits.float()
         return torch.sigmoid(out) if self.outputs_logits else out.clamp(0.0, 1.0)
+
+    def _onnx_call(self, batch: np.ndarray) -> np.ndarray:
+        assert self.onnx is not None
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if not self.tta:
+            return self._onnx_forward(x)
+        prob = self._onnx_forward(x)
+        for axes in ((-1,), (-2,), (-2, -1)):  # the flips of the torch path, in numpy
+            flipped = np.ascontiguousarray(np.flip(x, axis=axes))
+            prob += np.flip(self._onnx_forward(flipped), axis=axes)
+        return prob / 4.0
+
+    def _onnx_forward(self, x: np.ndarray) -> np.ndarray:
+        assert self.onnx is not None
+        out = self.onnx.road_map(x, self.device.type, self.threads)
+        if self.outputs_logits:
+            return (1.0 / (1.0 + np.exp(-out))).astype(np.float32)
+        return np.clip(out, 0.0, 1.0).astype(np.float32)

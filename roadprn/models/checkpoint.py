@@ -15,6 +15,7 @@ file with a YAML sidecar is the other accepted model file (:func:`load_model_fil
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import re
 import warnings
@@ -275,11 +276,15 @@ def load_model_file(path: str | Path) -> LoadedModel:
     path = Path(path)
     _check_file(path)
     if archive_kind(path) == "torchscript":
-        spec = read_sidecar(path)
+        spec = torchscript_spec(path)
+        embedded = embedded_spec(path) if sidecar_path(path) is None else None
+        source = embedded.get("source_sha256") if embedded else None
         return LoadedModel(
             module=load_torchscript(path),
             input=InputSpec(**spec.model_dump(exclude={"output"})),
-            sha256=file_sha256(path),
+            # an export pairs with PRNs as the checkpoint it came from (the same weights)
+            sha256=source if isinstance(source, str) and SHA256_PATTERN.match(source)
+            else file_sha256(path),
             source="torchscript",
             outputs_logits=spec.output == "logits",
         )
@@ -296,6 +301,47 @@ def load_model_file(path: str | Path) -> LoadedModel:
 
 
 MAX_SIDECAR_BYTES = 1 << 16
+#: the spec ``roadprn export --format torchscript`` embeds in the archive (``extra/``)
+EMBEDDED_SPEC = "roadprn.json"
+
+
+def embedded_spec(path: Path) -> dict[str, Any] | None:
+    """The roadprn spec embedded in a TorchScript archive by ``roadprn export`` (read with
+    ``zipfile``, never by torch), or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist()
+                     if n.endswith("/extra/" + EMBEDDED_SPEC) and n.count("/") == 2]
+            if len(names) != 1:
+                return None
+            info = archive.getinfo(names[0])
+            if info.file_size > MAX_SIDECAR_BYTES:
+                raise ModelError(f"{path}: its embedded {EMBEDDED_SPEC} is larger than "
+                                 f"{MAX_SIDECAR_BYTES} bytes")
+            data = json.loads(archive.read(info).decode("utf-8"))
+    except (zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == "roadprn-torchscript" \
+        else None
+
+
+def torchscript_spec(path: Path) -> SidecarSpec:
+    """A TorchScript model's spec: its YAML sidecar, else the spec ``roadprn export``
+    embedded in the archive."""
+    if sidecar_path(path) is None:
+        data = embedded_spec(path)
+        if data is not None and data.get("kind") == "base":
+            try:
+                return SidecarSpec.model_validate({**data.get("input", {}),
+                                                   "output": data.get("output", "logits")})
+            except ValidationError as exc:
+                raise ModelError(format_validation_error(
+                    exc, f"{path}: invalid embedded input spec", model=SidecarSpec,
+                    noun="key")) from exc
+        if data is not None:
+            raise ModelError(f"{path} is an exported {data.get('kind')} model, not a base "
+                             "model")
+    return read_sidecar(path)
 
 
 def sidecar_path(model_path: Path) -> Path | None:
@@ -417,12 +463,25 @@ def describe_torchscript(path: Path) -> dict[str, str]:
     """``roadprn info`` for a TorchScript model: the safety check and the sidecar, read without
     loading (so without running) the model."""
     check_torchscript_archive(path)
-    spec = read_sidecar(path)
     sidecar = sidecar_path(path)
+    embedded = embedded_spec(path) if sidecar is None else None
+    if embedded is not None and embedded.get("kind") == "prn":
+        kwargs = embedded.get("arch_kwargs") or {}
+        return {
+            "file": str(path), "sha256": file_sha256(path),
+            "format": f"TorchScript exported by roadprn ({EMBEDDED_SPEC} inside)",
+            "code check": "passed: only allow-listed tensor operators (not loaded by info)",
+            "kind": "PatchRefineNet (refines a base model)",
+            "architecture": f"prn {_kwargs_text(kwargs)}".strip(),
+            "base model sha256": str(embedded.get("base_model_sha256")),
+            "size": _size_text(path),
+        }
+    spec = torchscript_spec(path)
     return {
         "file": str(path),
         "sha256": file_sha256(path),
-        "format": f"TorchScript with YAML sidecar ({sidecar.name if sidecar else '?'})",
+        "format": (f"TorchScript with YAML sidecar ({sidecar.name})" if sidecar else
+                   f"TorchScript exported by roadprn ({EMBEDDED_SPEC} inside)"),
         "code check": "passed: only allow-listed tensor operators (not loaded by info)",
         "output": spec.output,
         "bands": ", ".join(str(b) for b in spec.bands),

@@ -69,11 +69,15 @@ def model_for_scene(spec: str, data_bands: int) -> str:
 
 
 def load_segmentation_model(spec: str) -> SegmentationModel:
-    """``default`` or a path to a roadprn checkpoint / TorchScript file with a YAML sidecar."""
+    """``default`` or a path to a roadprn checkpoint, a TorchScript file (YAML sidecar or
+    roadprn's embedded spec) or an ONNX model (run by onnxruntime)."""
     from roadprn.models.base import default_cpu_batch
     from roadprn.models.checkpoint import load_model_file
+    from roadprn.models.exported import is_onnx_path
 
     path = resolve_model_path(spec)
+    if is_onnx_path(path):
+        return load_onnx_model(path)
     loaded = load_model_file(path)
     inp = loaded.input
     name = loaded.meta.arch if loaded.meta is not None else path.stem
@@ -91,4 +95,32 @@ def load_segmentation_model(spec: str) -> SegmentationModel:
         cpu_batch_size=default_cpu_batch(loaded.meta.arch) if loaded.meta is not None else None,
         normalization=inp.normalization.model_dump(mode="json"),
         meta=loaded.meta.model_dump(mode="json") if loaded.meta is not None else {},
+    )
+
+
+def load_onnx_model(path: Path) -> SegmentationModel:
+    """An ONNX base model on onnxruntime (checked first: :mod:`roadprn.models.exported`)."""
+    from roadprn.models.base import default_cpu_batch
+    from roadprn.models.exported import load_onnx_runner, model_sha256
+
+    runner = load_onnx_runner(path)
+    spec = runner.spec
+    if spec.kind != "base" or spec.input is None:
+        raise ModelError(f"{path} is a {spec.kind} model, not a base model")
+    inp = spec.input
+    return SegmentationModel(
+        module=runner,
+        in_channels=len(inp.bands),
+        name=runner.name,
+        bands=tuple(inp.bands),
+        outputs_logits=spec.outputs_logits,
+        sha256=model_sha256(runner.model, spec),
+        tile_size=inp.tile_size,
+        halo=inp.halo,
+        gsd_m=inp.gsd_m,
+        gsd_range_m=inp.gsd_range_m,
+        cpu_batch_size=default_cpu_batch(spec.arch) if spec.arch else None,
+        normalization=inp.normalization.model_dump(mode="json"),
+        meta={"format": "onnx", "onnx_sha256": runner.model.sha256, "spec_from": spec.source,
+              "arch": spec.arch, "arch_kwargs": spec.arch_kwargs},
     )

@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from roadprn.infer.base_stage import predict_strips
 from roadprn.infer.predictor import resolve_device
 from roadprn.infer.tiling import TilePlan
 from roadprn.infer.writer import write_strips
+from roadprn.models.exported import ExportedPRN
 from roadprn.outputs.atomic import (
     atomic_output,
     check_writable,
@@ -48,9 +50,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RefineModel:
-    """A PRN checkpoint ready to run, with the base model it was trained on."""
+    """A PRN ready to run, with the base model it was trained on: a checkpoint's network, or
+    a PRN exported to ONNX / TorchScript (:class:`roadprn.models.exported.ExportedPRN`)."""
 
-    module: PatchRefineNet
+    module: PatchRefineNet | ExportedPRN
     sha256: str
     base_model_sha256: str | None
     name: str = "prn"
@@ -66,13 +69,17 @@ class PRNPredictor:
     def __init__(self, model: RefineModel, device: torch.device, fusion: str) -> None:
         if fusion not in FUSION_RULES:
             raise ModelError(f"unknown PRN fusion rule {fusion!r}; allowed: {FUSION_RULES}")
-        self.module = model.module.to(device).eval()
+        self.module = model.module.to_device(device) if isinstance(
+            model.module, ExportedPRN) else model.module.to(device).eval()
         self.device = device
         self.fusion = fusion
         self.with_local = fusion != "global"  # the local branch would be computed for nothing
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if isinstance(self.module, ExportedPRN):
+            global_np, local_np = self.module.maps(batch, self.device, self.with_local)
+            return fuse(global_np, local_np, rule=self.fusion).astype(np.float32)
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         out = self.module(x, with_local=self.with_local)
         global_map = out.global_map[:, 0].float().cpu().numpy()
@@ -81,8 +88,15 @@ class PRNPredictor:
 
 
 def load_refine_model(path: str | Path) -> RefineModel:
+    """A PRN checkpoint, or a PRN exported by ``roadprn export`` (ONNX or TorchScript)."""
+    from roadprn.models.base import archive_kind
     from roadprn.models.checkpoint import load_checkpoint
+    from roadprn.models.exported import is_onnx_path, load_exported_prn
 
+    if is_onnx_path(path) or (Path(path).is_file() and archive_kind(Path(path)) == "torchscript"):
+        exported, sha256, base_sha256 = load_exported_prn(path)
+        return RefineModel(exported, sha256, base_sha256,
+                           name=f"prn ({Path(path).name}, {exported.backend})")
     checkpoint = load_checkpoint(path)
     if checkpoint.meta.kind != "prn":
         raise ModelError(f"{path} is a {checkpoint.meta.kind} model, not a PatchRefineNet "
@@ -127,7 +141,9 @@ def refine_scene(
     check_writable(out_mask, config.output.overwrite)
     info = open_scene(probability, allow_ungeoreferenced=True)
     size = prn.map_size
-    halo = config.refine.halo if config.refine.halo is not None else default_halo(prn.module)
+    # default_halo reads only the architecture, which an exported PRN carries too
+    halo = (config.refine.halo if config.refine.halo is not None
+            else default_halo(cast(PatchRefineNet, prn.module)))
     plan = TilePlan(info.width, info.height, size, halo, 0)
     device = resolve_device(config.inference.device)
     predictor = PRNPredictor(prn, device, config.refine.fusion)
