@@ -18,7 +18,6 @@ from roadprn.raster.gdal_env import GDAL_ERRORS
 from roadprn.runtime import gdal_guard
 from roadprn.runtime.gdal_guard import is_network_path
 
-
 #: what GDAL says when it recognised a format but its structures end early or do not decode
 TRUNCATION_SIGNS = ("TIFFReadDirectory", "TIFFFetch", "Failed to read", "Read error",
                     "Cannot read", "short read", "truncated", "IReadBlock failed")
