@@ -10,7 +10,8 @@ import pytest
 from roadprn.cli import COMMANDS, main
 from tests.helpers import assert_clean_failure, invoke
 
-WRITERS = ["extract", "batch", "vectorize", "evaluate", "synth", "train base", "train prn"]
+WRITERS = ["extract", "batch", "vectorize", "evaluate", "synth", "train base", "train prn",
+           "export", "merge"]
 JSON_COMMANDS = [*WRITERS, "info", "config show", "config keys"]
 
 
