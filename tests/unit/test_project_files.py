@@ -17,6 +17,9 @@ def test_ci_runs_the_readme_test_command():
     install_and_test = test_cmd.split("&& ", 2)[-1]  # drop the venv creation/activation
     ci = (REPO / ".ci" / "run").read_text()
     assert install_and_test in ci
+    # and its failure is fatal: under `set -e` a failing command inside an `&&` list is not
+    # (a failing ruff let CI pass without running a test)
+    assert f"if ! ({install_and_test}" in ci
 
 
 def test_readme_starts_with_install_and_run_commands():
