@@ -77,7 +77,8 @@ def test_keys_prefix_filters_a_section():
     # a nested section and one key; a section name is not a prefix of another ("input" vs "in")
     nested = invoke("config", "keys", "evaluate.apls").stdout.splitlines()[1:]
     assert [r.split()[0] for r in nested] == ["evaluate.apls.control_spacing_m",
-                                              "evaluate.apls.snap_m", "evaluate.apls.min_path_m"]
+                                              "evaluate.apls.snap_m", "evaluate.apls.min_path_m",
+                                              "evaluate.apls.junctions"]
     assert len(invoke("config", "keys", "tiling.halo").stdout.splitlines()) == 2
 
 

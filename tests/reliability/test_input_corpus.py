@@ -363,7 +363,8 @@ def test_every_real_raster_through_batch(realdata, tmp_path, capfd):
     from roadprn.models.loading import load_segmentation_model, model_for_scene
     from roadprn.raster.scene import open_scene
 
-    scenes = [realdata / rel for rel in real_rasters()]
+    # resolved as batch records them: ../shared may be a symlink (CI's is)
+    scenes = [(realdata / rel).resolve() for rel in real_rasters()]
     out = tmp_path / "batch"
     result, records = run_batch_cli(scenes, out)
     workers_stderr = capfd.readouterr().err
