@@ -28,6 +28,19 @@ from roadprn.vectorize.params import VectorizeParams
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+def known_crs(crs: str | None) -> str | None:
+    """A CRS key's validator: ``crs`` unchanged if PROJ understands it (EPSG code, WKT, ...)."""
+    if crs is not None:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            CRS.from_user_input(crs)
+        except CRSError:
+            raise ValueError(f"not a CRS PROJ understands: {crs!r} (e.g. EPSG:4326)") from None
+    return crs
+
+
 class _Section(BaseModel):
     """Unknown keys are errors: a typo must never be silently ignored."""
 
@@ -84,15 +97,7 @@ class InputConfig(_Section):
     @field_validator("bbox_crs")
     @classmethod
     def _crs(cls, crs: str | None) -> str | None:
-        if crs is not None:
-            from rasterio.crs import CRS
-            from rasterio.errors import CRSError
-
-            try:
-                CRS.from_user_input(crs)
-            except CRSError:
-                raise ValueError(f"not a CRS GDAL knows: {crs!r} (e.g. EPSG:4326)") from None
-        return crs
+        return known_crs(crs)
 
     @model_validator(mode="after")
     def _one_area(self) -> InputConfig:
@@ -209,15 +214,7 @@ class OutputConfig(_Section):
     @field_validator("dst_crs")
     @classmethod
     def _crs(cls, crs: str | None) -> str | None:
-        if crs is not None:
-            from pyproj import CRS
-            from pyproj.exceptions import CRSError
-
-            try:
-                CRS.from_user_input(crs)
-            except CRSError:
-                raise ValueError("not a CRS PROJ understands (e.g. EPSG:4326)") from None
-        return crs
+        return known_crs(crs)
 
 
 class RefineConfig(_Section):
