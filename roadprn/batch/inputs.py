@@ -191,6 +191,8 @@ AREA_COLUMNS = ("window", "bbox", "bbox_crs")
 def list_areas(path: Path) -> dict[str, dict[str, Any]]:
     """Per-scene areas of a CSV scene list: optional ``window`` (``COL,ROW,WIDTH,HEIGHT``),
     ``bbox`` (``MINX,MINY,MAXX,MAXY``) and ``bbox_crs`` columns; an empty cell = the run's."""
+    from roadprn.raster.subset import four_numbers
+
     text = path.read_text(encoding="utf-8")
     rows = list(csv.DictReader(text.splitlines()))
     if not rows:
@@ -207,11 +209,11 @@ def list_areas(path: Path) -> dict[str, dict[str, Any]]:
         for key, kind in (("window", int), ("bbox", float)):
             cell = (row.get(columns.get(key, "")) or "").strip()
             if cell:
-                try:
-                    area[key] = [kind(v) for v in cell.replace(" ", "").split(",")]
-                except ValueError:
+                values = four_numbers(cell, kind)
+                if values is None:
                     raise InputError(f"scene list {path}: {key} {cell!r} of {scene} is not "
-                                     "four comma-separated numbers") from None
+                                     "four comma-separated numbers")
+                area[key] = values
         crs = (row.get(columns.get("bbox_crs", "")) or "").strip()
         if crs:
             area["bbox_crs"] = crs

@@ -268,13 +268,12 @@ def parse_bands(text: str | None) -> list[int] | None:
 
 def parse_window(text: str | None) -> list[int] | None:
     """``COL,ROW,WIDTH,HEIGHT`` -> four pixel numbers (``--window``, like ``-srcwin``)."""
+    from roadprn.raster.subset import four_numbers
+
     if text is None:
         return None
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4:
+    values = four_numbers(text, int)
+    if values is None:
         raise ConfigError(f"--window expects COL,ROW,WIDTH,HEIGHT in pixels (e.g. "
                           f"0,0,1024,1024), got {text!r}")
     return values
@@ -282,13 +281,12 @@ def parse_window(text: str | None) -> list[int] | None:
 
 def parse_bbox(text: str | None) -> list[float] | None:
     """``MINX,MINY,MAXX,MAXY`` -> four finite numbers (``--bbox``)."""
+    from roadprn.raster.subset import four_numbers
+
     if text is None:
         return None
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+    values = four_numbers(text, float)
+    if values is None:
         raise ConfigError(f"--bbox expects MINX,MINY,MAXX,MAXY (e.g. -115.31,36.12,-115.30,"
                           f"36.13 with --bbox-crs EPSG:4326), got {text!r}")
     return values

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
@@ -19,6 +20,18 @@ from rasterio.windows import Window
 from roadprn.errors import ConfigError, InputError, one_line
 from roadprn.raster.gdal_env import GDAL_ERRORS
 from roadprn.raster.scene import SceneInfo
+
+
+def four_numbers(text: str, kind: type[int] | type[float]) -> list[Any] | None:
+    """``"a,b,c,d"`` -> four finite numbers of ``kind`` (a window, a bbox); None if it is not
+    that (the callers say what they expected, in their own option's words)."""
+    try:
+        values = [kind(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        return None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        return None
+    return values
 
 
 def bbox_window(info: SceneInfo, bbox: tuple[float, float, float, float],
