@@ -98,28 +98,35 @@ def _covered_km2(footprints: Sequence[Any]) -> float:
     return abs(area) / 1e6
 
 
-def _footprint_wgs84(out_dir: Path, record: dict[str, Any]) -> Any:
+def output_grid(raster: Path, *, segments: int = 1) -> tuple[Any, Any, tuple[int, int],
+                                                                dict[str, Any]] | None:
+    """CRS, transform, shape and lon/lat footprint (GeoJSON) of an output raster; None when it
+    cannot be read or has no CRS (STAC items and the summary both describe scenes by it)."""
     import rasterio
-    from rasterio.warp import transform_geom
-    from shapely.geometry import box, shape
 
     from roadprn.raster.gdal_env import GDAL_ERRORS
+    from roadprn.raster.geometry import footprint_polygon_wgs84
 
-    mask = (record.get("files") or {}).get("mask", {}).get("path")
-    if not mask:
-        return None
     try:
-        with rasterio.open(out_dir / mask) as ds:
-            crs, bounds = ds.crs, ds.bounds
+        with rasterio.open(raster) as ds:
+            crs, transform, shape, bounds = ds.crs, ds.transform, ds.shape, ds.bounds
     except GDAL_ERRORS:
         return None
     except OSError:
         return None
     if crs is None:
         return None
+    footprint = footprint_polygon_wgs84(crs, bounds, segments=segments)
+    return None if footprint is None else (crs, transform, shape, footprint)
+
+
+def _footprint_wgs84(out_dir: Path, record: dict[str, Any]) -> Any:
+    from shapely.geometry import shape
+
+    mask = (record.get("files") or {}).get("mask", {}).get("path")
     # densified: a UTM rectangle is not straight in lon/lat over a large scene
-    ring = box(*bounds).segmentize(max(bounds[2] - bounds[0], bounds[3] - bounds[1]) / 32)
-    return shape(transform_geom(crs, "EPSG:4326", ring.__geo_interface__))
+    grid = output_grid(out_dir / mask, segments=32) if mask else None
+    return None if grid is None else shape(grid[3])
 
 
 def _quicklook(out_dir: Path, records: Sequence[dict[str, Any]], png: Path) -> None:

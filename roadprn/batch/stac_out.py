@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from roadprn import __version__
+from roadprn.batch.report import output_grid
 from roadprn.batch.stac import StacScene, _pystac
 
 log = logging.getLogger(__name__)
@@ -128,44 +129,19 @@ def _item(pystac: Any, out_dir: Path, record: dict[str, Any], source: StacScene 
 
 def _grid(mask: Path) -> tuple[dict[str, Any], list[float], dict[str, Any]] | None:
     """WGS84 footprint, bbox and the ``proj:`` fields of an output raster."""
-    import rasterio
-    from rasterio.warp import transform_geom
+    from shapely.geometry import shape as geometry_shape
 
-    from roadprn.raster.gdal_env import GDAL_ERRORS
-
-    try:
-        with rasterio.open(mask) as ds:
-            crs, transform, shape, bounds = ds.crs, ds.transform, ds.shape, ds.bounds
-    except GDAL_ERRORS:
+    grid = output_grid(mask)
+    if grid is None:
         return None
-    except OSError:
-        return None
-    if crs is None:
-        return None
-    left, bottom, right, top = bounds
-    ring = [(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]
-    polygon = {"type": "Polygon", "coordinates": [ring]}
-    geometry = transform_geom(crs, "EPSG:4326", polygon, antimeridian_cutting=True,
-                              precision=7)
-    bbox = _bbox(geometry)
+    crs, transform, shape, geometry = grid
+    bbox = list(geometry_shape(geometry).bounds)
     epsg = crs.to_epsg()
     proj: dict[str, Any] = {"proj:code": f"EPSG:{epsg}" if epsg else None,
                             "proj:shape": list(shape), "proj:transform": list(transform)[:6]}
     if epsg is None:
         proj["proj:wkt2"] = crs.to_wkt()
-    return dict(geometry), bbox, proj
-
-
-def _bbox(geometry: dict[str, Any]) -> list[float]:
-    def points(coords: Any) -> Any:
-        if coords and isinstance(coords[0], (int, float)):
-            yield coords
-        else:
-            for part in coords:
-                yield from points(part)
-
-    xs, ys = zip(*((p[0], p[1]) for p in points(geometry["coordinates"])), strict=True)
-    return [min(xs), min(ys), max(xs), max(ys)]
+    return geometry, bbox, proj
 
 
 def _union(boxes: Sequence[list[float] | None]) -> list[float]:

@@ -77,3 +77,21 @@ def footprint_wgs84(crs: CRS, bounds: Any) -> tuple[float, float, float, float] 
     if not all(math.isfinite(v) for v in (west, south, east, north)):
         return None
     return float(west), float(south), float(east), float(north)
+
+
+def footprint_polygon_wgs84(crs: CRS, bounds: Any, *, segments: int = 1) -> dict[str, Any] | None:
+    """A grid's ``bounds`` as a GeoJSON (Multi)Polygon in lon/lat, cut at the antimeridian;
+    ``segments`` > 1 densifies the edges (a UTM rectangle is curved in lon/lat). None where
+    PROJ cannot invert the CRS."""
+    from rasterio.warp import transform_geom
+    from shapely.geometry import box
+
+    left, bottom, right, top = bounds
+    ring = box(left, bottom, right, top)
+    if segments > 1:
+        ring = ring.segmentize(max(right - left, top - bottom) / segments)
+    try:
+        return dict(transform_geom(crs, "EPSG:4326", ring.__geo_interface__,
+                                   antimeridian_cutting=True, precision=7))
+    except Exception:  # noqa: BLE001 - as footprint_wgs84: the footprint is optional
+        return None
