@@ -104,14 +104,16 @@ def find_scenes(items: list[str] | tuple[str, ...], pattern: str = "*.tif",
     if exclude:
         excluded = [p for p in unique if _excluded(p, exclude)]
         skipped += [(p, "matches --exclude") for p in excluded]
-        unique = [p for p in unique if p not in set(excluded)]
+        dropped = set(excluded)
+        unique = [p for p in unique if p not in dropped]
     if out_dir is not None:
         is_output = batch_output_filter(Path(out_dir))
         own = [p for p in unique if not is_remote(p) and is_output(p)]
         if own:
             log.info("%d file(s) in %s are this batch's own outputs and not scenes",
                      len(own), out_dir)
-        unique = [p for p in unique if p not in set(own)]
+        ours = set(own)
+        unique = [p for p in unique if p not in ours]
     made = roadprn_made(unique)
     skipped += [(p, f"a roadprn {role}, not a scene") for p, role in made.items()]
     unique = [p for p in unique if p not in made]
