@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import shapely
@@ -96,14 +97,46 @@ def end_snap_m(params: VectorizeParams) -> float:
     return params.junction_merge_radius_m / 2
 
 
+class Footprints(Sequence[BaseGeometry]):
+    """A window's scene footprints with their boundaries and bounds computed once (a plain
+    sequence of polygons works everywhere too; this saves recomputing them per road)."""
+
+    def __init__(self, polygons: Sequence[BaseGeometry]) -> None:
+        self.polygons = list(polygons)
+        self.boundaries = [fp.boundary for fp in self.polygons]
+        self.bounds = np.array([fp.bounds for fp in self.polygons], dtype=float).reshape(-1, 4)
+
+    def __len__(self) -> int:
+        return len(self.polygons)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.polygons[index]
+
+    def depth(self, k: int, points: np.ndarray) -> np.ndarray:
+        """Signed distance of ``points`` to footprint ``k``'s boundary: > 0 inside."""
+        dist = shapely.distance(self.boundaries[k], shapely.points(points))
+        inside = shapely.contains_xy(self.polygons[k], points[:, 0], points[:, 1])
+        return np.where(inside, dist, -dist)
+
+    def near(self, box: tuple[float, float, float, float], pad: float) -> list[int]:
+        """Footprints whose bounds lie within ``pad`` of ``box``: only these can be closer than
+        ``pad`` to (or contain) a point in ``box``."""
+        b = self.bounds
+        hit = ((b[:, 0] <= box[2] + pad) & (b[:, 2] >= box[0] - pad)
+               & (b[:, 1] <= box[3] + pad) & (b[:, 3] >= box[1] - pad))
+        return np.flatnonzero(hit).tolist()
+
+
+def _footprints(footprints: Sequence[BaseGeometry]) -> Footprints:
+    return footprints if isinstance(footprints, Footprints) else Footprints(footprints)
+
+
 def border_depth(footprints: Sequence[BaseGeometry], points: np.ndarray) -> np.ndarray:
     """(scenes, points) signed distance to each footprint's boundary: > 0 inside."""
-    pts = shapely.points(points)
-    depth = np.empty((len(footprints), len(points)))
-    for k, fp in enumerate(footprints):
-        dist = shapely.distance(fp.boundary, pts)
-        inside = shapely.contains_xy(fp, points[:, 0], points[:, 1])
-        depth[k] = np.where(inside, dist, -dist)
+    fps = _footprints(footprints)
+    depth = np.empty((len(fps), len(points)))
+    for k in range(len(fps)):
+        depth[k] = fps.depth(k, points)
     return depth
 
 
@@ -117,19 +150,37 @@ def owner_at(footprints: Sequence[BaseGeometry], points: np.ndarray) -> np.ndarr
 def owned_parts(line: shapely.LineString, scene: int, footprints: Sequence[BaseGeometry],
                 step_m: float) -> list[tuple[np.ndarray, bool, bool]]:
     """The parts of ``line`` (seen by ``scene``) that ``scene`` owns: (xy, start_cut, end_cut),
-    ends on an owner change marked as cut."""
+    ends on an owner change marked as cut.
+
+    Only the scenes that can outrank ``scene`` somewhere on the line are measured along all of
+    it: with ``d`` the least depth of the line in its own scene, a scene whose bounds lie
+    farther than ``max(0, -d)`` from the line's bounds is shallower than ``scene`` at every
+    point (the result is the same as measuring every scene; the cost no longer grows with the
+    scenes in the window). Where the owner changes, the crossing is placed with every scene.
+    """
     xy = shapely.get_coordinates(shapely.segmentize(line, step_m))
     if len(footprints) == 1:
         return [(xy, False, False)]
-    depth = border_depth(footprints, xy)
-    others = np.delete(depth, scene, axis=0).max(axis=0)
-    margin = depth[scene] - others  # >= 0 where ``scene`` owns (ties resolved below)
-    owner = np.argmax(depth, axis=0)
-    keep = owner == scene
+    fps = _footprints(footprints)
+    own = fps.depth(scene, xy)
+    box = (float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()),
+           float(xy[:, 1].max()))
+    rivals = [j for j in fps.near(box, max(0.0, -float(own.min()))) if j != scene]
+    if not rivals:
+        return [(xy, False, False)]
+    order = sorted([scene, *rivals])  # scene order kept: ties still go to the first scene
+    depth = np.vstack([own if j == scene else fps.depth(j, xy) for j in order])
+    keep = np.argmax(depth, axis=0) == order.index(scene)
     if keep.all():
         return [(xy, False, False)]
     if not keep.any():
         return []
+
+    def margin(i: int) -> float:
+        """``scene``'s depth minus the deepest other scene's at point ``i`` (every scene)."""
+        full = border_depth(fps, xy[i:i + 1])[:, 0]
+        return float(full[scene] - np.delete(full, scene).max())
+
     parts: list[tuple[np.ndarray, bool, bool]] = []
     idx = np.flatnonzero(keep)
     runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
@@ -138,10 +189,10 @@ def owned_parts(line: shapely.LineString, scene: int, footprints: Sequence[BaseG
         coords = [xy[i0:i1 + 1]]
         start_cut = end_cut = False
         if i0 > 0:  # entered from another owner between i0-1 and i0
-            coords.insert(0, _crossing(xy[i0 - 1], xy[i0], margin[i0 - 1], margin[i0])[None])
+            coords.insert(0, _crossing(xy[i0 - 1], xy[i0], margin(i0 - 1), margin(i0))[None])
             start_cut = True
         if i1 < len(xy) - 1:
-            coords.append(_crossing(xy[i1], xy[i1 + 1], margin[i1], margin[i1 + 1])[None])
+            coords.append(_crossing(xy[i1], xy[i1 + 1], margin(i1), margin(i1 + 1))[None])
             end_cut = True
         part = np.vstack(coords)
         if len(part) >= 2 and float(np.hypot(*(part[-1] - part[0]))) > 0 or len(part) > 2:
@@ -160,7 +211,7 @@ def merge_window(scenes: Sequence[WindowScene], window: tuple[float, float, floa
                  core: tuple[float, float, float, float], params: VectorizeParams,
                  unit_m: float) -> WindowResult:
     """The merged network of ``scenes`` in ``window``, reduced to what ``core`` owns."""
-    footprints = [s.footprint for s in scenes]
+    footprints = Footprints([s.footprint for s in scenes])
     scale = PixelScale(dx_m=unit_m, dy_m=unit_m)
     graph = RoadGraph(scale=scale)
     nodes: dict[tuple[float, float], int] = {}
@@ -279,10 +330,14 @@ def _at_internal_border(xy: np.ndarray, scene: int, footprints: Sequence[BaseGeo
     """A road end near its scene's border where another scene's footprint also reaches."""
     if len(footprints) < 2:
         return False
-    depth = border_depth(footprints, xy[None])[:, 0]
-    near_own = depth[scene] <= border_m
-    neighbour = np.delete(depth, scene).max() >= -border_m
-    return bool(near_own and neighbour)
+    fps = _footprints(footprints)
+    point = xy[None]
+    if fps.depth(scene, point)[0] > border_m:
+        return False
+    box = (float(xy[0]), float(xy[1]), float(xy[0]), float(xy[1]))
+    # only a footprint whose bounds are within border_m of the point can reach that close
+    return any(fps.depth(j, point)[0] >= -border_m
+               for j in fps.near(box, border_m) if j != scene)
 
 
 def _owned(network: RoadNetwork, footprints: Sequence[BaseGeometry], names: list[str],
