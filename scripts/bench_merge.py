@@ -125,16 +125,43 @@ def merge_once(run_dir: Path, workers: int) -> dict[str, float]:
 
 
 def profile_once(run_dir: Path, top: int = 25) -> None:
-    """The merge under cProfile, one thread (the cells' work is then in this thread)."""
+    """The merge under cProfile with every cell run in this thread (cProfile sees one thread),
+    and one line per cell task: halo, scenes, roads kept, seconds."""
     import cProfile
     import pstats
+    from concurrent.futures import Future
 
-    from roadprn.batch.merge import merge_run
+    from roadprn.batch import merge
 
+    cells: list[tuple[int, float, int, int, float]] = []
+
+    class InThread:
+        def __init__(self, client: object, threads: int) -> None:
+            pass
+
+        def __enter__(self):  # noqa: ANN204 - the executor's protocol
+            def submit(task: merge.CellTask) -> Future:
+                started = time.perf_counter()
+                result = merge.merge_cell(task)
+                cells.append((task.index, task.halo_m, len(task.scenes), len(result.roads),
+                              time.perf_counter() - started))
+                future: Future = Future()
+                future.set_result(result)
+                return future
+            return submit
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    merge._executor = InThread  # type: ignore[assignment,misc]
     profiler = cProfile.Profile()
     profiler.enable()
-    merge_run(run_dir, workers=1)
+    merge.merge_run(run_dir, workers=1)
     profiler.disable()
+    for index, halo, scenes, roads, seconds in cells:
+        print(f"cell {index:3d} halo {halo:5.0f} m: {scenes:2d} scenes, {roads:4d} roads, "
+              f"{seconds:6.2f} s")
+    print(f"{len(cells)} cell tasks, {sum(c[4] for c in cells):.1f} s")
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
     pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
@@ -148,6 +175,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="working folder (kept; default: temporary)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the largest merge (cProfile, one thread)")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="only profile the largest archive (no timed merges)")
     args = parser.parse_args()
     sizes = sorted(int(n) for n in args.scenes.split(","))
     for n in sizes:
@@ -157,16 +186,16 @@ def main() -> None:
         work = args.work or Path(tmp)
         scenes = make_scenes(work, math.isqrt(sizes[-1]), args.size, args.jobs)
         results = {}
-        for n in sizes:
+        for n in [] if args.profile_only else sizes:
             results[n] = merge_once(make_archive(work, scenes, n), args.workers)
             print(f"{n:4d} scenes of {args.size}²: {json.dumps(results[n])}", flush=True)
-        if len(sizes) > 1:
+        if len(results) > 1:
             big, small = results[sizes[-1]], results[sizes[0]]
             print(f"{sizes[-1]} vs {sizes[0]} scenes: peak memory ratio "
                   f"{big['peak_rss_mib'] / small['peak_rss_mib']:.2f}, time ratio "
                   f"{big['merge_seconds'] / small['merge_seconds']:.2f} "
                   f"(scenes {sizes[-1] / sizes[0]:.0f}x)")
-        if args.profile:
+        if args.profile or args.profile_only:
             profile_once(make_archive(work, scenes, sizes[-1]))
 
 
