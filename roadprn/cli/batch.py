@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from roadprn.cli.common import PIPELINE_OPTIONS, show_progress
+from roadprn.cli.merge import DEFAULT_LEVEL, LEVEL_HELP, MERGE_LEVELS
 from roadprn.cli.schema_options import SchemaOption, schema_options
 from roadprn.config import Config
 
@@ -46,12 +47,14 @@ BATCH_OPTIONS = [
 @click.option("--merge", "merge_networks", is_flag=True,
               help="After the scenes, join their road networks into OUT/roadprn_network.gpkg "
                    "(as `roadprn merge OUT`).")
+@click.option("--merge-level", type=click.Choice(MERGE_LEVELS), default=DEFAULT_LEVEL,
+              show_default=True, help=f"With --merge: {LEVEL_HELP}")
 @schema_options([*PIPELINE_OPTIONS, *BATCH_OPTIONS])
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_context
 def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: str,
           no_recursive: bool, exclude: tuple[str, ...], asset_key: str | None,
-          write_stac: bool | None, merge_networks: bool, config: Config,
+          write_stac: bool | None, merge_networks: bool, merge_level: str, config: Config,
           as_json: bool) -> None:
     """Extract roads from every scene in INPUTS (files, folders, globs, lists, STAC catalogs)
     into --out.
@@ -95,7 +98,8 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
 
         report["merge"] = run_merge(Path(out_dir), None, None, workers=None,
                                     scheduler=config.batch.scheduler,
-                                    progress=show_progress(ctx)).as_dict()
+                                    progress=show_progress(ctx),
+                                    level=merge_level).as_dict()
     # after the scenes (and a merge of their networks): the run's summary and STAC catalog
     totals = run_summary(out_dir, summary.records, summary.seconds)
     write_summary(out_dir, totals, records=summary.records)

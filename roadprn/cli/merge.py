@@ -8,6 +8,12 @@ from pathlib import Path
 import click
 
 from roadprn.batch.merge import DEFAULT_CELL_M, NETWORK_NAME, MergeSummary
+from roadprn.batch.merge_probability import MERGE_LEVELS
+
+DEFAULT_LEVEL = "vector"  # measured: scripts/bench_merge_levels.py (docs/batch.md)
+LEVEL_HELP = ("vector: join the scenes' networks cell by cell; probability: blend the scenes' "
+              "probability rasters on one grid (feathered in overlaps) and vectorise once, on "
+              "local threads.")
 
 
 @click.command("merge")
@@ -23,12 +29,14 @@ from roadprn.batch.merge import DEFAULT_CELL_M, NETWORK_NAME, MergeSummary
               help="Merge the cells on this Dask scheduler's workers instead of threads.")
 @click.option("--cell-size", "cell_m", type=click.FloatRange(100, 1e6), default=DEFAULT_CELL_M,
               show_default=True, help="Side of the square cells merged one at a time (metres).")
+@click.option("--merge-level", "level", type=click.Choice(MERGE_LEVELS), default=DEFAULT_LEVEL,
+              show_default=True, help=LEVEL_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_context
 def merge(ctx: click.Context, run_dir: Path, out: Path | None, dst_crs: str | None,
-          workers: int | None, scheduler: str | None, cell_m: float, overwrite: bool,
-          as_json: bool) -> None:
+          workers: int | None, scheduler: str | None, cell_m: float, level: str,
+          overwrite: bool, as_json: bool) -> None:
     """Join the road networks of a batch run's done scenes into one GeoPackage.
 
     Overlaps keep one copy of each road (the scene that saw it farther from its border), roads
@@ -38,7 +46,8 @@ def merge(ctx: click.Context, run_dir: Path, out: Path | None, dst_crs: str | No
     from roadprn.cli.common import show_progress
 
     summary = run_merge(run_dir, out, dst_crs, workers=workers, scheduler=scheduler,
-                        cell_m=cell_m, overwrite=overwrite, progress=show_progress(ctx))
+                        cell_m=cell_m, overwrite=overwrite, progress=show_progress(ctx),
+                        level=level)
     report = summary.as_dict()
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -48,11 +57,15 @@ def merge(ctx: click.Context, run_dir: Path, out: Path | None, dst_crs: str | No
 
 def run_merge(run_dir: Path, out: Path | None, dst_crs: str | None, *, workers: int | None,
               scheduler: str | None, cell_m: float = DEFAULT_CELL_M, overwrite: bool = False,
-              progress: bool = False) -> MergeSummary:
+              progress: bool = False, level: str = DEFAULT_LEVEL) -> MergeSummary:
     """The merge on a Dask scheduler's workers when an address is given, else on threads
-    (shared by ``merge`` and ``batch --merge``)."""
+    (shared by ``merge`` and ``batch --merge``); the probability level always runs on local
+    threads."""
     from roadprn.batch.merge import merge_run
 
+    if level != "vector":
+        return merge_run(run_dir, out, dst_crs, workers=workers, overwrite=overwrite,
+                         progress=progress, level=level)
     if scheduler:
         from distributed import Client
 

@@ -247,3 +247,27 @@ def test_issue_grid_has_no_dangling_end_at_internal_borders(issue_batch):
 @pytest.mark.slow
 def test_issue_grid_apls_against_the_whole_scene(issue_batch):
     assert issue_batch["measures"]["apls"] >= 0.95
+
+
+# ---- the same archive merged at the probability level (roadprn.batch.merge_probability) ----
+@pytest.fixture(scope="module")
+def issue_probability(issue_scene, issue_batch) -> dict:
+    """The batch run of ``issue_batch`` merged again, blending the scenes' probability rasters
+    and vectorising once (~15 s at 4096² on 2 cores)."""
+    out = issue_scene / "out"
+    summary = merge_run(out, issue_scene / "probability.gpkg", level="probability", workers=2)
+    m = compare(issue_scene / "probability.gpkg", issue_scene / "whole" / "s_roads.gpkg", out,
+                border_m=BORDER_M, same_end_m=SAME_END_M)
+    print("probability-level merge vs whole-scene extract (4096²):",
+          {k: v for k, v in m.items() if k != "dangling_at"})
+    return {"summary": summary, "measures": m}
+
+
+@pytest.mark.slow
+def test_issue_grid_probability_level_meets_the_targets(issue_probability):
+    m = issue_probability["measures"]
+    assert issue_probability["summary"].scenes == 9
+    assert abs(m["length_diff"]) <= 0.02
+    assert abs(m["junction_diff"]) <= 0.02
+    assert m["dangling"] == 0, m["dangling_at"]
+    assert m["apls"] >= 0.95
