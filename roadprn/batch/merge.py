@@ -19,6 +19,8 @@ runs, QGIS style) in one CRS, cell by cell:
   (at most ``2 x workers`` cells in flight), then writes the ``runs`` row: the scenes merged and
   the **gaps** (scenes that failed or whose outputs are missing, with their error); they never
   stop the merge. The file is written under a temporary name and renamed when complete.
+- each finished cell is also saved (``batch/merge_cache.py``) so that a rerun after a crash or
+  Ctrl-C merges only the cells not finished, or whose scenes changed since.
 
 Memory: the driver holds the scene list with their footprints (small polygons, linear in the
 number of scenes) and the results of the cells in flight; a cell holds the roads of its window.
@@ -33,7 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from roadprn.batch.manifest import MANIFEST_NAME, latest_scene_records, read_records
+from roadprn.batch.merge_cache import CellCache, cell_key
 from roadprn.errors import InputError
 from roadprn.vectorize.params import VectorizeParams
 
@@ -85,6 +88,7 @@ class CellResult:
     unreliable: int
     halo_m: float
     seconds: float
+    resumed: bool = False  # loaded from an interrupted merge's saved cells
 
 
 @dataclass
@@ -98,6 +102,7 @@ class MergeSummary:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     cells: int = 0
     cells_redone: int = 0
+    cells_resumed: int = 0  # loaded from an interrupted merge's saved cells
     max_halo_m: float = 0.0
     seconds: float = 0.0
 
@@ -105,7 +110,8 @@ class MergeSummary:
         return {"path": str(self.path), "dst_crs": self.dst_crs, "roads": self.roads,
                 "junctions": self.junctions, "road_length_m": round(self.length_m, 2),
                 "scenes": self.scenes, "gaps": self.gaps, "cells": self.cells,
-                "cells_redone": self.cells_redone, "max_halo_m": self.max_halo_m,
+                "cells_redone": self.cells_redone,
+                "cells_resumed": self.cells_resumed, "max_halo_m": self.max_halo_m,
                 "seconds": round(self.seconds, 3)}
 
 
@@ -374,17 +380,36 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dst_crs: str |
                         tuple(s for s in scenes if _intersects(window, s.bounds)),
                         work, chosen, params, unit_m)
 
+    cache = CellCache(run_dir)
+    tasks = [task_for(i, halo_m) for i in range(len(cores))]
+    keys = [cell_key(task) for task in tasks]
     with atomic_output(final, overwrite) as tmp, \
-            _executor(client, threads) as submit:
+            _executor(client, threads) as compute:
+
+        def submit(task: CellTask) -> Any:
+            """A saved cell comes back as a finished future; the rest are merged."""
+            saved = (cache.load(keys[task.index], task.index,
+                                lambda halo: cell_key(task_for(task.index, halo)))
+                     if task.halo_m == halo_m else None)
+            if saved is None:
+                return compute(task)
+            summary.cells_resumed += 1
+            done_future: Future[CellResult] = Future()
+            done_future.set_result(saved)
+            return done_future
+
         bar = progress_bar(total=len(cores), unit="cell", desc="merge", enabled=progress,
                            leave=False)
         ids = {"roads": 0, "junctions": 0}
         wrote = {"roads": False, "junctions": False}
-        for result in _ordered(submit, [task_for(i, halo_m) for i in range(len(cores))],
+        for result in _ordered(submit, tasks,
                                limit=2 * threads if client is None else 4 * threads,
                                retry=lambda r: (task_for(r.index, r.halo_m * 2)
                                                 if r.unreliable and r.halo_m < halo_m * 2 **
                                                 MAX_HALO_DOUBLINGS else None)):
+            if not result.resumed:  # merged now: keep it for a resume
+                cache.save(keys[result.index], result,
+                           cell_key(task_for(result.index, result.halo_m)))
             if result.unreliable:
                 log.warning("cell %d: %d road(s) still reach its window's edge at a halo of "
                             "%.0f m", result.index, result.unreliable, result.halo_m)
@@ -414,6 +439,7 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dst_crs: str |
         run["scenes_json"] = json.dumps([s.name for s in scenes])
         run["gaps_json"] = json.dumps(gaps, default=str)
         write_provenance(tmp, run)
+    cache.clear()  # the merged file is complete: its cells are no longer needed
     return summary
 
 

@@ -84,6 +84,8 @@ def merge_line(report: dict[str, object]) -> str:
     assert isinstance(road_m, float | int)
     gap_text = f"; {len(gaps)} gap(s): " + ", ".join(str(g["name"]) for g in gaps[:5]) \
         if gaps else ""
+    resumed = report.get("cells_resumed") or 0
+    resumed_text = f"; {resumed} cell(s) resumed" if resumed else ""
     return (f"merged {report['scenes']} scene(s) into {report['path']}: {report['roads']} "
             f"roads, {report['junctions']} junctions, {road_m / 1000:.3f} km "
-            f"({report['dst_crs']}){gap_text}")
+            f"({report['dst_crs']}){gap_text}{resumed_text}")
