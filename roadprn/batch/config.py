@@ -42,6 +42,13 @@ class BatchConfig(BaseModel):
                                                       "transient error (network read, timeout).")
     resume: bool = Field(True, description="Skip scenes whose outputs exist and match the run "
                                            "manifest.")
+    normalization: Literal["auto", "scene", "archive"] = Field(
+        "auto", description="How scenes that the model stretches by percentiles are stretched: "
+                            "scene: each by its own percentiles (as extract); archive: all "
+                            "scenes of one model, bands and data type by the percentiles of a "
+                            "sample pooled over the archive, so that overlapping scenes are "
+                            "predicted alike (kept in OUT/roadprn_normalization.json for "
+                            "resumed runs); auto: archive with --merge, else scene.")
     split_tiles: int = Field(64, ge=0, description="A scene with more tiles than this, and more "
                                                    "than its share of the run (all tiles / "
                                                    "workers), runs as bands of tile rows on "

@@ -94,12 +94,15 @@ def run_batch(
     client: Any = None,
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
+    merging: bool = False,
 ) -> BatchSummary:
     """Process ``scenes`` into ``out_dir/<scene folder>/`` on a Dask cluster; never raises per
     scene.
 
     ``client``: an existing ``distributed.Client`` (else one is made from ``settings``).
     ``echo``: where to print the dashboard link (``None``: nowhere).
+    ``merging``: the networks will be merged (``batch.normalization: auto`` then shares one
+    stretch over the archive, see :mod:`roadprn.batch.normalization`).
     Raises :class:`Interrupted` on Ctrl-C (after removing unfinished scenes' outputs).
     """
     from roadprn.batch.cluster import quiet_dask
@@ -113,9 +116,18 @@ def run_batch(
     spec_hashes = {spec: model.sha256 or "unknown" for spec, model in models.items()}
     cfg_hash = config_hash(config)
     task_config = worker_config(config, settings)
-    # a scene with its own area (a CSV list's columns) runs, and resumes, with its own config
-    scene_configs = {scene.name: (task_config, cfg_hash) if not scene.area else
-                     _with_area(config, task_config, scene) for scene in scenes}
+    stretches: dict[str, Any] = {}
+    if settings.normalization == "archive" or (settings.normalization == "auto" and merging):
+        from roadprn.batch.normalization import archive_normalizations
+
+        stretches = archive_normalizations(scenes, specs, models, config, out_root,
+                                           reuse=settings.resume)
+    # a scene with its own area (a CSV list's columns) or the archive's stretch runs, and
+    # resumes, with its own config
+    scene_configs = {scene.name: (task_config, cfg_hash)
+                     if not scene.area and scene.name not in stretches else
+                     _scene_config(config, task_config, scene, stretches.get(scene.name))
+                     for scene in scenes}
     manifest_path = out_root / MANIFEST_NAME
     summary = BatchSummary(manifest_path)
     run_id = uuid.uuid4().hex[:12]
@@ -148,6 +160,7 @@ def run_batch(
             manifest.append({"type": "run", "event": "start", "run_id": run_id,
                              "version": __version__, "scenes": len(scenes), "to_do": len(todo),
                              "config_hash": cfg_hash, "model_hashes": spec_hashes,
+                             "normalization": "archive" if stretches else "scene",
                              "config": config.pipeline_dict()})
             if not todo:
                 summary.seconds = time.perf_counter() - t_start
@@ -235,21 +248,27 @@ def load_models(specs: dict[str, str | None], config: Config) -> dict[str, Any]:
     return {spec: load_segmentation_model(spec) for spec in needed}
 
 
-def _with_area(config: Config, task_config: Config, scene: SceneInput) -> tuple[Config, str]:
+def _scene_config(config: Config, task_config: Config, scene: SceneInput,
+                  normalization: Any = None) -> tuple[Config, str]:
     """``task_config`` with ``scene.area`` as its ``input.window`` / ``bbox`` / ``bbox_crs``
-    (the others cleared), and the config hash of the scene's own job."""
+    (the others cleared) and ``normalization`` (a ``NormalizationConfig``) as its
+    normalisation, and the config hash of the scene's own job."""
     from roadprn.errors import ConfigError
 
-    def with_area(base: Config) -> Config:
+    def adapted(base: Config) -> Config:
         data = base.to_yaml_dict()
-        data["input"].update({"window": None, "bbox": None, "bbox_crs": None, **(scene.area or {})})
+        if scene.area:
+            data["input"].update({"window": None, "bbox": None, "bbox_crs": None,
+                                  **scene.area})
+        if normalization is not None:
+            data["input"]["normalization"] = normalization.model_dump(mode="json")
         try:
             return type(base).model_validate(data)
         except ValidationError as exc:
             raise ConfigError(f"{scene.path}: its area in the scene list is invalid "
                               f"({one_line(exc, 300)})") from None
 
-    return with_area(task_config), config_hash(with_area(config))
+    return adapted(task_config), config_hash(adapted(config))
 
 
 def worker_config(config: Config, settings: BatchConfig) -> Config:

@@ -25,6 +25,7 @@ BATCH_OPTIONS = [
     SchemaOption("batch.resume", ("--no-resume",), set_to=False,
                  help="Redo every scene, even those already done."),
     SchemaOption("batch.split_tiles"),
+    SchemaOption("batch.normalization"),
 ]
 
 
@@ -90,6 +91,7 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
             click.echo(f"skipped {len(skipped) - MAX_SKIPPED_SHOWN} more file(s)", err=True)
     # SIGTERM is turned into KeyboardInterrupt by the CLI group (roadprn.runtime.signals)
     summary = run_batch(scenes, config, out_dir, config.batch, progress=show_progress(ctx),
+                        merging=merge_networks,
                         echo=None if quiet else (lambda line: click.echo(line, err=True)))
     report = summary.as_dict()
     report["skipped_files"] = [{"path": path, "reason": reason} for path, reason in skipped]

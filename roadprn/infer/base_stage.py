@@ -197,7 +197,7 @@ def prepare_inference(info: SceneInfo, bands: tuple[int, ...], model: Segmentati
     if grid.resampled:
         log.info("%s: resampling on the fly to the %s", info.path, grid.description)
     plan = TilePlan(grid.width, grid.height, choice.tile_size, choice.halo, choice.blend_radius)
-    spec = _normalization_spec(config, model)
+    spec = normalization_spec(config, model)
     with open_raster(str(statistics_from or info.path)) as ds:
         normalizer = make_normalizer(ds, bands, spec)
     return InferenceSetup(info, bands, device, choice, grid, plan, normalizer)
@@ -316,7 +316,8 @@ def extract_probability(
     )
 
 
-def _normalization_spec(config: Config, model: SegmentationModel) -> NormalizationConfig:
+def normalization_spec(config: Config, model: SegmentationModel) -> NormalizationConfig:
+    """The normalisation a scene gets: the config's, or with ``auto`` the checkpoint's own."""
     spec = config.input.normalization
     if spec.mode == "auto" and model.normalization:
         try:

@@ -180,8 +180,10 @@ ISSUE_OVERLAP = 128
 BORDER_M = 20.0  # the issue: no dangling end within 20 m of an internal scene border ...
 SAME_END_M = 10.0  # ... that the whole-scene network does not also have: not within
 # vectorize.spur_length_m (two predictions' ends of one road closer than that are one end)
-#: one normalisation for the whole scene and its cuts: with the default (percentiles of each
-#: scene's own pixels) every scene is contrast-stretched differently (2 %-98 % lows of 21..62
+#: one normalisation for the whole scene and its cuts (the default since then: batch --merge
+#: shares one percentile stretch over the archive, see issue_default below); with percentiles
+#: of each scene's own pixels (batch.normalization=scene) every scene is contrast-stretched
+#: differently (2 %-98 % lows of 21..62
 #: for the cuts vs 33 for the whole scene), so the model sees the overlaps differently
 #: everywhere, not only at the borders; measured with it at 4096²: length -0.14 %, 236 vs 239
 #: junctions, 8 dangling ends (4 more than 10 m from any end of the whole scene: roads only the
@@ -247,6 +249,42 @@ def test_issue_grid_has_no_dangling_end_at_internal_borders(issue_batch):
 @pytest.mark.slow
 def test_issue_grid_apls_against_the_whole_scene(issue_batch):
     assert issue_batch["measures"]["apls"] >= 0.95
+
+
+# ---- the same archive with default options on both sides: batch --merge shares one percentile
+# stretch over the archive (batch.normalization: auto -> archive), extract stretches the whole
+@pytest.fixture(scope="module")
+def issue_default(issue_scene, issue_batch, dask_client) -> dict:
+    """`extract` and `batch --merge` as a user runs them (~2 min on 2 cores).
+
+    Measured (4096², 2 cores): length -0.21 %, 236 vs 237 junctions, APLS 0.950, 2 dangling
+    ends: both ends of one 12 m piece that only the scene above predicts, at the lower
+    scene's very edge; with each scene stretched by its own percentiles
+    (``batch.normalization=scene``): 4 dangling ends, APLS 0.923.
+    """
+    whole = issue_scene / "whole-default"
+    result = invoke("-q", "extract", issue_scene / "s.tif", "-o", whole)
+    assert result.exit_code == 0, result.stderr
+    out = issue_scene / "out-default"
+    result = invoke("-q", "batch", issue_scene / "grid", "-o", out, "--merge", "--json",
+                    "--scheduler", dask_client.scheduler.address)
+    assert result.exit_code == 0, result.stderr
+    m = compare(out / NETWORK_NAME, whole / "s_roads.gpkg", out, border_m=BORDER_M,
+                same_end_m=SAME_END_M)
+    print("batch --merge vs whole-scene extract, default options (4096²):",
+          {k: v for k, v in m.items() if k != "dangling_at"})
+    return {"report": json.loads(result.stdout), "measures": m, "out": out}
+
+
+@pytest.mark.slow
+def test_issue_grid_with_default_options_shares_one_stretch(issue_default):
+    m = issue_default["measures"]
+    saved = json.loads((issue_default["out"] / "roadprn_normalization.json").read_text())
+    assert [g["scenes"] for g in saved["groups"].values()] == [9]
+    assert abs(m["length_diff"]) <= 0.02
+    assert abs(m["junction_diff"]) <= 0.02
+    assert m["apls"] >= 0.94  # 0.950; per-scene stretches 0.923
+    assert m["dangling"] <= 2, m["dangling_at"]  # 2; per-scene stretches 4
 
 
 # ---- the same archive merged at the probability level (roadprn.batch.merge_probability) ----

@@ -188,16 +188,32 @@ class _ReadCounter:
         return self._ds.read(*args, window=window, out_shape=out_shape, **kw)
 
 
-def test_percentile_sample_is_decimated_when_overviews_serve_it(make_raster):
-    path = make_raster(ramp(300, 200))
+@pytest.mark.parametrize("shape", [(60, 80), (300, 400)])  # decimated read / windows
+def test_percentiles_never_come_from_averaged_overviews(make_raster, shape):
+    """Averaged overviews narrow the tails: a file must stretch the same after gdaladdo."""
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 1000, (1, *shape)).astype(np.uint16)
+    path = make_raster(arr, tiled=True, blockxsize=16, blockysize=16)
+    with open_raster(path) as ds:
+        before = estimate_percentiles(ds, [1], (2.0, 98.0), sample_size=50)
     with rasterio.open(path, "r+") as ds:
-        ds.build_overviews([2, 4], Resampling.nearest)
+        ds.build_overviews([2, 4], Resampling.average)
+    with open_raster(path) as ds:
+        assert ds.overviews(1) == [2, 4]
+        after = estimate_percentiles(ds, [1], (2.0, 98.0), sample_size=50)
+        overview = ds.read(1, out_shape=(shape[0] // 2, shape[1] // 2))
+    assert after == before
+    assert np.percentile(overview, 2) > before[0][0] + 50  # what the overview would have said
+
+
+def test_small_scene_sample_is_one_decimated_read(make_raster):
+    path = make_raster(ramp(90, 60))
     with open_raster(path) as ds:
         counter = _ReadCounter(ds)
         lows, highs = estimate_percentiles(counter, [1], (0.0, 100.0), sample_size=50)
     assert counter.windows == 1 and counter.pixels == 50 * 33
     # nearest-neighbour decimation: within the value range, not necessarily its extremes
-    assert 0 <= lows[0] < 2000 and 58000 < highs[0] <= 59999
+    assert 0 <= lows[0] < 2000 and 3000 < highs[0] <= 5399
 
 
 def test_large_scene_without_overviews_is_sampled_in_windows(make_raster):
