@@ -38,9 +38,9 @@ from roadprn.train.loop import (
     check_outputs,
     check_resume_options,
     checkpoint_metrics,
+    parameter_groups,
     run_epochs,
     seed_everything,
-    trainable_parameters,
 )
 from roadprn.train.loop import load_state as _load_state
 from roadprn.train.losses import confusion_counts, dice_bce_loss, scores
@@ -52,7 +52,8 @@ __all__ = ["CSV_COLUMNS", "FROZEN_ON_RESUME", "STATE_FORMAT", "STATE_VERSION", "
            "TrainPaths", "TrainResult", "load_state", "lr_factor", "make_options", "train_base"]
 
 # options that must not change when a run is resumed (they define the model or its inputs)
-FROZEN_ON_RESUME = ("arch", "arch_kwargs", "bands", "normalization", "gsd_m", "chip_size")
+FROZEN_ON_RESUME = ("arch", "arch_kwargs", "bands", "normalization", "gsd_m", "chip_size",
+                    "encoder_lr_scale")  # the last: the optimiser state's group layout
 CSV_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_iou", "val_precision",
                "val_recall", "val_f1", "chips_per_s", "seconds")
 
@@ -179,7 +180,9 @@ class _BaseRunner:
                  progress: bool) -> None:
         self.model, self.options, self.device, self.use_amp = model, options, device, use_amp
         self.summary, self.paths, self.progress = summary, paths, progress
-        self.optimizer = torch.optim.AdamW(trainable_parameters(model), lr=options.lr,
+        self.optimizer = torch.optim.AdamW(parameter_groups(model, options.lr,
+                                                            options.encoder_lr_scale),
+                                           lr=options.lr,
                                            weight_decay=options.weight_decay)
         total_steps = options.epochs * options.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -206,7 +209,7 @@ class _BaseRunner:
         train_loss, chips = _train_epoch(self.model, self.train_data, self.optimizer,
                                          self.scheduler, self.scaler, self.options, self.device,
                                          self.use_amp, self.progress, epoch)
-        row: dict[str, Any] = {"lr": self.optimizer.param_groups[0]["lr"],
+        row: dict[str, Any] = {"lr": self.optimizer.param_groups[-1]["lr"],
                                "train_loss": train_loss}
         if self.val_data is not None:
             row.update(_validate(self.model, self.val_data, self.options, self.device,

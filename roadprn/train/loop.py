@@ -151,13 +151,17 @@ def write_state(path: Path, payload: dict[str, Any]) -> None:
 
 def check_resume_options(options: BaseModel, stored: dict[str, Any],
                          frozen: Sequence[str]) -> None:
-    """ConfigError when an option that defines the model differs from the resumed run's."""
+    """ConfigError when an option that defines the model differs from the resumed run's.
+
+    A state saved before an option existed was made with that option's default."""
     current = options.model_dump(mode="json")
+    defaults = type(options)().model_dump(mode="json")
     for key in frozen:
-        if current[key] != stored.get(key):
+        used = stored.get(key, defaults.get(key))
+        if current[key] != used:
             raise ConfigError(
                 f"--resume: option {key} is {current[key]!r} but the run being resumed used "
-                f"{stored.get(key)!r}; it cannot change mid-run"
+                f"{used!r}; it cannot change mid-run"
             )
 
 
@@ -187,6 +191,22 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The weights an optimiser should hold: frozen ones (``requires_grad`` off) get no
     optimiser state, so they cost nothing in the state file."""
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def parameter_groups(model: torch.nn.Module, lr: float,
+                     encoder_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Optimiser groups: the ``encoder`` module's trainable weights at ``lr * encoder_lr_scale``,
+    the rest at ``lr``; one group when the scale is 1 or the model has no encoder (so state
+    files of ordinary runs keep their one-group layout)."""
+    encoder = getattr(model, "encoder", None)
+    if encoder_lr_scale == 1.0 or not isinstance(encoder, torch.nn.Module):
+        return [{"params": trainable_parameters(model), "lr": lr}]
+    encoder_ids = {id(p) for p in encoder.parameters()}
+    groups = [{"params": [p for p in trainable_parameters(model) if id(p) in encoder_ids],
+               "lr": lr * encoder_lr_scale},
+              {"params": [p for p in trainable_parameters(model) if id(p) not in encoder_ids],
+               "lr": lr}]
+    return [g for g in groups if g["params"]]
 
 
 # --------------------------------------------------------------------------- metrics

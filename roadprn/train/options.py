@@ -79,6 +79,11 @@ class TrainBaseOptions(TrainLoopOptions):
     batch_size: int = Field(8, ge=1, description="Chips per training step.")
     steps_per_epoch: int = Field(100, ge=1, description="Training steps per epoch.")
     lr: float = Field(1e-3, gt=0, description="Peak AdamW rate.")
+    encoder_lr_scale: float = Field(
+        1.0, gt=0, le=1, description="Rate of the encoder's weights relative to lr (e.g. 0.1 "
+                                     "keeps an ImageNet encoder near its pretrained features "
+                                     "while the decoder learns at the full rate); models "
+                                     "without an `encoder` module ignore it.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     schedule: Literal["cosine", "onecycle", "constant"] = Field(
         "cosine", description="Learning-rate schedule.")

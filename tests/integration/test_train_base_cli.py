@@ -273,3 +273,18 @@ def test_the_optimiser_and_state_hold_no_copies_of_frozen_weights(scenes, tmp_pa
     weights = [k for k in build_model("tiny_unet", width=8).state_dict()
                if k in dict(build_model("tiny_unet", width=8).named_parameters())]
     assert len(state["optimizer"]["state"]) == len(weights)
+
+
+def test_encoder_lr_scale_trains_the_encoder_slower_and_is_frozen_on_resume(scenes, tmp_path):
+    out = tmp_path / "lite.pt"
+    pair = ["--pair", str(scenes[0].image_path), str(scenes[0].roads_path)]
+    result = _invoke("train", "base", *pair, "-o", str(out), "--epochs", "1", *LITE,
+                     "--no-pretrained", "--encoder-lr-scale", "0.1", "--lr", "0.002")
+    assert result.exit_code == 0, result.output
+    state = torch.load(out.with_suffix(".state.pt"), weights_only=True)
+    rates = [group["initial_lr"] for group in state["optimizer"]["param_groups"]]
+    assert rates == [pytest.approx(2e-4), pytest.approx(2e-3)]
+    result = _invoke("train", "base", *pair, "-o", str(out), "--epochs", "2", *LITE,
+                     "--no-pretrained", "--lr", "0.002", "--resume", str(out))
+    assert result.exit_code != 0
+    assert "option encoder_lr_scale is 1.0 but the run being resumed used 0.1" in result.output
