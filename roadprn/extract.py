@@ -127,13 +127,13 @@ def run_extract(
     from roadprn.models.loading import load_segmentation_model
 
     final_paths = ExtractPaths.for_scene(scene, out_dir)
+    if config.refine.method == "prn" and not config.output.write_probability:
+        raise ConfigError("PRN refinement needs the probability raster; do not combine "
+                          "--refine prn with --no-probability")  # before any model loads
     if base_model is None:
         base_model = load_segmentation_model(model_spec_for_scene(scene, config))
     prn = resolve_refine_model(config, base_model)
     if prn is not None and not config.output.write_probability:
-        if config.refine.method == "prn":
-            raise ConfigError("PRN refinement needs the probability raster; do not combine "
-                              "--refine prn with --no-probability")
         log.info("no probability raster requested: PRN refinement skipped")
         prn = None
 

@@ -127,7 +127,10 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
         for failure in report["failed"]:  # one line each; a bug's traceback is in its log
             details = (f" (details: {Path(out_dir) / failure['log']})" if failure.get("log")
                        else "")
-            click.echo(f"failed  {failure['scene']}: {failure['error']}{details}")
+            scene, error = str(failure["scene"]), str(failure["error"])
+            if error.startswith(f"{scene}: "):  # most errors already name their file
+                error = error[len(scene) + 2:]
+            click.echo(f"failed  {scene}: {error}{details}")
     if report["failed"]:
         raise BatchFailuresError(f"{len(report['failed'])} of {len(scenes)} scene(s) failed; "
                                  f"see {summary.manifest}")

@@ -437,7 +437,7 @@ def describe_checkpoint(source: str | Path | Checkpoint) -> dict[str, str]:
     roles = Counter(f.role for f in data.files)
     lines["training data"] = (
         f"{len(data.files)} file(s)"
-        + (f" ({', '.join(f'{n} {role}' for role, n in sorted(roles.items()))})"
+        + (f" ({', '.join(_count(n, role) for role, n in sorted(roles.items()))})"
            if data.files else "")
         + (f": {', '.join(Path(f.path).name for f in data.files[:5])}" if data.files else "")
         + (" ..." if len(data.files) > 5 else "")
@@ -712,6 +712,11 @@ def _validate_meta(meta: Any, path: Path) -> CheckpointMeta:
 
 def _kwargs_text(kwargs: dict[str, Any]) -> str:
     return "(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")" if kwargs else ""
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 scene``, ``29 scenes``, ``29 labels`` (role names may already be plural)."""
+    return f"{n} {noun if n == 1 or noun.endswith('s') else noun + 's'}"
 
 
 def _normalization_text(norm: NormalizationConfig) -> str:

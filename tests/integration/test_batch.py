@@ -138,6 +138,11 @@ def test_failures_isolated_then_resume_and_redo(dask_client, scenes, tiny_model,
     assert "no CRS" in records["nocrs.tif"]["error"]
     assert "truncated.tif" in result.output and "no CRS" in result.output
     assert "4 done, 0 skipped" in result.output
+    failed_lines = [line for line in result.output.splitlines() if line.startswith("failed ")]
+    assert len(failed_lines) == 2
+    for line in failed_lines:  # each failure names its scene once, then the reason
+        scene = line.split()[1].rstrip(":")
+        assert line.count(scene) == 1, line
     for record in records.values():
         folder = out / record["name"]
         if record["status"] == "failed":

@@ -133,6 +133,10 @@ def test_no_probability_skips_auto_refinement_but_refuses_forced(tmp_path, make_
                     "--out", str(tmp_path / "b"))
     assert forced.exit_code == 2 and "--no-probability" in forced.output
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+    # the usage error comes before any model is opened (a missing model is not reached)
+    early = invoke("extract", str(path), "--no-probability", "--refine", "prn",
+                   "--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "c"))
+    assert early.exit_code == 2 and "--no-probability" in early.output
 
 
 def test_text_output_names_the_model_and_explains_an_empty_network(tmp_path, make_raster):

@@ -353,3 +353,10 @@ def test_in_channels_must_match_the_bands(tmp_path: Path, model: torch.nn.Module
     path = _write_payload(tmp_path / "m.pt", model, meta=meta)
     with pytest.raises(ModelError, match="takes 3 input channel\\(s\\) but 'input.bands' lists 2"):
         load_checkpoint(path)
+
+
+def test_info_counts_training_files_in_plain_english():
+    from roadprn.models.checkpoint import _count
+
+    assert [_count(1, "scene"), _count(29, "scene"), _count(29, "labels")] == [
+        "1 scene", "29 scenes", "29 labels"]
