@@ -300,6 +300,7 @@ def merge_cell(task: CellTask) -> CellResult:
 # ---- the whole merge ----------------------------------------------------------------------
 def merge_run(run_dir: str | Path, out: str | Path | None = None, dst_crs: str | None = None,
               *, workers: int | None = None, client: Any = None,
+              scheduler: str | None = None,
               cell_m: float = DEFAULT_CELL_M, halo_m: float = DEFAULT_HALO_M,
               overwrite: bool = False, progress: bool = False,
               level: str = "vector") -> MergeSummary:

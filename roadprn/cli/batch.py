@@ -96,9 +96,9 @@ def batch(ctx: click.Context, inputs: tuple[str, ...], out_dir: str, pattern: st
     report = summary.as_dict()
     report["skipped_files"] = [{"path": path, "reason": reason} for path, reason in skipped]
     if merge_networks:  # failed scenes are gaps in the merged network, never a stop
-        from roadprn.cli.merge import run_merge
+        from roadprn.batch.merge import merge_run
 
-        report["merge"] = run_merge(Path(out_dir), None, None, workers=None,
+        report["merge"] = merge_run(Path(out_dir), None, None, workers=None,
                                     scheduler=config.batch.scheduler,
                                     progress=show_progress(ctx),
                                     level=merge_level).as_dict()

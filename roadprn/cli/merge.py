@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from roadprn.batch.merge import DEFAULT_CELL_M, NETWORK_NAME, MergeSummary
+from roadprn.batch.merge import DEFAULT_CELL_M, NETWORK_NAME
 from roadprn.batch.merge_probability import MERGE_LEVELS
 
 DEFAULT_LEVEL = "vector"  # measured: scripts/bench_merge_levels.py (docs/batch.md)
@@ -43,9 +43,10 @@ def merge(ctx: click.Context, run_dir: Path, out: Path | None, dst_crs: str | No
     cut at scene borders are joined to their continuation, junctions and lengths are
     recomputed. Failed scenes leave a gap, listed in the file's runs record.
     """
+    from roadprn.batch.merge import merge_run
     from roadprn.cli.common import show_progress
 
-    summary = run_merge(run_dir, out, dst_crs, workers=workers, scheduler=scheduler,
+    summary = merge_run(run_dir, out, dst_crs, workers=workers, scheduler=scheduler,
                         cell_m=cell_m, overwrite=overwrite, progress=show_progress(ctx),
                         level=level)
     report = summary.as_dict()
@@ -53,27 +54,6 @@ def merge(ctx: click.Context, run_dir: Path, out: Path | None, dst_crs: str | No
         click.echo(json.dumps(report, indent=2))
     elif not (ctx.obj or {}).get("quiet"):
         click.echo(merge_line(report))
-
-
-def run_merge(run_dir: Path, out: Path | None, dst_crs: str | None, *, workers: int | None,
-              scheduler: str | None, cell_m: float = DEFAULT_CELL_M, overwrite: bool = False,
-              progress: bool = False, level: str = DEFAULT_LEVEL) -> MergeSummary:
-    """The merge on a Dask scheduler's workers when an address is given, else on threads
-    (shared by ``merge`` and ``batch --merge``); the probability level always runs on local
-    threads."""
-    from roadprn.batch.merge import merge_run
-
-    if level != "vector":
-        return merge_run(run_dir, out, dst_crs, workers=workers, overwrite=overwrite,
-                         progress=progress, level=level)
-    if scheduler:
-        from distributed import Client
-
-        with Client(scheduler) as client:
-            return merge_run(run_dir, out, dst_crs, client=client, cell_m=cell_m,
-                             overwrite=overwrite, progress=progress)
-    return merge_run(run_dir, out, dst_crs, workers=workers, cell_m=cell_m,
-                     overwrite=overwrite, progress=progress)
 
 
 def merge_line(report: dict[str, object]) -> str:

@@ -129,7 +129,7 @@ def _fake_run(run_dir: Path, scenes: list[Path], failed: str | None = None) -> N
     (run_dir / MANIFEST_NAME).write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
-def test_merge_of_a_cut_mask_matches_the_whole_mask(tmp_path):
+def test_merge_of_a_cut_mask_matches_the_whole_mask(tmp_path, dask_client):
     """Same pixels, cut and one piece reprojected: the merge itself adds (almost) nothing."""
     assert invoke("-q", "synth", tmp_path / "s.tif", "--size", 1024,
                   "--origin", ORIGIN).exit_code == 0
@@ -172,6 +172,11 @@ def test_merge_of_a_cut_mask_matches_the_whole_mask(tmp_path):
     wgs = merge_run(run_dir, tmp_path / "wgs.gpkg", "EPSG:4326", workers=2)
     assert pyogrio.read_info(tmp_path / "wgs.gpkg", layer="roads")["crs"] == "EPSG:4326"
     assert wgs.roads == one.roads and wgs.length_m == pytest.approx(one.length_m, rel=2e-3)
+    # cells on a Dask scheduler's workers (merge --scheduler, batch --merge): the same network
+    remote = merge_run(run_dir, tmp_path / "remote.gpkg", cell_m=200,
+                       scheduler=dask_client.scheduler.address)
+    assert (remote.cells, remote.roads, remote.junctions) == (9, report["roads"],
+                                                             report["junctions"])
 
 
 # ---- the issue's target: 4096², 3 x 3 scenes through `batch --merge` vs whole-scene `extract`
