@@ -34,7 +34,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,6 +245,24 @@ def _intersects(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
+class ScenesByBounds:
+    """Which scenes' bounds reach a window, from an R-tree: a 10 000-scene archive has as many
+    cells, and scanning every scene for each cell (and each halo retry) is quadratic."""
+
+    def __init__(self, bounds: Sequence[Box]) -> None:
+        import shapely
+
+        self._tree = shapely.STRtree(shapely.box(*np.array(bounds, dtype=float).T)
+                                     if len(bounds) else [])
+
+    def reaching(self, window: Box) -> list[int]:
+        """Indices, in input order, of the bounds that intersect or touch ``window``."""
+        import shapely
+
+        return sorted(int(i) for i in self._tree.query(shapely.box(*window),
+                                                       predicate="intersects"))
+
+
 # ---- one cell (a task) --------------------------------------------------------------------
 def merge_cell(task: CellTask) -> CellResult:
     """Read the window's roads from each scene, join them, keep what the core owns."""
@@ -375,10 +393,11 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dst_crs: str |
     cores = cell_grid(_union_bounds([s.bounds for s in scenes]), cell_m) if scenes else []
     summary.cells = len(cores)
 
+    scene_index = ScenesByBounds([s.bounds for s in scenes])
+
     def task_for(index: int, halo: float) -> CellTask:
-        window = _window(cores[index], halo)
-        return CellTask(index, cores[index], halo,
-                        tuple(s for s in scenes if _intersects(window, s.bounds)),
+        reaching = scene_index.reaching(_window(cores[index], halo))
+        return CellTask(index, cores[index], halo, tuple(scenes[i] for i in reaching),
                         work, chosen, params, unit_m)
 
     cache = CellCache(run_dir)
