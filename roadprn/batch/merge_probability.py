@@ -51,6 +51,7 @@ from roadprn.batch.merge import (
     NETWORK_NAME,
     MergeSummary,
     _crs_name,
+    _intersects,
     _scene_lists,
     _to_crs,
     _vectorize_params,
@@ -159,10 +160,6 @@ def windows(grid: MosaicGrid, size: int) -> list[tuple[int, int, int, int]]:
     """(row, col, height, width) windows tiling the grid, row-major."""
     return [(r, c, min(size, grid.height - r), min(size, grid.width - c))
             for r in range(0, grid.height, size) for c in range(0, grid.width, size)]
-
-
-def _intersects(a: Box, b: Box) -> bool:
-    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
 # ---- one window -------------------------------------------------------------------------------

@@ -209,6 +209,7 @@ class _BaseRunner:
         train_loss, chips = _train_epoch(self.model, self.train_data, self.optimizer,
                                          self.scheduler, self.scaler, self.options, self.device,
                                          self.use_amp, self.progress, epoch)
+        # the full rate: the last group (the decoder's when the encoder has its own)
         row: dict[str, Any] = {"lr": self.optimizer.param_groups[-1]["lr"],
                                "train_loss": train_loss}
         if self.val_data is not None:

@@ -198,14 +198,14 @@ def parameter_groups(model: torch.nn.Module, lr: float,
     """Optimiser groups: the ``encoder`` module's trainable weights at ``lr * encoder_lr_scale``,
     the rest at ``lr``; one group when the scale is 1 or the model has no encoder (so state
     files of ordinary runs keep their one-group layout)."""
+    trainable = trainable_parameters(model)
     encoder = getattr(model, "encoder", None)
     if encoder_lr_scale == 1.0 or not isinstance(encoder, torch.nn.Module):
-        return [{"params": trainable_parameters(model), "lr": lr}]
+        return [{"params": trainable, "lr": lr}]
     encoder_ids = {id(p) for p in encoder.parameters()}
-    groups = [{"params": [p for p in trainable_parameters(model) if id(p) in encoder_ids],
+    groups = [{"params": [p for p in trainable if id(p) in encoder_ids],
                "lr": lr * encoder_lr_scale},
-              {"params": [p for p in trainable_parameters(model) if id(p) not in encoder_ids],
-               "lr": lr}]
+              {"params": [p for p in trainable if id(p) not in encoder_ids], "lr": lr}]
     return [g for g in groups if g["params"]]
 
 
