@@ -114,6 +114,8 @@ def main() -> None:
                              "JPEG")
     parser.add_argument("--lr", type=float, default=None,
                         help="peak rate (default 2e-3 from scratch, 1e-3 pretrained)")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="validate and ship a moving average of the weights (v2: off)")
     parser.add_argument("--encoder-lr-scale", type=float, default=1.0,
                         help="encoder rate relative to --lr (v2: 1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -153,7 +155,7 @@ def main() -> None:
             chip_size=args.chip_size, batch_size=args.batch_size,
             epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
             lr=args.lr or (1e-3 if pretrained else 2e-3),
-            encoder_lr_scale=args.encoder_lr_scale,
+            encoder_lr_scale=args.encoder_lr_scale, ema_decay=args.ema_decay,
             weight_decay=1e-4, schedule="cosine", warmup_fraction=0.03, patience=8,
             val_fraction=0.0, seed=args.seed, road_oversample=0.6,
             augmentation=dataclasses.asdict(augmentation), device=args.device,

@@ -72,8 +72,8 @@ BASE_OPTIONS = [
     SchemaOption("metres_per_unit"), SchemaOption("mask_threshold"), SchemaOption("labels_crs"),
     SchemaOption("val_fraction"), SchemaOption("chip_size"), SchemaOption("batch_size"),
     SchemaOption("epochs"), SchemaOption("steps_per_epoch"), SchemaOption("lr"),
-    SchemaOption("encoder_lr_scale"),
-    SchemaOption("weight_decay"), SchemaOption("schedule"), SchemaOption("warmup_fraction"),
+    SchemaOption("encoder_lr_scale"), SchemaOption("weight_decay"), SchemaOption("ema_decay"),
+    SchemaOption("schedule"), SchemaOption("warmup_fraction"),
     SchemaOption("patience"), SchemaOption("min_delta"), SchemaOption("road_oversample"),
     SchemaOption("tile_size", help="Tile size recorded for inference (default: 512; "
                                    "effnet_lite*: 768)."),

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from roadprn.errors import ModelError
@@ -53,7 +54,8 @@ __all__ = ["CSV_COLUMNS", "FROZEN_ON_RESUME", "STATE_FORMAT", "STATE_VERSION", "
 
 # options that must not change when a run is resumed (they define the model or its inputs)
 FROZEN_ON_RESUME = ("arch", "arch_kwargs", "bands", "normalization", "gsd_m", "chip_size",
-                    "encoder_lr_scale")  # the last: the optimiser state's group layout
+                    "encoder_lr_scale",  # the optimiser state's group layout
+                    "ema_decay")  # whether the state holds an averaged model
 CSV_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_iou", "val_precision",
                "val_recall", "val_f1", "chips_per_s", "seconds")
 
@@ -189,6 +191,10 @@ class _BaseRunner:
             self.optimizer, lambda step: lr_factor(step, total_steps, options.schedule,
                                                    options.warmup_fraction))
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        # the averaged weights (batch-norm statistics too) are what is validated and saved
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay),
+                                  use_buffers=True)
+                    if options.ema_decay else None)
         self.train_data = RandomChips(
             train_scenes, chip_size=options.chip_size, target_gsd_m=options.gsd_m,
             length=options.steps_per_epoch * options.batch_size, seed=options.seed,
@@ -203,17 +209,24 @@ class _BaseRunner:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.use_amp and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights validation scores and the checkpoint holds: the average when kept."""
+        return self.ema.module if self.ema is not None else self.model
 
     def run_epoch(self, epoch: int) -> tuple[dict[str, Any], int]:
         self.train_data.set_epoch(epoch)
         train_loss, chips = _train_epoch(self.model, self.train_data, self.optimizer,
                                          self.scheduler, self.scaler, self.options, self.device,
-                                         self.use_amp, self.progress, epoch)
+                                         self.use_amp, self.progress, epoch, self.ema)
         # the full rate: the last group (the decoder's when the encoder has its own)
         row: dict[str, Any] = {"lr": self.optimizer.param_groups[-1]["lr"],
                                "train_loss": train_loss}
         if self.val_data is not None:
-            row.update(_validate(self.model, self.val_data, self.options, self.device,
+            row.update(_validate(self.evaluated, self.val_data, self.options, self.device,
                                  self.use_amp, self.progress))
         return row, chips
 
@@ -221,14 +234,16 @@ class _BaseRunner:
         return float(row["val_iou"] if self.val_data is not None else -row["train_loss"])
 
     def save_best(self, row: dict[str, Any]) -> str:
-        return save_checkpoint(self.paths.checkpoint, self.model,
+        return save_checkpoint(self.paths.checkpoint, self.evaluated,
                                _meta(self.options, self.summary, row), overwrite=True)
 
     def state(self) -> dict[str, Any]:
         return {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.use_amp else {}}
+                "scaler": self.scaler.state_dict() if self.use_amp else {},
+                **({"ema": {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}}
+                   if self.ema is not None else {})}
 
     def close(self) -> None:
         self.train_data.close()
@@ -250,7 +265,8 @@ def _loader(data, batch_size: int, options: TrainBaseOptions) -> DataLoader:
 
 def _train_epoch(model: nn.Module, data: RandomChips, optimizer, scheduler, scaler,
                  options: TrainBaseOptions, device: torch.device, use_amp: bool,
-                 progress: bool, epoch: int) -> tuple[float, int]:
+                 progress: bool, epoch: int, ema: AveragedModel | None = None
+                 ) -> tuple[float, int]:
     model.train()
     total, chips = 0.0, 0
     bar = progress_bar(total=options.steps_per_epoch, desc=f"epoch {epoch}", unit="step",
@@ -265,6 +281,8 @@ def _train_epoch(model: nn.Module, data: RandomChips, optimizer, scheduler, scal
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         value = loss.item()
         total += value * len(image)
         chips += len(image)

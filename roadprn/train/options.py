@@ -85,6 +85,11 @@ class TrainBaseOptions(TrainLoopOptions):
                                      "while the decoder learns at the full rate); models "
                                      "without an `encoder` module ignore it.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    ema_decay: float | None = Field(
+        None, ge=0.5, lt=1, description="Validate and save an exponential moving average of "
+                                        "the weights, updated every step with this decay (e.g. "
+                                        "0.99: about the last 100 steps), instead of the last "
+                                        "step's weights; null: off.")
     schedule: Literal["cosine", "onecycle", "constant"] = Field(
         "cosine", description="Learning-rate schedule.")
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Share of steps warming up.")

@@ -288,3 +288,45 @@ def test_encoder_lr_scale_trains_the_encoder_slower_and_is_frozen_on_resume(scen
                      "--no-pretrained", "--lr", "0.002", "--resume", str(out))
     assert result.exit_code != 0
     assert "option encoder_lr_scale is 1.0 but the run being resumed used 0.1" in result.output
+
+
+def test_ema_weights_are_validated_saved_resumed_and_frozen(scenes, tmp_path):
+    """--ema-decay: the checkpoint holds the moving average (not the last step's weights), it
+    is validated, a resumed run continues it exactly, and its decay cannot change mid-run."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("scene,labels,split\n"
+                     f"{scenes[0].image_path},{scenes[0].roads_path},train\n"
+                     f"{scenes[1].image_path},{scenes[1].roads_path},val\n")
+    ema = ["--pairs", str(pairs), "--ema-decay", "0.8", "--patience", "0", *FAST]
+    straight = tmp_path / "straight.pt"
+    result = _invoke("train", "base", "-o", str(straight), "--epochs", "2", *ema)
+    assert result.exit_code == 0, result.output
+    state = torch.load(straight.with_suffix(".state.pt"), weights_only=True)
+    assert int(state["ema"]["n_averaged"]) == 2 * 6  # one update per step
+
+    resumed = tmp_path / "resumed.pt"
+    result = _invoke("train", "base", "-o", str(resumed), "--epochs", "1", *ema)
+    assert result.exit_code == 0, result.output
+    first = torch.load(resumed.with_suffix(".state.pt"), weights_only=True)
+    averaged = {k.removeprefix("module."): v for k, v in first["ema"].items()
+                if k.startswith("module.")}
+    assert averaged.keys() == first["model"].keys()
+    weights = [k for k, v in first["model"].items() if v.is_floating_point()]
+    assert any(not torch.equal(averaged[k], first["model"][k]) for k in weights)
+    saved = load_checkpoint(resumed).build_model().state_dict()  # epoch 1: always the best
+    for key in weights:
+        torch.testing.assert_close(saved[key], averaged[key])
+    result = _invoke("train", "base", "-o", str(resumed), "--epochs", "2", "--resume",
+                     str(resumed), *ema)
+    assert result.exit_code == 0, result.output
+    keys = ("epoch", "train_loss", "val_loss", "val_iou")
+    assert ([{k: row[k] for k in keys} for row in _history(resumed)]
+            == [{k: row[k] for k in keys} for row in _history(straight)])
+    again = torch.load(resumed.with_suffix(".state.pt"), weights_only=True)
+    for key, value in state["ema"].items():
+        torch.testing.assert_close(again["ema"][key], value)
+
+    result = _invoke("train", "base", "-o", str(resumed), "--epochs", "3", "--resume",
+                     str(resumed), *[a for a in ema if a not in ("--ema-decay", "0.8")])
+    assert result.exit_code != 0
+    assert "option ema_decay is None but the run being resumed used 0.8" in result.output

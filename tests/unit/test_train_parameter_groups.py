@@ -55,3 +55,11 @@ def test_option_bounds():
         TrainBaseOptions(encoder_lr_scale=0)
     with pytest.raises(ValueError):
         TrainBaseOptions(encoder_lr_scale=2)
+
+
+def test_ema_decay_is_off_by_default_and_bounded():
+    assert TrainBaseOptions().ema_decay is None
+    assert TrainBaseOptions(ema_decay=0.99).ema_decay == 0.99
+    for bad in (1.0, 0.2):
+        with pytest.raises(ValueError):
+            TrainBaseOptions(ema_decay=bad)
