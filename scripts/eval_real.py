@@ -344,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         doc: dict[str, Any] = {"roadprn_version": __version__, "overrides": user,
                                "thresholds": THRESHOLDS.tolist(), "images": [], "models": {}}
         for name in args.images or list(IMAGES):
-            case = IMAGES[name](args.realdata, work, config.vectorize)
+            # truth lines from the default vectoriser: a --set vectorize.* override changes
+            # the prediction only, so sweeps compare against one truth
+            case = IMAGES[name](args.realdata, work, VectorizeParams())
             rows, used = evaluate_case(case, user, work, models)
             doc["images"].append({"name": name, "scene": str(case.scene), "notes": case.notes,
                                   "rows": rows})
