@@ -184,7 +184,7 @@ ISSUE_SIZE = 4096
 ISSUE_OVERLAP = 128
 BORDER_M = 20.0  # the issue: no dangling end within 20 m of an internal scene border ...
 SAME_END_M = 10.0  # ... that the whole-scene network does not also have: not within
-# vectorize.spur_length_m (two predictions' ends of one road closer than that are one end)
+# the vectoriser's old spur length: two predictions' ends of one road closer are one end
 #: one normalisation for the whole scene and its cuts (the default since then: batch --merge
 #: shares one percentile stretch over the archive, see issue_default below); with percentiles
 #: of each scene's own pixels (batch.normalization=scene) every scene is contrast-stretched
