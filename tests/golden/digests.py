@@ -86,11 +86,13 @@ def raster_digest(path: Path) -> dict:
     import rasterio
 
     with rasterio.open(path) as ds:
-        levels = {}
+        levels, overview_means = {}, {}
         for factor in [1, *ds.overviews(1)]:
             shape = (ds.count, max(1, ds.height // factor), max(1, ds.width // factor))
             pixels = ds.read(out_shape=shape) if factor > 1 else ds.read()
             levels[str(factor)] = _sha(np.ascontiguousarray(pixels).tobytes())
+            if factor > 1:
+                overview_means[str(factor)] = [block_moments(band)["mean"] for band in pixels]
         full = ds.read()
         dataset_mask = ds.dataset_mask()
         return {
@@ -108,6 +110,7 @@ def raster_digest(path: Path) -> dict:
                 "mask_blocks": block_moments(dataset_mask),
                 "band_blocks": [block_moments(band) for band in full],
                 "band_largest_values": [float(band.max(initial=0)) for band in full],
+                "overview_block_means": overview_means,
                 "band_histograms": [np.bincount(band.ravel().astype(np.int64),
                                                 minlength=256).tolist() for band in full],
             },
@@ -231,6 +234,15 @@ def compare_fingerprints(expected: dict, actual: dict) -> list[str]:
             for moment in ("x_moment", "y_moment"):  # offsets reach half a block
                 problems += _compare_grids(f"{label} block {moment}s", want[moment],
                                            got[moment], tolerance * RASTER_BLOCK_PX / 2)
+        largest = max([*expected["band_largest_values"], 1.0])
+        for factor, bands in expected["overview_block_means"].items():
+            got_bands = actual["overview_block_means"].get(factor, [])
+            if len(got_bands) != len(bands):
+                problems.append(f"overview {factor}: {len(got_bands)} band(s)")
+                continue
+            for band, (want, got) in enumerate(zip(bands, got_bands, strict=True), 1):
+                problems += _compare_grids(f"overview {factor} band {band} block means", want,
+                                           got, BLOCK_MEAN_TOLERANCE_SHARE * largest)
         for band, (want, got) in enumerate(zip(expected["band_histograms"],
                                                actual["band_histograms"], strict=True), 1):
             moved = np.abs(np.subtract(want, got)).sum() / 2

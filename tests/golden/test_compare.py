@@ -107,3 +107,25 @@ def test_real_vector_changes_fail(tmp_path, change):
     problems, _ = compare_output(_roads(tmp_path / "a.gpkg", ROADS, JUNCTIONS),
                                  _roads(tmp_path / "b.gpkg", roads, junctions))
     assert problems
+
+
+def _raster_with_overviews(path, pixels, stale: bool = False) -> dict:
+    from rasterio.enums import Resampling
+
+    with rasterio.open(path, "w", driver="GTiff", width=512, height=512, count=1,
+                       dtype="uint8", crs="EPSG:32631", transform=TRANSFORM) as ds:
+        ds.write(np.zeros_like(pixels) if stale else pixels, 1)
+        ds.build_overviews([2, 4], Resampling.average)
+        if stale:  # full resolution rewritten after the overviews were built
+            ds.write(pixels, 1)
+    return raster_digest(path)
+
+
+def test_stale_overviews_fail(tmp_path):
+    pixels = _probability()
+    expected = _raster_with_overviews(tmp_path / "a.tif", pixels)
+    assert expected["overview_factors"] == [2, 4]
+    problems, inexact = compare_output(
+        expected, _raster_with_overviews(tmp_path / "b.tif", pixels, stale=True))
+    assert inexact == ["pixels"]
+    assert any(p.startswith("overview 2") for p in problems)
