@@ -153,7 +153,8 @@ def _write_layer(frame: gpd.GeoDataFrame, path: Path, layer: str, fmt: str,
         try:
             frame.to_parquet(path, index=False)
         except ImportError as exc:
-            raise ConfigError("--format parquet needs pyarrow (pip install pyarrow)") from exc
+            raise ConfigError(
+                "--format parquet needs pyarrow (pip install 'roadprn[parquet]')") from exc
         return
     options = {"dataset_options": {"VERSION": GPKG_VERSION}} if fmt == "gpkg" else {}
     try:
