@@ -86,14 +86,13 @@ def raster_digest(path: Path) -> dict:
     import rasterio
 
     with rasterio.open(path) as ds:
-        levels, overview_means = {}, {}
-        for factor in [1, *ds.overviews(1)]:
-            shape = (ds.count, max(1, ds.height // factor), max(1, ds.width // factor))
-            pixels = ds.read(out_shape=shape) if factor > 1 else ds.read()
-            levels[str(factor)] = _sha(np.ascontiguousarray(pixels).tobytes())
-            if factor > 1:
-                overview_means[str(factor)] = [block_moments(band)["mean"] for band in pixels]
         full = ds.read()
+        levels, overview_means = {"1": _sha(np.ascontiguousarray(full).tobytes())}, {}
+        for factor in ds.overviews(1):
+            shape = (ds.count, max(1, ds.height // factor), max(1, ds.width // factor))
+            pixels = ds.read(out_shape=shape)
+            levels[str(factor)] = _sha(np.ascontiguousarray(pixels).tobytes())
+            overview_means[str(factor)] = [block_moments(band)["mean"] for band in pixels]
         dataset_mask = ds.dataset_mask()
         return {
             "dtype": ds.dtypes[0],
@@ -117,13 +116,6 @@ def raster_digest(path: Path) -> dict:
         }
 
 
-def _metric_crs(frame):
-    """The layer's CRS when projected, else its UTM zone: lengths in metres."""
-    if frame.crs is None or not frame.crs.is_geographic or frame.empty:
-        return frame.crs
-    return frame.estimate_utm_crs()
-
-
 def _grid(bounds: tuple[float, float, float, float], cells: int = VECTOR_GRID_CELLS):
     from shapely.geometry import box
 
@@ -136,16 +128,19 @@ def _grid(bounds: tuple[float, float, float, float], cells: int = VECTOR_GRID_CE
 def _layer_fingerprint(frame, scene_bounds) -> dict:
     import geopandas as gpd
 
+    from roadprn.vectorize.describe import length_m
+
     fingerprint: dict = {"rows": len(frame)}
     if "geometry" not in frame or frame.geometry.isna().all() or scene_bounds is None:
         return fingerprint
     geometry_type = frame.geometry.iloc[0].geom_type if len(frame) else None
     cells = gpd.GeoSeries(_grid(scene_bounds), crs=frame.crs)
     if geometry_type in ("LineString", "MultiLineString"):
-        metric = _metric_crs(frame)
-        fingerprint["length_m"] = round(float(frame.geometry.to_crs(metric).length.sum()), 2)
+        # lengths in metres as `roadprn info` measures them
+        fingerprint["length_m"] = round(length_m(frame), 2)
         fingerprint["cell_lengths_m"] = [
-            round(float(frame.geometry.intersection(cell).to_crs(metric).length.sum()), 2)
+            round(length_m(gpd.GeoDataFrame(geometry=frame.geometry.intersection(cell),
+                                            crs=frame.crs)), 2)
             for cell in cells]
     elif geometry_type == "Point":
         fingerprint["cell_points"] = [int(frame.geometry.within(cell).sum()) for cell in cells]
